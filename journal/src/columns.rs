@@ -1,0 +1,303 @@
+//! Column-wise batches of entries and replies, as both backends bind them.
+
+use uuid::Uuid;
+
+use crate::envelope::{CrcDomain, EntityKey, EntryKind, NewMessage, Payload, checksum};
+use crate::error::{JournalError, Result};
+use crate::journal::Journal;
+use crate::records::{AppendOutcome, CommitReceipt, Processed};
+use crate::shard::{Shard, shard_of};
+use crate::time::Timestamp;
+
+/// Entries to insert, one vector per column (PostgreSQL binds each as an array).
+#[derive(Debug, Default)]
+pub(crate) struct EntryColumns {
+    pub shard: Vec<i32>,
+    pub kind: Vec<i16>,
+    pub entity_type: Vec<String>,
+    pub entity_id: Vec<String>,
+    pub seq: Vec<Option<i64>>,
+    pub message_id: Vec<Uuid>,
+    pub type_tag: Vec<String>,
+    pub schema_version: Vec<i32>,
+    pub payload: Vec<Vec<u8>>,
+    pub crc: Vec<i64>,
+    pub deliver_at: Vec<Option<i64>>,
+    pub created_at: Vec<i64>,
+}
+
+impl EntryColumns {
+    pub(crate) fn len(&self) -> usize {
+        self.shard.len()
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn push(
+        &mut self,
+        shard: Shard,
+        kind: EntryKind,
+        entity: &EntityKey,
+        seq: Option<u64>,
+        message_id: Uuid,
+        payload: Payload,
+        deliver_at: Option<Timestamp>,
+        created_at: Timestamp,
+    ) {
+        let crc = checksum(kind.into(), entity, seq, &message_id, &payload);
+        self.shard.push(shard as i32);
+        self.kind.push(kind.code());
+        self.entity_type.push(entity.entity_type().to_owned());
+        self.entity_id.push(entity.entity_id().to_owned());
+        self.seq.push(seq.map(|s| s as i64));
+        self.message_id.push(message_id);
+        self.type_tag.push(payload.type_tag);
+        self.schema_version.push(payload.version as i32);
+        self.payload.push(payload.bytes);
+        self.crc.push(i64::from(crc));
+        self.deliver_at.push(deliver_at.map(Timestamp::as_micros));
+        self.created_at.push(created_at.as_micros());
+    }
+
+    /// Adds a message, validated against the limits, routed to its entity's shard.
+    pub(crate) fn push_message(
+        &mut self,
+        m: NewMessage,
+        shard_count: u32,
+        max_payload: usize,
+        now: Timestamp,
+    ) -> Result<()> {
+        m.payload.check(max_payload)?;
+        let shard = shard_of(m.entity.entity_id(), shard_count);
+        self.push(
+            shard,
+            EntryKind::Message,
+            &m.entity,
+            None,
+            m.message_id,
+            m.payload,
+            m.deliver_at,
+            now,
+        );
+        Ok(())
+    }
+}
+
+/// Which row carries each appended message: its own, or (for a repeat of an id earlier
+/// in the same call) the first occurrence's.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Source {
+    /// Sent as row `i` of the columns.
+    Row(usize),
+    /// A repeat of the message sent as row `i`.
+    RepeatOf(usize),
+}
+
+/// Lays out messages for an append; repeats of an id within the call are sent once.
+pub(crate) fn append_columns(
+    messages: Vec<NewMessage>,
+    shard_count: u32,
+    max_payload: usize,
+    now: Timestamp,
+) -> Result<(EntryColumns, Vec<Source>)> {
+    let mut cols = EntryColumns::default();
+    let mut sources = Vec::with_capacity(messages.len());
+    let mut seen = std::collections::HashMap::new();
+    for m in messages {
+        let key = (m.entity.clone(), m.message_id);
+        if let Some(&row) = seen.get(&key) {
+            m.payload.check(max_payload)?;
+            sources.push(Source::RepeatOf(row));
+            continue;
+        }
+        seen.insert(key, cols.len());
+        sources.push(Source::Row(cols.len()));
+        cols.push_message(m, shard_count, max_payload, now)?;
+    }
+    Ok((cols, sources))
+}
+
+/// Outcomes of an append in the caller's order, repeats reported as duplicates of the
+/// first occurrence.
+pub(crate) async fn append_outcomes<J: Journal>(
+    journal: &J,
+    cols: &EntryColumns,
+    placed: &[Placed],
+    sources: &[Source],
+) -> Result<Vec<AppendOutcome>> {
+    let firsts = outcomes(journal, cols, placed, 0..cols.len()).await?;
+    sources
+        .iter()
+        .map(|s| match *s {
+            Source::Row(i) => firsts
+                .get(i)
+                .cloned()
+                .ok_or_else(|| short_result(placed.len())),
+            Source::RepeatOf(i) => match firsts.get(i) {
+                Some(AppendOutcome::Appended { shard, offset }) => Ok(AppendOutcome::Duplicate {
+                    shard: *shard,
+                    offset: Some(*offset),
+                    reply: None,
+                }),
+                Some(AppendOutcome::Scheduled { shard }) => Ok(AppendOutcome::Duplicate {
+                    shard: *shard,
+                    offset: None,
+                    reply: None,
+                }),
+                Some(dup) => Ok(dup.clone()),
+                None => Err(short_result(placed.len())),
+            },
+        })
+        .collect()
+}
+
+/// Replies to insert, one vector per column.
+#[derive(Debug, Default)]
+pub(crate) struct ReplyColumns {
+    pub entity_type: Vec<String>,
+    pub entity_id: Vec<String>,
+    pub message_id: Vec<Uuid>,
+    pub offset: Vec<i64>,
+    pub type_tag: Vec<String>,
+    pub schema_version: Vec<i32>,
+    pub payload: Vec<Vec<u8>>,
+    pub crc: Vec<i64>,
+}
+
+/// A processed batch laid out in columns: entries (events, then each message's outgoing
+/// messages, message by message) and replies, plus where each message's rows start.
+pub(crate) struct BatchColumns {
+    pub entries: EntryColumns,
+    pub replies: ReplyColumns,
+    /// Per handled message: (number of events, number of outgoing messages).
+    pub layout: Vec<(usize, usize)>,
+}
+
+impl BatchColumns {
+    /// Validates and lays out the handled messages of one shard.
+    pub(crate) fn build(
+        shard: Shard,
+        messages: Vec<Processed>,
+        shard_count: u32,
+        max_payload: usize,
+        now: Timestamp,
+    ) -> Result<Self> {
+        let mut entries = EntryColumns::default();
+        let mut replies = ReplyColumns::default();
+        let mut layout = Vec::with_capacity(messages.len());
+        for p in messages {
+            p.reply.check(max_payload)?;
+            layout.push((p.events.len(), p.outgoing.len()));
+            for e in p.events {
+                e.payload.check(max_payload)?;
+                if e.seq == 0 {
+                    return Err(JournalError::InvalidSeq {
+                        entity: p.entity.to_string(),
+                    });
+                }
+                entries.push(
+                    shard,
+                    EntryKind::Event,
+                    &p.entity,
+                    Some(e.seq),
+                    p.message_id,
+                    e.payload,
+                    None,
+                    now,
+                );
+            }
+            for m in p.outgoing {
+                entries.push_message(m, shard_count, max_payload, now)?;
+            }
+            let crc = checksum(CrcDomain::Reply, &p.entity, None, &p.message_id, &p.reply);
+            replies.entity_type.push(p.entity.entity_type().to_owned());
+            replies.entity_id.push(p.entity.entity_id().to_owned());
+            replies.message_id.push(p.message_id);
+            replies.offset.push(p.offset as i64);
+            replies.type_tag.push(p.reply.type_tag);
+            replies.schema_version.push(p.reply.version as i32);
+            replies.payload.push(p.reply.bytes);
+            replies.crc.push(i64::from(crc));
+        }
+        Ok(BatchColumns {
+            entries,
+            replies,
+            layout,
+        })
+    }
+}
+
+/// Where one appended row went, as both backends report it, in input order.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Placed {
+    /// The new offset, or the original's for a duplicate; `None` while scheduled.
+    pub offset: Option<u64>,
+    /// A message whose id the entity already had: nothing was written.
+    pub duplicate: bool,
+    /// A message parked until due.
+    pub scheduled: bool,
+}
+
+fn short_result(n: usize) -> JournalError {
+    JournalError::Persistence(sqlx::Error::Protocol(format!(
+        "the append returned {n} rows, fewer than the entries sent"
+    )))
+}
+
+/// Turns placements of the messages in `range` into outcomes, fetching the stored
+/// replies of duplicates (the rare path).
+pub(crate) async fn outcomes<J: Journal>(
+    journal: &J,
+    entries: &EntryColumns,
+    placed: &[Placed],
+    range: std::ops::Range<usize>,
+) -> Result<Vec<AppendOutcome>> {
+    let mut out = Vec::with_capacity(range.len());
+    for i in range {
+        let p = placed.get(i).ok_or_else(|| short_result(placed.len()))?;
+        let shard = entries.shard[i] as Shard;
+        out.push(if p.duplicate {
+            let entity = EntityKey::from_stored(
+                entries.entity_type[i].clone(),
+                entries.entity_id[i].clone(),
+            );
+            AppendOutcome::Duplicate {
+                shard,
+                offset: p.offset,
+                reply: journal.reply(&entity, entries.message_id[i]).await?,
+            }
+        } else if p.scheduled {
+            AppendOutcome::Scheduled { shard }
+        } else {
+            AppendOutcome::Appended {
+                shard,
+                offset: p.offset.ok_or_else(|| short_result(placed.len()))?,
+            }
+        });
+    }
+    Ok(out)
+}
+
+/// Splits a batch's placements back into per-message event offsets and outgoing outcomes.
+pub(crate) async fn receipt<J: Journal>(
+    journal: &J,
+    cols: &BatchColumns,
+    placed: &[Placed],
+) -> Result<CommitReceipt> {
+    let mut receipt = CommitReceipt::default();
+    let mut at = 0;
+    for &(events, outgoing) in &cols.layout {
+        let offsets = placed
+            .get(at..at + events)
+            .ok_or_else(|| short_result(placed.len()))?
+            .iter()
+            .map(|p| p.offset.ok_or_else(|| short_result(placed.len())))
+            .collect::<Result<Vec<_>>>()?;
+        receipt.event_offsets.push(offsets);
+        at += events;
+        receipt
+            .outgoing
+            .push(outcomes(journal, &cols.entries, placed, at..at + outgoing).await?);
+        at += outgoing;
+    }
+    Ok(receipt)
+}

@@ -1,0 +1,175 @@
+//! The journal's error type: one enum, matched by variant, carrying the facts in fields.
+
+use std::path::PathBuf;
+
+use uuid::Uuid;
+
+use crate::shard::Shard;
+
+/// Which identifying field of an entry failed validation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Field {
+    /// The entity type name (`"account"`).
+    EntityType,
+    /// The application-chosen entity id.
+    EntityId,
+    /// The payload's type tag.
+    TypeTag,
+    /// The name of a cursor's consumer.
+    Consumer,
+}
+
+impl std::fmt::Display for Field {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Field::EntityType => "entity type",
+            Field::EntityId => "entity id",
+            Field::TypeTag => "type tag",
+            Field::Consumer => "consumer name",
+        })
+    }
+}
+
+/// Everything a journal operation can fail with.
+///
+/// Validation errors (`Empty`, `TooLong`, `PayloadTooLarge`, `ShardOutOfRange`) are raised
+/// before anything is written, so a rejected call changes nothing.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum JournalError {
+    /// An identifying field was empty.
+    #[error("{field} must not be empty")]
+    Empty {
+        /// The field.
+        field: Field,
+    },
+    /// An identifying field was longer than the journal accepts.
+    #[error("{field} is {len} bytes, over the limit of {limit}")]
+    TooLong {
+        /// The field.
+        field: Field,
+        /// Its length in bytes.
+        len: usize,
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// A payload was larger than the journal's configured maximum.
+    #[error("payload of {size} bytes exceeds the limit of {limit} bytes")]
+    PayloadTooLarge {
+        /// Size of the rejected payload.
+        size: usize,
+        /// The configured limit.
+        limit: usize,
+    },
+    /// An event with seq 0: seqs start at 1.
+    #[error("event of {entity} has seq 0; seqs start at 1")]
+    InvalidSeq {
+        /// The entity, as `type/id`.
+        entity: String,
+    },
+    /// A shard number outside `0..shard_count`.
+    #[error("shard {shard} is out of range (the journal has {shard_count} shards)")]
+    ShardOutOfRange {
+        /// The shard asked for.
+        shard: Shard,
+        /// The journal's shard count.
+        shard_count: u32,
+    },
+    /// A stored entry failed its crc32 check.
+    #[error("checksum mismatch in the entry at shard {shard}, offset {offset}")]
+    Checksum {
+        /// Shard of the entry.
+        shard: Shard,
+        /// Offset of the entry in its shard.
+        offset: u64,
+    },
+    /// A stored reply failed its crc32 check.
+    #[error("checksum mismatch in the stored reply to message {message_id}")]
+    ReplyChecksum {
+        /// The message the reply answers.
+        message_id: Uuid,
+    },
+    /// A stored row holds a value no writer of this format produces.
+    #[error("corrupt entry at shard {shard}, offset {offset}: {reason}")]
+    Corrupt {
+        /// Shard of the entry.
+        shard: Shard,
+        /// Offset of the entry in its shard.
+        offset: u64,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The journal was created with another shard count than the one asked for.
+    #[error("the journal has {stored} shards, but {requested} were configured")]
+    ShardCountMismatch {
+        /// Shard count stored in the journal.
+        stored: u32,
+        /// Shard count asked for at open.
+        requested: u32,
+    },
+    /// The database holds a journal format this build does not understand.
+    #[error(
+        "journal format version {found} is not supported (this build reads version {supported})"
+    )]
+    UnsupportedFormat {
+        /// Version found in the database.
+        found: u32,
+        /// Version this build writes and reads.
+        supported: u32,
+    },
+    /// An event seq or a reply was already written by another writer: this writer is stale.
+    #[error("conflicting write in shard {shard}: {detail}")]
+    SeqConflict {
+        /// Shard whose batch was refused.
+        shard: Shard,
+        /// What collided, as the database reported it.
+        detail: String,
+    },
+    /// The shard has been acquired by another owner since this writer's lease was granted.
+    #[error("shard {shard} is no longer held at epoch {epoch}")]
+    Fenced {
+        /// The shard.
+        shard: Shard,
+        /// The epoch of the stale lease.
+        epoch: u64,
+    },
+    /// Another process holds the SQLite journal file.
+    #[error("the journal {path} is in use by another process")]
+    Locked {
+        /// The journal's database file.
+        path: PathBuf,
+    },
+    /// The dedicated shard-lock connection died: every lease it held is gone.
+    #[error("the shard-lock connection was lost; no shard is owned any more")]
+    LockConnectionLost,
+    /// A payload could not be encoded or decoded with postcard.
+    #[error("payload codec error for type {type_tag}: {source}")]
+    Codec {
+        /// The payload's type tag.
+        type_tag: String,
+        /// The postcard error.
+        #[source]
+        source: postcard::Error,
+    },
+    /// The configuration or a URL is unusable.
+    #[error("configuration error: {0}")]
+    Config(String),
+    /// Applying the schema failed.
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The database failed or could not be reached.
+    #[error("database error: {0}")]
+    Persistence(#[from] sqlx::Error),
+    /// A file-system operation around the journal failed.
+    #[error("i/o error on {path}: {source}")]
+    Io {
+        /// The path involved.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Result alias for journal operations.
+pub type Result<T, E = JournalError> = std::result::Result<T, E>;

@@ -1,0 +1,183 @@
+//! The `Journal` trait: the storage contract every backend keeps.
+
+use std::future::Future;
+use std::time::Duration;
+
+use futures_util::{Stream, TryStreamExt as _};
+use uuid::Uuid;
+
+use crate::envelope::{EntityKey, Entry, EntryKind, NewMessage};
+use crate::error::{JournalError, Result};
+use crate::ownership::ShardLocks;
+use crate::records::NewSnapshot;
+use crate::records::{AppendOutcome, CommitReceipt, ProcessedBatch, Snapshot, StoredReply};
+use crate::shard::{Shard, shard_of};
+use crate::time::Timestamp;
+
+/// Entries fetched per round trip by [`Journal::events`].
+pub const EVENT_PAGE: usize = 1_000;
+
+/// An append-only journal partitioned into shards.
+///
+/// # Offsets
+///
+/// Each shard is a partition whose entries (messages and events) have offsets
+/// `1, 2, 3, …`. Within a shard:
+///
+/// ```text
+///   committed:  1 2 3 4 5 6 7 8          head = 8 (next append takes 9)
+///   cursor c:         ^ 4                 reads after c return 5, 6, 7, 8
+/// ```
+///
+/// - Offsets MUST be dense (no gaps, even after failed or rolled-back appends) and MUST
+///   agree with commit order: once a reader has seen offset `n`, no entry with an offset
+///   `<= n` can appear later. A tailer that remembers the last offset it saw therefore
+///   never skips an entry. Both backends allocate offsets under a per-shard lock held until
+///   commit.
+/// - A *cursor* (or checkpoint) is the last offset a consumer is done with; reads return
+///   offsets strictly greater than the cursor. Cursors only move forward.
+///
+/// # Atomicity and durability
+///
+/// - [`append`](Journal::append) returns `Ok` only after its transaction committed; a
+///   batch of messages commits all together or not at all.
+/// - [`commit`](Journal::commit) writes a shard's processed batch — every message's
+///   events, reply and outgoing messages, and the cursor advance — in ONE transaction. A
+///   reader never sees part of it.
+/// - Dedup: messages are unique per (entity, message id); appending a known id writes
+///   nothing and returns [`AppendOutcome::Duplicate`] with the original offset and, once
+///   processed, the stored reply.
+/// - Fencing: events are unique per (entity, seq) and replies per (entity, message id);
+///   a batch that collides fails whole with `SeqConflict`. A batch carrying a lease fails
+///   with `Fenced` once the shard was acquired again by anyone.
+///
+/// # Scheduled messages
+///
+/// A message whose `deliver_at` is in the future is held in the shard's schedule and
+/// enters the partition (at the then-next offset) only when
+/// [`promote_due`](Journal::promote_due) runs at or after its due time. The partition thus
+/// holds only due entries, and a far-future message never holds a cursor back.
+///
+/// # What a reader never sees
+///
+/// Uncommitted entries, entries of a rolled-back batch, and entries whose checksum fails:
+/// those are returned as [`JournalError::Checksum`](crate::JournalError::Checksum), never
+/// skipped.
+pub trait Journal: Send + Sync + 'static {
+    /// The backend's shard-lock session.
+    type Locks: ShardLocks;
+
+    /// Number of shards, fixed when the journal was created.
+    fn shard_count(&self) -> u32;
+
+    /// The shard of an entity (see [`crate::shard`]).
+    fn shard_of(&self, entity: &EntityKey) -> Shard {
+        shard_of(entity.entity_id(), self.shard_count())
+    }
+
+    /// Appends messages (any shards) in one transaction; outcomes in input order.
+    fn append(
+        &self,
+        messages: Vec<NewMessage>,
+    ) -> impl Future<Output = Result<Vec<AppendOutcome>>> + Send;
+
+    /// Entries of a shard with offsets `> after`, in offset order, at most `limit`,
+    /// optionally only of one kind. Every checksum is verified.
+    fn read_shard(
+        &self,
+        shard: Shard,
+        after: u64,
+        limit: usize,
+        kind: Option<EntryKind>,
+    ) -> impl Future<Output = Result<Vec<Entry>>> + Send;
+
+    /// An entity's events with `seq >= from_seq`, in seq order, at most `limit`.
+    fn read_events(
+        &self,
+        entity: &EntityKey,
+        from_seq: u64,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<Entry>>> + Send;
+
+    /// Commits a shard's processed batch atomically (see the trait docs).
+    fn commit(&self, batch: ProcessedBatch) -> impl Future<Output = Result<CommitReceipt>> + Send;
+
+    /// The stored reply to a message, if it was processed.
+    fn reply(
+        &self,
+        entity: &EntityKey,
+        message_id: Uuid,
+    ) -> impl Future<Output = Result<Option<StoredReply>>> + Send;
+
+    /// Saves a snapshot, replacing an older one of the entity (a newer one is kept).
+    fn save_snapshot(&self, snapshot: NewSnapshot) -> impl Future<Output = Result<()>> + Send;
+
+    /// The entity's latest snapshot if its checksum holds and its state version is
+    /// `state_version`; otherwise `None` (and a warning), so the caller replays in full.
+    fn load_snapshot(
+        &self,
+        entity: &EntityKey,
+        state_version: u32,
+    ) -> impl Future<Output = Result<Option<Snapshot>>> + Send;
+
+    /// A consumer's cursor on a shard: the last offset it is done with (0 if none).
+    fn cursor(&self, consumer: &str, shard: Shard) -> impl Future<Output = Result<u64>> + Send;
+
+    /// Moves a consumer's cursor forward to `offset` (never backwards).
+    fn advance_cursor(
+        &self,
+        consumer: &str,
+        shard: Shard,
+        offset: u64,
+    ) -> impl Future<Output = Result<()>> + Send;
+
+    /// The shard's head: the highest committed offset (0 when empty).
+    fn head(&self, shard: Shard) -> impl Future<Output = Result<u64>> + Send;
+
+    /// Moves the shard's scheduled messages due at `now` into its partition; returns how many.
+    fn promote_due(
+        &self,
+        shard: Shard,
+        now: Timestamp,
+    ) -> impl Future<Output = Result<usize>> + Send;
+
+    /// When the shard's earliest scheduled message is due, if it has one.
+    fn next_due(&self, shard: Shard) -> impl Future<Output = Result<Option<Timestamp>>> + Send;
+
+    /// Waits until new entries may have been committed to the shard, or `timeout` passed.
+    /// Returns `true` on a wake-up. Wake-ups may be spurious; a caller still reads to see.
+    fn wait_for_entries(
+        &self,
+        shard: Shard,
+        timeout: Duration,
+    ) -> impl Future<Output = bool> + Send;
+
+    /// Opens a lock session for a runner (a dedicated connection on PostgreSQL).
+    fn lock_session(&self, runner: &str) -> impl Future<Output = Result<Self::Locks>> + Send;
+
+    /// An entity's events from `from_seq` on, fetched in pages of [`EVENT_PAGE`], so that a
+    /// long history never sits in memory at once.
+    fn events<'a>(
+        &'a self,
+        entity: &'a EntityKey,
+        from_seq: u64,
+    ) -> impl Stream<Item = Result<Entry>> + Send + 'a
+    where
+        Self: Sized,
+    {
+        futures_util::stream::try_unfold((from_seq, false), move |(next, done)| async move {
+            if done {
+                return Ok::<_, JournalError>(None);
+            }
+            let page = self.read_events(entity, next, EVENT_PAGE).await?;
+            let last = page.last().and_then(|e| e.seq);
+            let done = page.len() < EVENT_PAGE;
+            let next = last.map_or(next, |s| s + 1);
+            Ok(Some((
+                futures_util::stream::iter(page.into_iter().map(Ok)),
+                (next, done),
+            )))
+        })
+        .try_flatten()
+    }
+}

@@ -1,0 +1,56 @@
+//! entlog's journal: an append-only log of messages and events, partitioned by shard.
+//!
+//! Every message an entity receives and every event it decides is an [`Entry`] in its
+//! shard's partition, at a dense offset that agrees with commit order. Beside the entries
+//! the journal keeps stored replies (dedup), snapshots, cursors, and shard ownership.
+//! The [`Journal`] trait states the contract; [`PgJournal`] (cluster mode) and
+//! [`SqliteJournal`] (embedded, one process) keep it, and the conformance suite in
+//! [`testing`] (feature `testing`) proves it on both.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), entlog_journal::JournalError> {
+//! use entlog_journal::{EntityKey, Journal, NewMessage, Payload, SqliteJournal, SqliteOptions};
+//!
+//! let journal = SqliteJournal::open(SqliteOptions::new("app.db")).await?;
+//! let to = EntityKey::new("counter", "c-1")?;
+//! let cmd = Payload::encode("counter.Add", 1, &5i64)?;
+//! journal.append(vec![NewMessage::new(to.clone(), cmd)]).await?;
+//! let shard = journal.shard_of(&to);
+//! for entry in journal.read_shard(shard, 0, 100, None).await? {
+//!     println!("{} {} {:?}", entry.offset, entry.entity, entry.payload.decode::<i64>()?);
+//! }
+//! # Ok(()) }
+//! ```
+
+mod columns;
+mod envelope;
+mod error;
+mod journal;
+mod meta;
+mod ownership;
+mod postgres;
+mod records;
+pub mod shard;
+mod snapshot;
+mod sqlite;
+mod time;
+mod wakeup;
+
+#[cfg(feature = "testing")]
+pub mod testing;
+
+pub use envelope::{
+    DEFAULT_MAX_PAYLOAD_BYTES, EntityKey, Entry, EntryKind, MAX_NAME_BYTES, NewEvent, NewMessage,
+    Payload, check_name,
+};
+pub use error::{Field, JournalError, Result};
+pub use journal::{EVENT_PAGE, Journal};
+pub use meta::FORMAT_VERSION;
+pub use ownership::{Lease, ShardLocks};
+pub use postgres::{PgJournal, PgLocks, PgOptions};
+pub use records::{
+    AppendOutcome, CommitReceipt, NewSnapshot, Processed, ProcessedBatch, Snapshot, StoredReply,
+};
+pub use shard::{Shard, shard_of};
+pub use sqlite::{Durability, SqliteJournal, SqliteLocks, SqliteOptions};
+pub use time::Timestamp;

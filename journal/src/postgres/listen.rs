@@ -1,0 +1,58 @@
+//! LISTEN side of wake-ups: notifications from any process become per-shard wake-ups.
+//!
+//! `append_entries` sends `NOTIFY <channel>, '<shard>'` once per shard per transaction
+//! (PostgreSQL folds identical notifications of one transaction). A lost listener
+//! connection may have dropped notifications, so every shard is woken when it is noticed.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::PgPool;
+use sqlx::postgres::PgListener;
+use tokio::task::JoinHandle;
+
+use crate::error::Result;
+use crate::shard::Shard;
+use crate::wakeup::Wakeups;
+
+/// The background task forwarding notifications; stopped when dropped.
+pub(super) struct ListenerTask {
+    handle: JoinHandle<()>,
+}
+
+impl Drop for ListenerTask {
+    fn drop(&mut self) {
+        self.handle.abort();
+    }
+}
+
+impl ListenerTask {
+    pub(super) async fn start(
+        pool: PgPool,
+        channel: String,
+        wakeups: Arc<Wakeups>,
+    ) -> Result<Self> {
+        let mut listener = PgListener::connect_with(&pool).await?;
+        listener.listen(&channel).await?;
+        let handle = tokio::spawn(async move {
+            loop {
+                match listener.try_recv().await {
+                    Ok(Some(n)) => match n.payload().parse::<Shard>() {
+                        Ok(shard) => wakeups.wake(shard),
+                        Err(_) => wakeups.wake_all(),
+                    },
+                    Ok(None) => wakeups.wake_all(),
+                    Err(e) => {
+                        if pool.is_closed() {
+                            return;
+                        }
+                        tracing::warn!(error = %e, "notification listener failed; retrying");
+                        wakeups.wake_all();
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    }
+                }
+            }
+        });
+        Ok(ListenerTask { handle })
+    }
+}

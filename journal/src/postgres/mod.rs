@@ -1,0 +1,436 @@
+//! The PostgreSQL journal: the cluster mode.
+//!
+//! All tables live in one schema per journal (`entlog` by default), so several journals
+//! (and parallel tests) can share a database. Appends and batch commits are single calls
+//! of SQL functions (`append_entries`, `commit_batch`): one round trip each, atomic in
+//! autocommit. Shard ownership is held on dedicated connections ([`PgLocks`]).
+
+#[macro_use]
+mod rows;
+mod listen;
+mod locks;
+mod open;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::PgPool;
+use sqlx::postgres::PgDatabaseError;
+use tokio::sync::OnceCell;
+use uuid::Uuid;
+
+pub use locks::PgLocks;
+pub use open::PgOptions;
+
+use crate::columns::{BatchColumns, EntryColumns, append_columns, append_outcomes, receipt};
+use crate::envelope::{CrcDomain, EntityKey, Entry, EntryKind, NewMessage, checksum};
+use crate::error::{Field, JournalError, Result};
+use crate::journal::Journal;
+use crate::records::NewSnapshot;
+use crate::records::{AppendOutcome, CommitReceipt, ProcessedBatch, Snapshot, StoredReply};
+use crate::shard::Shard;
+use crate::time::Timestamp;
+use crate::wakeup::Wakeups;
+use rows::{append_rows, entry_from_row, reply_from_row, snapshot_from_row};
+
+/// SQLSTATE raised by `append_entries` when a lease's epoch is stale.
+const FENCED_SQLSTATE: &str = "EL001";
+
+/// A journal stored in a PostgreSQL schema.
+#[derive(Clone)]
+pub struct PgJournal {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    pool: PgPool,
+    options: PgOptions,
+    shard_count: u32,
+    lock_namespace: i32,
+    channel: String,
+    wakeups: Arc<Wakeups>,
+    listener: OnceCell<listen::ListenerTask>,
+}
+
+impl std::fmt::Debug for PgJournal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgJournal")
+            .field("schema", &self.inner.options.schema)
+            .field("shard_count", &self.inner.shard_count)
+            .finish()
+    }
+}
+
+impl PgJournal {
+    /// Opens (creating or migrating as needed) the journal described by `options`.
+    pub async fn open(options: PgOptions) -> Result<Self> {
+        open::open(options).await
+    }
+
+    /// The connection pool, for the application's own read-model tables.
+    pub fn pool(&self) -> &PgPool {
+        &self.inner.pool
+    }
+
+    /// The schema holding this journal's tables.
+    pub fn schema(&self) -> &str {
+        &self.inner.options.schema
+    }
+
+    /// Closes the pool and the listener.
+    pub async fn close(&self) {
+        self.inner.pool.close().await;
+    }
+
+    fn check_shard(&self, shard: Shard) -> Result<()> {
+        if shard >= self.inner.shard_count {
+            return Err(JournalError::ShardOutOfRange {
+                shard,
+                shard_count: self.inner.shard_count,
+            });
+        }
+        Ok(())
+    }
+
+    fn channel(&self) -> Option<&str> {
+        self.inner
+            .options
+            .notify
+            .then_some(self.inner.channel.as_str())
+    }
+
+    fn wake(&self, entries: &EntryColumns) {
+        let mut shards = entries.shard.clone();
+        shards.sort_unstable();
+        shards.dedup();
+        for s in shards {
+            self.inner.wakeups.wake(s as Shard);
+        }
+    }
+}
+
+/// Maps database errors that carry a meaning to the journal's variants.
+fn classify(err: sqlx::Error, shard: Shard, epoch: Option<u64>) -> JournalError {
+    if let sqlx::Error::Database(db) = &err {
+        if let Some(pg) = db.try_downcast_ref::<PgDatabaseError>() {
+            if pg.code() == FENCED_SQLSTATE {
+                return JournalError::Fenced {
+                    shard,
+                    epoch: epoch.unwrap_or(0),
+                };
+            }
+            if pg.code() == "23505"
+                && matches!(pg.constraint(), Some("journal_event_seq" | "replies_pkey"))
+            {
+                return JournalError::SeqConflict {
+                    shard,
+                    detail: pg.detail().unwrap_or(pg.message()).to_owned(),
+                };
+            }
+        }
+    }
+    JournalError::Persistence(err)
+}
+
+impl Journal for PgJournal {
+    type Locks = PgLocks;
+
+    fn shard_count(&self) -> u32 {
+        self.inner.shard_count
+    }
+
+    async fn append(&self, messages: Vec<NewMessage>) -> Result<Vec<AppendOutcome>> {
+        if messages.is_empty() {
+            return Ok(Vec::new());
+        }
+        let now = Timestamp::now();
+        let (entries, sources) = append_columns(
+            messages,
+            self.inner.shard_count,
+            self.inner.options.max_payload_bytes,
+            now,
+        )?;
+        let rows = append_rows(
+            sqlx::query(
+                "SELECT * FROM append_entries($1, $2, NULL, NULL, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+            )
+            .bind(now.as_micros())
+            .bind(self.channel())
+            .bind(&entries.shard)
+            .bind(&entries.kind)
+            .bind(&entries.entity_type)
+            .bind(&entries.entity_id)
+            .bind(&entries.seq)
+            .bind(&entries.message_id)
+            .bind(&entries.type_tag)
+            .bind(&entries.schema_version)
+            .bind(&entries.payload)
+            .bind(&entries.crc)
+            .bind(&entries.deliver_at)
+            .bind(&entries.created_at)
+            .fetch_all(&self.inner.pool)
+            .await?,
+        )?;
+        self.wake(&entries);
+        append_outcomes(self, &entries, &rows, &sources).await
+    }
+
+    async fn read_shard(
+        &self,
+        shard: Shard,
+        after: u64,
+        limit: usize,
+        kind: Option<EntryKind>,
+    ) -> Result<Vec<Entry>> {
+        self.check_shard(shard)?;
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            entry_columns!(),
+            r#" FROM journal
+                WHERE shard = $1 AND "offset" > $2 AND ($4::SMALLINT IS NULL OR kind = $4)
+                ORDER BY "offset" LIMIT $3"#
+        ))
+        .bind(shard as i32)
+        .bind(after as i64)
+        .bind(limit as i64)
+        .bind(kind.map(EntryKind::code))
+        .fetch_all(&self.inner.pool)
+        .await?;
+        rows.iter().map(entry_from_row).collect()
+    }
+
+    async fn read_events(
+        &self,
+        entity: &EntityKey,
+        from_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<Entry>> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            entry_columns!(),
+            " FROM journal
+                WHERE kind = 2 AND entity_type = $1 AND entity_id = $2 AND seq >= $3
+                ORDER BY seq LIMIT $4"
+        ))
+        .bind(entity.entity_type())
+        .bind(entity.entity_id())
+        .bind(from_seq as i64)
+        .bind(limit as i64)
+        .fetch_all(&self.inner.pool)
+        .await?;
+        rows.iter().map(entry_from_row).collect()
+    }
+
+    async fn commit(&self, batch: ProcessedBatch) -> Result<CommitReceipt> {
+        self.check_shard(batch.shard)?;
+        if let Some((consumer, _)) = &batch.cursor {
+            crate::envelope::check_name(Field::Consumer, consumer)?;
+        }
+        let now = Timestamp::now();
+        let cols = BatchColumns::build(
+            batch.shard,
+            batch.messages,
+            self.inner.shard_count,
+            self.inner.options.max_payload_bytes,
+            now,
+        )?;
+        let (consumer, cursor) = match batch.cursor {
+            Some((c, o)) => (Some(c), Some(o as i64)),
+            None => (None, None),
+        };
+        let epoch = batch.lease.map(|l| l.epoch);
+        let e = &cols.entries;
+        let r = &cols.replies;
+        let rows = sqlx::query(
+            "SELECT * FROM commit_batch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, \
+             $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27)",
+        )
+        .bind(now.as_micros())
+        .bind(self.channel())
+        .bind(batch.lease.map(|l| l.shard as i32))
+        .bind(epoch.map(|e| e as i64))
+        .bind(&e.shard)
+        .bind(&e.kind)
+        .bind(&e.entity_type)
+        .bind(&e.entity_id)
+        .bind(&e.seq)
+        .bind(&e.message_id)
+        .bind(&e.type_tag)
+        .bind(&e.schema_version)
+        .bind(&e.payload)
+        .bind(&e.crc)
+        .bind(&e.deliver_at)
+        .bind(&e.created_at)
+        .bind(batch.shard as i32)
+        .bind(&r.entity_type)
+        .bind(&r.entity_id)
+        .bind(&r.message_id)
+        .bind(&r.offset)
+        .bind(&r.type_tag)
+        .bind(&r.schema_version)
+        .bind(&r.payload)
+        .bind(&r.crc)
+        .bind(consumer)
+        .bind(cursor)
+        .fetch_all(&self.inner.pool)
+        .await
+        .map_err(|err| classify(err, batch.shard, epoch))?;
+        let rows = append_rows(rows)?;
+        self.inner.wakeups.wake(batch.shard);
+        self.wake(e);
+        receipt(self, &cols, &rows).await
+    }
+
+    async fn reply(&self, entity: &EntityKey, message_id: Uuid) -> Result<Option<StoredReply>> {
+        let row = sqlx::query(
+            r#"SELECT message_id, "offset", type_tag, schema_version, payload, crc, created_at, entity_type, entity_id
+                 FROM replies WHERE entity_type = $1 AND entity_id = $2 AND message_id = $3"#,
+        )
+        .bind(entity.entity_type())
+        .bind(entity.entity_id())
+        .bind(message_id)
+        .fetch_optional(&self.inner.pool)
+        .await?;
+        row.as_ref().map(reply_from_row).transpose()
+    }
+
+    async fn save_snapshot(&self, snapshot: NewSnapshot) -> Result<()> {
+        snapshot.state.check(self.inner.options.max_payload_bytes)?;
+        let crc = checksum(
+            CrcDomain::Snapshot,
+            &snapshot.entity,
+            Some(snapshot.seq),
+            &Uuid::nil(),
+            &snapshot.state,
+        );
+        sqlx::query(
+            "INSERT INTO snapshots AS s (entity_type, entity_id, seq, type_tag, state_version, payload, crc, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+             ON CONFLICT (entity_type, entity_id) DO UPDATE
+                SET seq = EXCLUDED.seq, type_tag = EXCLUDED.type_tag,
+                    state_version = EXCLUDED.state_version, payload = EXCLUDED.payload,
+                    crc = EXCLUDED.crc, created_at = EXCLUDED.created_at
+              WHERE s.seq <= EXCLUDED.seq",
+        )
+        .bind(snapshot.entity.entity_type())
+        .bind(snapshot.entity.entity_id())
+        .bind(snapshot.seq as i64)
+        .bind(&snapshot.state.type_tag)
+        .bind(snapshot.state.version as i32)
+        .bind(&snapshot.state.bytes)
+        .bind(i64::from(crc))
+        .bind(Timestamp::now().as_micros())
+        .execute(&self.inner.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn load_snapshot(
+        &self,
+        entity: &EntityKey,
+        state_version: u32,
+    ) -> Result<Option<Snapshot>> {
+        let row = sqlx::query(
+            "SELECT seq, type_tag, state_version, payload, crc, created_at
+               FROM snapshots WHERE entity_type = $1 AND entity_id = $2",
+        )
+        .bind(entity.entity_type())
+        .bind(entity.entity_id())
+        .fetch_optional(&self.inner.pool)
+        .await?;
+        Ok(match row {
+            Some(row) => snapshot_from_row(&row, entity, state_version)?,
+            None => None,
+        })
+    }
+
+    async fn cursor(&self, consumer: &str, shard: Shard) -> Result<u64> {
+        self.check_shard(shard)?;
+        let offset: Option<i64> = sqlx::query_scalar(
+            r#"SELECT "offset" FROM cursors WHERE consumer = $1 AND shard = $2"#,
+        )
+        .bind(consumer)
+        .bind(shard as i32)
+        .fetch_optional(&self.inner.pool)
+        .await?;
+        Ok(offset.unwrap_or(0) as u64)
+    }
+
+    async fn advance_cursor(&self, consumer: &str, shard: Shard, offset: u64) -> Result<()> {
+        self.check_shard(shard)?;
+        crate::envelope::check_name(Field::Consumer, consumer)?;
+        sqlx::query(
+            r#"INSERT INTO cursors AS c (consumer, shard, "offset") VALUES ($1, $2, $3)
+               ON CONFLICT (consumer, shard) DO UPDATE SET "offset" = GREATEST(c."offset", EXCLUDED."offset")"#,
+        )
+        .bind(consumer)
+        .bind(shard as i32)
+        .bind(offset as i64)
+        .execute(&self.inner.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn head(&self, shard: Shard) -> Result<u64> {
+        self.check_shard(shard)?;
+        let head: i64 = sqlx::query_scalar("SELECT head FROM shards WHERE shard = $1")
+            .bind(shard as i32)
+            .fetch_one(&self.inner.pool)
+            .await?;
+        Ok(head as u64)
+    }
+
+    async fn promote_due(&self, shard: Shard, now: Timestamp) -> Result<usize> {
+        self.check_shard(shard)?;
+        let moved: i64 = sqlx::query_scalar("SELECT promote_due($1, $2, $3)")
+            .bind(shard as i32)
+            .bind(now.as_micros())
+            .bind(self.channel())
+            .fetch_one(&self.inner.pool)
+            .await?;
+        if moved > 0 {
+            self.inner.wakeups.wake(shard);
+        }
+        Ok(moved as usize)
+    }
+
+    async fn next_due(&self, shard: Shard) -> Result<Option<Timestamp>> {
+        self.check_shard(shard)?;
+        let due: Option<i64> =
+            sqlx::query_scalar("SELECT min(deliver_at) FROM scheduled WHERE shard = $1")
+                .bind(shard as i32)
+                .fetch_one(&self.inner.pool)
+                .await?;
+        Ok(due.map(Timestamp))
+    }
+
+    async fn wait_for_entries(&self, shard: Shard, timeout: Duration) -> bool {
+        if self.inner.options.notify {
+            let started = self
+                .inner
+                .listener
+                .get_or_try_init(|| {
+                    listen::ListenerTask::start(
+                        self.inner.pool.clone(),
+                        self.inner.channel.clone(),
+                        self.inner.wakeups.clone(),
+                    )
+                })
+                .await;
+            if let Err(e) = started {
+                tracing::warn!(error = %e, "LISTEN failed; falling back to polling");
+            }
+        }
+        self.inner.wakeups.wait(shard, timeout).await
+    }
+
+    async fn lock_session(&self, runner: &str) -> Result<PgLocks> {
+        PgLocks::connect(
+            &self.inner.options,
+            self.inner.lock_namespace,
+            self.inner.shard_count,
+            runner,
+        )
+        .await
+    }
+}

@@ -1,0 +1,195 @@
+//! Opening a PostgreSQL journal: options, schema, migrations, and the stored metadata.
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{PgPool, Row};
+use tokio::sync::OnceCell;
+
+use super::{Inner, PgJournal};
+use crate::envelope::DEFAULT_MAX_PAYLOAD_BYTES;
+use crate::error::{JournalError, Result};
+use crate::meta::{FORMAT_VERSION, check_meta, parse_meta};
+use crate::wakeup::Wakeups;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
+
+/// How to reach and shape a PostgreSQL journal. Every field has a documented default.
+#[derive(Debug, Clone)]
+pub struct PgOptions {
+    /// Connection URL (`postgres://user@host:port/db`).
+    pub url: String,
+    /// Schema holding the journal's tables. Default `entlog`.
+    pub schema: String,
+    /// Number of shards; fixed when the journal is created, checked on every later open.
+    /// Default 64.
+    pub shard_count: u32,
+    /// Largest accepted payload in bytes. Default 1 MiB.
+    pub max_payload_bytes: usize,
+    /// Pooled connections (shard locks use their own, outside the pool). Default 10.
+    pub max_connections: u32,
+    /// Send NOTIFY on append so tailers in other processes wake at once. Default true.
+    /// Without it, other processes find new entries only by polling.
+    pub notify: bool,
+    /// How often a lock session checks that its connection is alive. Default 250 ms:
+    /// the bound on how long a runner may go on after losing its locks unnoticed.
+    pub lock_ping_interval: Duration,
+}
+
+impl PgOptions {
+    /// Options for `url` with every other field at its default.
+    pub fn new(url: impl Into<String>) -> Self {
+        PgOptions {
+            url: url.into(),
+            schema: "entlog".into(),
+            shard_count: 64,
+            max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
+            max_connections: 10,
+            notify: true,
+            lock_ping_interval: Duration::from_millis(250),
+        }
+    }
+
+    /// Sets the schema.
+    pub fn schema(mut self, schema: impl Into<String>) -> Self {
+        self.schema = schema.into();
+        self
+    }
+
+    /// Sets the shard count.
+    pub fn shard_count(mut self, n: u32) -> Self {
+        self.shard_count = n;
+        self
+    }
+
+    /// Sets the payload limit.
+    pub fn max_payload_bytes(mut self, n: usize) -> Self {
+        self.max_payload_bytes = n;
+        self
+    }
+
+    /// Sets the pool size.
+    pub fn max_connections(mut self, n: u32) -> Self {
+        self.max_connections = n;
+        self
+    }
+
+    /// Turns NOTIFY on append on or off.
+    pub fn notify(mut self, on: bool) -> Self {
+        self.notify = on;
+        self
+    }
+
+    /// Connection options with the journal's schema on the search path.
+    pub(crate) fn connect_options(&self) -> Result<PgConnectOptions> {
+        let opts = PgConnectOptions::from_str(&self.url)
+            .map_err(|e| JournalError::Config(format!("bad PostgreSQL URL: {e}")))?;
+        Ok(opts.options([("search_path", self.schema.as_str())]))
+    }
+}
+
+fn check_schema_name(schema: &str) -> Result<()> {
+    let ok = !schema.is_empty()
+        && schema.len() <= 50
+        && schema
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        && !schema.as_bytes()[0].is_ascii_digit();
+    if ok {
+        Ok(())
+    } else {
+        Err(JournalError::Config(format!(
+            "schema name {schema:?} must be 1-50 characters of a-z, 0-9 and _, not starting with a digit"
+        )))
+    }
+}
+
+pub(super) async fn open(options: PgOptions) -> Result<PgJournal> {
+    check_schema_name(&options.schema)?;
+    if options.shard_count == 0 || options.shard_count > i32::MAX as u32 {
+        return Err(JournalError::Config(format!(
+            "shard count {} is out of range",
+            options.shard_count
+        )));
+    }
+    let pool = PgPoolOptions::new()
+        .max_connections(options.max_connections)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect_with(options.connect_options()?)
+        .await?;
+
+    // Look before touching anything: a journal of another shard count or format version
+    // is refused with nothing changed.
+    let existing = read_meta(&pool).await?;
+    if let Some(meta) = &existing {
+        check_meta(meta, options.shard_count)?;
+    }
+
+    let create_schema = format!("CREATE SCHEMA IF NOT EXISTS \"{}\"", options.schema);
+    if let Err(e) = sqlx::query(sqlx::AssertSqlSafe(create_schema.clone()))
+        .execute(&pool)
+        .await
+    {
+        // Two creators racing on IF NOT EXISTS: the loser sees a unique violation; retry.
+        tracing::debug!(error = %e, "CREATE SCHEMA raced; retrying");
+        sqlx::query(sqlx::AssertSqlSafe(create_schema))
+            .execute(&pool)
+            .await?;
+    }
+    MIGRATOR.run(&pool).await?;
+
+    let mut tx = pool.begin().await?;
+    let namespace = (uuid::Uuid::now_v7().as_u128() & 0x7fff_ffff) as i32;
+    sqlx::query(
+        "INSERT INTO meta (key, value) VALUES ('format_version', $1), ('shard_count', $2), ('lock_namespace', $3)
+         ON CONFLICT (key) DO NOTHING",
+    )
+    .bind(FORMAT_VERSION.to_string())
+    .bind(options.shard_count.to_string())
+    .bind(namespace.to_string())
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    let meta = read_meta(&pool)
+        .await?
+        .ok_or_else(|| JournalError::Config("journal metadata vanished after creation".into()))?;
+    check_meta(&meta, options.shard_count)?;
+    sqlx::query(
+        "INSERT INTO shards (shard) SELECT generate_series(0, $1 - 1) ON CONFLICT (shard) DO NOTHING",
+    )
+    .bind(options.shard_count as i32)
+    .execute(&pool)
+    .await?;
+
+    let channel = format!("entlog_{}", options.schema);
+    Ok(PgJournal {
+        inner: Arc::new(Inner {
+            pool,
+            shard_count: options.shard_count,
+            lock_namespace: meta.lock_namespace,
+            channel,
+            wakeups: Arc::new(Wakeups::new(options.shard_count)),
+            listener: OnceCell::new(),
+            options,
+        }),
+    })
+}
+
+async fn read_meta(pool: &PgPool) -> Result<Option<crate::meta::Meta>> {
+    let exists: Option<String> = sqlx::query_scalar("SELECT to_regclass('meta')::TEXT")
+        .fetch_one(pool)
+        .await?;
+    if exists.is_none() {
+        return Ok(None);
+    }
+    let rows = sqlx::query("SELECT key, value FROM meta")
+        .fetch_all(pool)
+        .await?;
+    let pairs = rows
+        .iter()
+        .map(|r| Ok((r.try_get::<String, _>(0)?, r.try_get::<String, _>(1)?)))
+        .collect::<Result<Vec<_>>>()?;
+    parse_meta(&pairs)
+}

@@ -1,0 +1,403 @@
+//! The SQLite journal: the embedded default, for one process.
+//!
+//! One writer connection allocates offsets and commits, so commit order is offset order by
+//! construction; readers use their own connections (WAL lets them read while the writer
+//! writes). One process owns the file: [`SqliteJournal::open`] takes an exclusive lock on
+//! `<path>.lock`, and a second opener gets [`JournalError::Locked`] instead of a split
+//! brain.
+
+#[macro_use]
+mod rows;
+mod open;
+mod place;
+
+use std::fs::File;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::SqlitePool;
+use uuid::Uuid;
+
+pub use open::{Durability, SqliteOptions};
+
+use crate::columns::{BatchColumns, EntryColumns, append_columns, append_outcomes, receipt};
+use crate::envelope::{CrcDomain, EntityKey, Entry, EntryKind, NewMessage, checksum};
+use crate::error::{Field, JournalError, Result};
+use crate::journal::Journal;
+use crate::ownership::{Lease, ShardLocks};
+use crate::records::{
+    AppendOutcome, CommitReceipt, NewSnapshot, ProcessedBatch, Snapshot, StoredReply,
+};
+use crate::shard::Shard;
+use crate::time::Timestamp;
+use crate::wakeup::Wakeups;
+
+/// A journal in one SQLite file, owned by this process.
+#[derive(Clone)]
+pub struct SqliteJournal {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    writer: SqlitePool,
+    reader: SqlitePool,
+    options: SqliteOptions,
+    shard_count: u32,
+    wakeups: Wakeups,
+    /// Held for the journal's lifetime: the exclusive lock on `<path>.lock`.
+    _owner: File,
+}
+
+impl std::fmt::Debug for SqliteJournal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteJournal")
+            .field("path", &self.inner.options.path)
+            .field("shard_count", &self.inner.shard_count)
+            .finish()
+    }
+}
+
+impl SqliteJournal {
+    /// Opens (creating or migrating as needed) the journal file described by `options`.
+    pub async fn open(options: SqliteOptions) -> Result<Self> {
+        open::open(options).await
+    }
+
+    /// The writer pool (one connection), for read-model writes that must commit with
+    /// journal writes.
+    pub fn writer(&self) -> &SqlitePool {
+        &self.inner.writer
+    }
+
+    /// The reader pool, for queries.
+    pub fn reader(&self) -> &SqlitePool {
+        &self.inner.reader
+    }
+
+    /// Closes both pools. The file lock is released when the last clone is dropped.
+    pub async fn close(&self) {
+        self.inner.writer.close().await;
+        self.inner.reader.close().await;
+    }
+
+    fn check_shard(&self, shard: Shard) -> Result<()> {
+        if shard >= self.inner.shard_count {
+            return Err(JournalError::ShardOutOfRange {
+                shard,
+                shard_count: self.inner.shard_count,
+            });
+        }
+        Ok(())
+    }
+
+    fn wake(&self, entries: &EntryColumns) {
+        let mut shards = entries.shard.clone();
+        shards.sort_unstable();
+        shards.dedup();
+        for s in shards {
+            self.inner.wakeups.wake(s as Shard);
+        }
+    }
+}
+
+/// Maps unique violations of the fencing indexes to `SeqConflict`.
+fn classify(err: sqlx::Error, shard: Shard) -> JournalError {
+    if let sqlx::Error::Database(db) = &err {
+        let msg = db.message();
+        if db.is_unique_violation() && (msg.contains("journal.seq") || msg.contains("replies.")) {
+            return JournalError::SeqConflict {
+                shard,
+                detail: msg.to_owned(),
+            };
+        }
+    }
+    JournalError::Persistence(err)
+}
+
+impl Journal for SqliteJournal {
+    type Locks = SqliteLocks;
+
+    fn shard_count(&self) -> u32 {
+        self.inner.shard_count
+    }
+
+    async fn append(&self, messages: Vec<NewMessage>) -> Result<Vec<AppendOutcome>> {
+        if messages.is_empty() {
+            return Ok(Vec::new());
+        }
+        let now = Timestamp::now();
+        let (entries, sources) = append_columns(
+            messages,
+            self.inner.shard_count,
+            self.inner.options.max_payload_bytes,
+            now,
+        )?;
+        let mut tx = self.inner.writer.begin().await?;
+        let placed = place::place(&mut tx, &entries, now, None).await?;
+        tx.commit().await?;
+        self.wake(&entries);
+        append_outcomes(self, &entries, &placed, &sources).await
+    }
+
+    async fn read_shard(
+        &self,
+        shard: Shard,
+        after: u64,
+        limit: usize,
+        kind: Option<EntryKind>,
+    ) -> Result<Vec<Entry>> {
+        self.check_shard(shard)?;
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            sqlite_entry_columns!(),
+            r#" FROM journal
+                WHERE shard = ?1 AND "offset" > ?2 AND (?4 IS NULL OR kind = ?4)
+                ORDER BY "offset" LIMIT ?3"#
+        ))
+        .bind(shard as i64)
+        .bind(after as i64)
+        .bind(limit as i64)
+        .bind(kind.map(EntryKind::code))
+        .fetch_all(&self.inner.reader)
+        .await?;
+        rows.iter().map(rows::entry_from_row).collect()
+    }
+
+    async fn read_events(
+        &self,
+        entity: &EntityKey,
+        from_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<Entry>> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            sqlite_entry_columns!(),
+            " FROM journal
+                WHERE kind = 2 AND entity_type = ?1 AND entity_id = ?2 AND seq >= ?3
+                ORDER BY seq LIMIT ?4"
+        ))
+        .bind(entity.entity_type())
+        .bind(entity.entity_id())
+        .bind(from_seq as i64)
+        .bind(limit as i64)
+        .fetch_all(&self.inner.reader)
+        .await?;
+        rows.iter().map(rows::entry_from_row).collect()
+    }
+
+    async fn commit(&self, batch: ProcessedBatch) -> Result<CommitReceipt> {
+        self.check_shard(batch.shard)?;
+        if let Some((consumer, _)) = &batch.cursor {
+            crate::envelope::check_name(Field::Consumer, consumer)?;
+        }
+        let now = Timestamp::now();
+        let cols = BatchColumns::build(
+            batch.shard,
+            batch.messages,
+            self.inner.shard_count,
+            self.inner.options.max_payload_bytes,
+            now,
+        )?;
+        let shard = batch.shard;
+        let mut tx = self.inner.writer.begin().await?;
+        let placed = place::place(&mut tx, &cols.entries, now, batch.lease)
+            .await
+            .map_err(|e| match e {
+                JournalError::Persistence(err) => classify(err, shard),
+                other => other,
+            })?;
+        place::insert_replies(&mut tx, shard, &cols.replies, now)
+            .await
+            .map_err(|e| classify(e, shard))?;
+        if let Some((consumer, offset)) = &batch.cursor {
+            advance(&mut tx, consumer, shard, *offset).await?;
+        }
+        tx.commit().await?;
+        self.inner.wakeups.wake(shard);
+        self.wake(&cols.entries);
+        receipt(self, &cols, &placed).await
+    }
+
+    async fn reply(&self, entity: &EntityKey, message_id: Uuid) -> Result<Option<StoredReply>> {
+        let row = sqlx::query(
+            r#"SELECT message_id, "offset", type_tag, schema_version, payload, crc, created_at, entity_type, entity_id
+                 FROM replies WHERE entity_type = ?1 AND entity_id = ?2 AND message_id = ?3"#,
+        )
+        .bind(entity.entity_type())
+        .bind(entity.entity_id())
+        .bind(message_id)
+        .fetch_optional(&self.inner.reader)
+        .await?;
+        row.as_ref().map(rows::reply_from_row).transpose()
+    }
+
+    async fn save_snapshot(&self, snapshot: NewSnapshot) -> Result<()> {
+        snapshot.state.check(self.inner.options.max_payload_bytes)?;
+        let crc = checksum(
+            CrcDomain::Snapshot,
+            &snapshot.entity,
+            Some(snapshot.seq),
+            &Uuid::nil(),
+            &snapshot.state,
+        );
+        sqlx::query(
+            "INSERT INTO snapshots (entity_type, entity_id, seq, type_tag, state_version, payload, crc, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+             ON CONFLICT (entity_type, entity_id) DO UPDATE
+                SET seq = excluded.seq, type_tag = excluded.type_tag,
+                    state_version = excluded.state_version, payload = excluded.payload,
+                    crc = excluded.crc, created_at = excluded.created_at
+              WHERE snapshots.seq <= excluded.seq",
+        )
+        .bind(snapshot.entity.entity_type())
+        .bind(snapshot.entity.entity_id())
+        .bind(snapshot.seq as i64)
+        .bind(&snapshot.state.type_tag)
+        .bind(i64::from(snapshot.state.version))
+        .bind(&snapshot.state.bytes)
+        .bind(i64::from(crc))
+        .bind(Timestamp::now().as_micros())
+        .execute(&self.inner.writer)
+        .await?;
+        Ok(())
+    }
+
+    async fn load_snapshot(
+        &self,
+        entity: &EntityKey,
+        state_version: u32,
+    ) -> Result<Option<Snapshot>> {
+        let row = sqlx::query(
+            "SELECT seq, type_tag, state_version, payload, crc, created_at
+               FROM snapshots WHERE entity_type = ?1 AND entity_id = ?2",
+        )
+        .bind(entity.entity_type())
+        .bind(entity.entity_id())
+        .fetch_optional(&self.inner.reader)
+        .await?;
+        Ok(match row {
+            Some(row) => rows::snapshot_from_row(&row, entity, state_version)?,
+            None => None,
+        })
+    }
+
+    async fn cursor(&self, consumer: &str, shard: Shard) -> Result<u64> {
+        self.check_shard(shard)?;
+        let offset: Option<i64> = sqlx::query_scalar(
+            r#"SELECT "offset" FROM cursors WHERE consumer = ?1 AND shard = ?2"#,
+        )
+        .bind(consumer)
+        .bind(shard as i64)
+        .fetch_optional(&self.inner.reader)
+        .await?;
+        Ok(offset.unwrap_or(0) as u64)
+    }
+
+    async fn advance_cursor(&self, consumer: &str, shard: Shard, offset: u64) -> Result<()> {
+        self.check_shard(shard)?;
+        crate::envelope::check_name(Field::Consumer, consumer)?;
+        let mut conn = self.inner.writer.acquire().await?;
+        advance(&mut conn, consumer, shard, offset).await
+    }
+
+    async fn head(&self, shard: Shard) -> Result<u64> {
+        self.check_shard(shard)?;
+        let head: i64 = sqlx::query_scalar("SELECT head FROM shards WHERE shard = ?1")
+            .bind(shard as i64)
+            .fetch_one(&self.inner.reader)
+            .await?;
+        Ok(head as u64)
+    }
+
+    async fn promote_due(&self, shard: Shard, now: Timestamp) -> Result<usize> {
+        self.check_shard(shard)?;
+        let mut tx = self.inner.writer.begin().await?;
+        let moved = place::promote_due(&mut tx, shard, now).await?;
+        tx.commit().await?;
+        if moved > 0 {
+            self.inner.wakeups.wake(shard);
+        }
+        Ok(moved)
+    }
+
+    async fn next_due(&self, shard: Shard) -> Result<Option<Timestamp>> {
+        self.check_shard(shard)?;
+        let due: Option<i64> =
+            sqlx::query_scalar("SELECT min(deliver_at) FROM scheduled WHERE shard = ?1")
+                .bind(shard as i64)
+                .fetch_one(&self.inner.reader)
+                .await?;
+        Ok(due.map(Timestamp))
+    }
+
+    async fn wait_for_entries(&self, shard: Shard, timeout: Duration) -> bool {
+        self.inner.wakeups.wait(shard, timeout).await
+    }
+
+    async fn lock_session(&self, runner: &str) -> Result<SqliteLocks> {
+        Ok(SqliteLocks {
+            journal: self.clone(),
+            runner: runner.to_owned(),
+        })
+    }
+}
+
+async fn advance(
+    conn: &mut sqlx::SqliteConnection,
+    consumer: &str,
+    shard: Shard,
+    offset: u64,
+) -> Result<()> {
+    sqlx::query(
+        r#"INSERT INTO cursors (consumer, shard, "offset") VALUES (?1, ?2, ?3)
+           ON CONFLICT (consumer, shard) DO UPDATE SET "offset" = max(cursors."offset", excluded."offset")"#,
+    )
+    .bind(consumer)
+    .bind(shard as i64)
+    .bind(offset as i64)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Shard ownership on SQLite: the process that holds the file owns every shard. Each
+/// acquisition still bumps the shard's epoch, so fencing behaves as on PostgreSQL.
+#[derive(Debug, Clone)]
+pub struct SqliteLocks {
+    journal: SqliteJournal,
+    runner: String,
+}
+
+impl ShardLocks for SqliteLocks {
+    async fn try_acquire(&self, shard: Shard) -> Result<Option<Lease>> {
+        self.journal.check_shard(shard)?;
+        let epoch: i64 = sqlx::query_scalar(
+            "UPDATE shards SET epoch = epoch + 1, owner = ?2 WHERE shard = ?1 RETURNING epoch",
+        )
+        .bind(shard as i64)
+        .bind(&self.runner)
+        .fetch_one(&self.journal.inner.writer)
+        .await?;
+        Ok(Some(Lease {
+            shard,
+            epoch: epoch as u64,
+        }))
+    }
+
+    async fn release(&self, lease: Lease) -> Result<()> {
+        sqlx::query("UPDATE shards SET owner = NULL WHERE shard = ?1 AND epoch = ?2")
+            .bind(lease.shard as i64)
+            .bind(lease.epoch as i64)
+            .execute(&self.journal.inner.writer)
+            .await?;
+        Ok(())
+    }
+
+    fn is_alive(&self) -> bool {
+        true
+    }
+
+    async fn lost(&self) {
+        std::future::pending::<()>().await
+    }
+}

@@ -1,0 +1,200 @@
+//! Opening a SQLite journal: options, the owner lock, migrations, and the stored metadata.
+
+use std::fs::{File, TryLockError};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Row, SqlitePool};
+
+use super::{Inner, SqliteJournal};
+use crate::envelope::DEFAULT_MAX_PAYLOAD_BYTES;
+use crate::error::{JournalError, Result};
+use crate::meta::{FORMAT_VERSION, Meta, check_meta, parse_meta};
+use crate::wakeup::Wakeups;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
+
+/// What survives a crash once a write returned `Ok`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// `synchronous = FULL`: every commit is on disk before it returns. Survives process
+    /// crashes and power loss. The default.
+    #[default]
+    Full,
+    /// `synchronous = NORMAL`: commits survive a crash of the process, but the last ones
+    /// may be lost if the machine loses power. Several times faster for small commits.
+    Normal,
+}
+
+/// How to open a SQLite journal. Every field has a documented default.
+#[derive(Debug, Clone)]
+pub struct SqliteOptions {
+    /// The database file; created if missing.
+    pub path: PathBuf,
+    /// Number of shards; fixed when the journal is created. Default 64.
+    pub shard_count: u32,
+    /// Largest accepted payload in bytes. Default 1 MiB.
+    pub max_payload_bytes: usize,
+    /// What survives a crash. Default [`Durability::Full`].
+    pub durability: Durability,
+    /// Reader connections. Default 4.
+    pub readers: u32,
+}
+
+impl SqliteOptions {
+    /// Options for the file at `path` with every other field at its default.
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        SqliteOptions {
+            path: path.into(),
+            shard_count: 64,
+            max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
+            durability: Durability::Full,
+            readers: 4,
+        }
+    }
+
+    /// Sets the shard count.
+    pub fn shard_count(mut self, n: u32) -> Self {
+        self.shard_count = n;
+        self
+    }
+
+    /// Sets the payload limit.
+    pub fn max_payload_bytes(mut self, n: usize) -> Self {
+        self.max_payload_bytes = n;
+        self
+    }
+
+    /// Sets the durability level.
+    pub fn durability(mut self, d: Durability) -> Self {
+        self.durability = d;
+        self
+    }
+
+    fn lock_path(&self) -> PathBuf {
+        let mut p = self.path.clone().into_os_string();
+        p.push(".lock");
+        PathBuf::from(p)
+    }
+}
+
+/// Takes the exclusive owner lock on `<path>.lock`, or reports who has it.
+async fn take_owner_lock(options: &SqliteOptions) -> Result<File> {
+    let lock_path = options.lock_path();
+    let db_path = options.path.clone();
+    tokio::task::spawn_blocking(move || {
+        let io = |source| JournalError::Io {
+            path: lock_path.clone(),
+            source,
+        };
+        let file = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io)?;
+        match file.try_lock() {
+            Ok(()) => Ok(file),
+            Err(TryLockError::WouldBlock) => Err(JournalError::Locked { path: db_path }),
+            Err(TryLockError::Error(e)) => Err(io(e)),
+        }
+    })
+    .await
+    .map_err(|e| JournalError::Config(format!("owner-lock task failed: {e}")))?
+}
+
+pub(super) async fn open(options: SqliteOptions) -> Result<SqliteJournal> {
+    if options.shard_count == 0 || options.shard_count > i32::MAX as u32 {
+        return Err(JournalError::Config(format!(
+            "shard count {} is out of range",
+            options.shard_count
+        )));
+    }
+    let owner = take_owner_lock(&options).await?;
+    let connect = SqliteConnectOptions::new()
+        .filename(&options.path)
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(match options.durability {
+            Durability::Full => SqliteSynchronous::Full,
+            Durability::Normal => SqliteSynchronous::Normal,
+        })
+        .busy_timeout(Duration::from_secs(10));
+    let writer = SqlitePoolOptions::new()
+        .max_connections(1)
+        .min_connections(1)
+        .idle_timeout(None)
+        .max_lifetime(None)
+        .connect_with(connect.clone())
+        .await?;
+
+    let existing = read_meta(&writer).await?;
+    if let Some(meta) = &existing {
+        check_meta(meta, options.shard_count)?;
+    }
+    MIGRATOR.run(&writer).await?;
+    let meta = match existing {
+        Some(meta) => meta,
+        None => initialise(&writer, options.shard_count).await?,
+    };
+    check_meta(&meta, options.shard_count)?;
+
+    let reader = SqlitePoolOptions::new()
+        .max_connections(options.readers.max(1))
+        .connect_with(connect.create_if_missing(false))
+        .await?;
+    Ok(SqliteJournal {
+        inner: Arc::new(Inner {
+            writer,
+            reader,
+            shard_count: options.shard_count,
+            wakeups: Wakeups::new(options.shard_count),
+            options,
+            _owner: owner,
+        }),
+    })
+}
+
+async fn initialise(writer: &SqlitePool, shard_count: u32) -> Result<Meta> {
+    let mut tx = writer.begin().await?;
+    sqlx::query(
+        "INSERT INTO meta (key, value) VALUES ('format_version', ?1), ('shard_count', ?2), ('lock_namespace', '0')",
+    )
+    .bind(FORMAT_VERSION.to_string())
+    .bind(shard_count.to_string())
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(
+        "WITH RECURSIVE s(n) AS (SELECT 0 UNION ALL SELECT n + 1 FROM s WHERE n + 1 < ?1)
+         INSERT INTO shards (shard) SELECT n FROM s",
+    )
+    .bind(i64::from(shard_count))
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(Meta {
+        format_version: FORMAT_VERSION,
+        shard_count,
+        lock_namespace: 0,
+    })
+}
+
+async fn read_meta(pool: &SqlitePool) -> Result<Option<Meta>> {
+    let exists: Option<String> =
+        sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'meta'")
+            .fetch_optional(pool)
+            .await?;
+    if exists.is_none() {
+        return Ok(None);
+    }
+    let rows = sqlx::query("SELECT key, value FROM meta")
+        .fetch_all(pool)
+        .await?;
+    let pairs = rows
+        .iter()
+        .map(|r| Ok((r.try_get::<String, _>(0)?, r.try_get::<String, _>(1)?)))
+        .collect::<Result<Vec<_>>>()?;
+    parse_meta(&pairs)
+}

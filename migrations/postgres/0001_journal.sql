@@ -1,0 +1,281 @@
+-- entlog journal, format version 1. Every table lives in the journal's own schema
+-- (search_path is set by the journal), so several journals can share a database.
+
+-- Format version, shard count and the advisory-lock namespace; written once at creation.
+CREATE TABLE meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+
+-- One row per shard. `head` is the last offset taken. Appenders lock the row, take
+-- offsets head+1.., and raise head in the same transaction: the lock is held until
+-- commit, so offset order is commit order and no tailer can skip a late commit.
+-- `epoch` is bumped by every ownership acquisition and fences stale owners' commits.
+CREATE TABLE shards (
+    shard INTEGER PRIMARY KEY,
+    head  BIGINT  NOT NULL DEFAULT 0,
+    epoch BIGINT  NOT NULL DEFAULT 0,
+    owner TEXT
+);
+
+-- Messages (kind 1) and events (kind 2), partitioned logically by shard.
+CREATE TABLE journal (
+    shard          INTEGER  NOT NULL,
+    "offset"       BIGINT   NOT NULL,
+    kind           SMALLINT NOT NULL,
+    entity_type    TEXT     NOT NULL,
+    entity_id      TEXT     NOT NULL,
+    seq            BIGINT,
+    message_id     UUID     NOT NULL,
+    type_tag       TEXT     NOT NULL,
+    schema_version INTEGER  NOT NULL,
+    payload        BYTEA    NOT NULL,
+    crc            BIGINT   NOT NULL,
+    deliver_at     BIGINT,
+    created_at     BIGINT   NOT NULL,
+    PRIMARY KEY (shard, "offset")
+);
+-- Fences event writers: two writers of the same seq, exactly one commits.
+CREATE UNIQUE INDEX journal_event_seq ON journal (entity_type, entity_id, seq) WHERE kind = 2;
+-- Dedup of sends.
+CREATE UNIQUE INDEX journal_message_id ON journal (entity_type, entity_id, message_id) WHERE kind = 1;
+
+-- Messages not yet due; moved into `journal` when due.
+CREATE TABLE scheduled (
+    shard          INTEGER NOT NULL,
+    entity_type    TEXT    NOT NULL,
+    entity_id      TEXT    NOT NULL,
+    message_id     UUID    NOT NULL,
+    type_tag       TEXT    NOT NULL,
+    schema_version INTEGER NOT NULL,
+    payload        BYTEA   NOT NULL,
+    crc            BIGINT  NOT NULL,
+    deliver_at     BIGINT  NOT NULL,
+    created_at     BIGINT  NOT NULL,
+    PRIMARY KEY (entity_type, entity_id, message_id)
+);
+CREATE INDEX scheduled_due ON scheduled (shard, deliver_at);
+
+-- The processed marker and stored reply of each handled message.
+CREATE TABLE replies (
+    entity_type    TEXT    NOT NULL,
+    entity_id      TEXT    NOT NULL,
+    message_id     UUID    NOT NULL,
+    shard          INTEGER NOT NULL,
+    "offset"       BIGINT  NOT NULL,
+    type_tag       TEXT    NOT NULL,
+    schema_version INTEGER NOT NULL,
+    payload        BYTEA   NOT NULL,
+    crc            BIGINT  NOT NULL,
+    created_at     BIGINT  NOT NULL,
+    PRIMARY KEY (entity_type, entity_id, message_id)
+);
+
+-- Latest snapshot per entity.
+CREATE TABLE snapshots (
+    entity_type   TEXT    NOT NULL,
+    entity_id     TEXT    NOT NULL,
+    seq           BIGINT  NOT NULL,
+    type_tag      TEXT    NOT NULL,
+    state_version INTEGER NOT NULL,
+    payload       BYTEA   NOT NULL,
+    crc           BIGINT  NOT NULL,
+    created_at    BIGINT  NOT NULL,
+    PRIMARY KEY (entity_type, entity_id)
+);
+
+-- Per (consumer, shard): the last offset the consumer is done with.
+CREATE TABLE cursors (
+    consumer TEXT    NOT NULL,
+    shard    INTEGER NOT NULL,
+    "offset" BIGINT  NOT NULL,
+    PRIMARY KEY (consumer, shard)
+);
+
+-- Appends entries (messages and events, any shards) in one call: one round trip.
+--
+-- Locks the head rows of every shard involved, in shard order (so concurrent appenders
+-- cannot deadlock), checks the fence, drops messages whose id the entity already has,
+-- parks not-yet-due messages in `scheduled`, numbers the rest head+1.. per shard and
+-- raises the heads. Returns one row per input row, in input order.
+CREATE FUNCTION append_entries(
+    p_now            BIGINT,
+    p_channel        TEXT,
+    p_fence_shard    INTEGER,
+    p_fence_epoch    BIGINT,
+    p_shard          INTEGER[],
+    p_kind           SMALLINT[],
+    p_entity_type    TEXT[],
+    p_entity_id      TEXT[],
+    p_seq            BIGINT[],
+    p_message_id     UUID[],
+    p_type_tag       TEXT[],
+    p_schema_version INTEGER[],
+    p_payload        BYTEA[],
+    p_crc            BIGINT[],
+    p_deliver_at     BIGINT[],
+    p_created_at     BIGINT[]
+) RETURNS TABLE (out_idx INTEGER, out_offset BIGINT, out_duplicate BOOLEAN, out_scheduled BOOLEAN)
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM 1 FROM shards s
+     WHERE s.shard = ANY (p_shard) OR s.shard = p_fence_shard
+     ORDER BY s.shard FOR UPDATE;
+
+    IF p_fence_shard IS NOT NULL AND NOT EXISTS (
+        SELECT 1 FROM shards s WHERE s.shard = p_fence_shard AND s.epoch = p_fence_epoch
+    ) THEN
+        RAISE EXCEPTION 'shard % is no longer held at epoch %', p_fence_shard, p_fence_epoch
+            USING ERRCODE = 'EL001';
+    END IF;
+
+    RETURN QUERY
+    WITH input AS (
+        SELECT t.*
+          FROM unnest(p_shard, p_kind, p_entity_type, p_entity_id, p_seq, p_message_id,
+                      p_type_tag, p_schema_version, p_payload, p_crc, p_deliver_at, p_created_at)
+               WITH ORDINALITY AS t(shard, kind, entity_type, entity_id, seq, message_id,
+                                    type_tag, schema_version, payload, crc, deliver_at,
+                                    created_at, idx)
+    ),
+    classified AS (
+        SELECT i.*,
+               (SELECT j."offset" FROM journal j
+                 WHERE i.kind = 1 AND j.kind = 1 AND j.entity_type = i.entity_type
+                   AND j.entity_id = i.entity_id AND j.message_id = i.message_id) AS dup_offset,
+               (i.kind = 1 AND EXISTS (
+                   SELECT 1 FROM scheduled s
+                    WHERE s.entity_type = i.entity_type AND s.entity_id = i.entity_id
+                      AND s.message_id = i.message_id)) AS dup_scheduled,
+               (i.kind = 1 AND i.deliver_at IS NOT NULL AND i.deliver_at > p_now) AS later
+          FROM input i
+    ),
+    fresh AS (
+        SELECT c.*, h.head + row_number() OVER (PARTITION BY c.shard ORDER BY c.idx) AS new_offset
+          FROM classified c JOIN shards h ON h.shard = c.shard
+         WHERE c.dup_offset IS NULL AND NOT c.dup_scheduled AND NOT c.later
+    ),
+    ins AS (
+        INSERT INTO journal (shard, "offset", kind, entity_type, entity_id, seq, message_id,
+                             type_tag, schema_version, payload, crc, deliver_at, created_at)
+        SELECT f.shard, f.new_offset, f.kind, f.entity_type, f.entity_id, f.seq, f.message_id,
+               f.type_tag, f.schema_version, f.payload, f.crc, f.deliver_at, f.created_at
+          FROM fresh f
+    ),
+    parked AS (
+        INSERT INTO scheduled (shard, entity_type, entity_id, message_id, type_tag,
+                               schema_version, payload, crc, deliver_at, created_at)
+        SELECT c.shard, c.entity_type, c.entity_id, c.message_id, c.type_tag,
+               c.schema_version, c.payload, c.crc, c.deliver_at, c.created_at
+          FROM classified c
+         WHERE c.later AND c.dup_offset IS NULL AND NOT c.dup_scheduled
+    ),
+    heads AS (
+        UPDATE shards h SET head = h.head + n.cnt
+          FROM (SELECT f.shard, count(*) AS cnt FROM fresh f GROUP BY f.shard) n
+         WHERE h.shard = n.shard
+    )
+    SELECT c.idx::INTEGER,
+           COALESCE(f.new_offset, c.dup_offset),
+           (c.dup_offset IS NOT NULL OR c.dup_scheduled),
+           (c.later AND c.dup_offset IS NULL AND NOT c.dup_scheduled)
+      FROM classified c LEFT JOIN fresh f ON f.idx = c.idx
+     ORDER BY c.idx;
+
+    IF p_channel IS NOT NULL THEN
+        PERFORM pg_notify(p_channel, d.shard::TEXT)
+           FROM (SELECT DISTINCT unnest(p_shard) AS shard) d;
+    END IF;
+END;
+$$;
+
+-- Moves the scheduled messages of a shard that are due at p_now into the partition.
+CREATE FUNCTION promote_due(p_shard INTEGER, p_now BIGINT, p_channel TEXT)
+RETURNS BIGINT
+LANGUAGE plpgsql AS $$
+DECLARE
+    moved BIGINT;
+BEGIN
+    PERFORM 1 FROM shards s WHERE s.shard = p_shard FOR UPDATE;
+
+    WITH due AS (
+        DELETE FROM scheduled s
+         WHERE s.shard = p_shard AND s.deliver_at <= p_now
+        RETURNING s.*
+    ),
+    numbered AS (
+        SELECT d.*, h.head + row_number() OVER (ORDER BY d.deliver_at, d.created_at, d.message_id) AS new_offset
+          FROM due d JOIN shards h ON h.shard = d.shard
+    ),
+    ins AS (
+        INSERT INTO journal (shard, "offset", kind, entity_type, entity_id, seq, message_id,
+                             type_tag, schema_version, payload, crc, deliver_at, created_at)
+        SELECT n.shard, n.new_offset, 1, n.entity_type, n.entity_id, NULL, n.message_id,
+               n.type_tag, n.schema_version, n.payload, n.crc, n.deliver_at, n.created_at
+          FROM numbered n
+        RETURNING 1
+    )
+    SELECT count(*) INTO moved FROM ins;
+
+    UPDATE shards h SET head = h.head + moved WHERE h.shard = p_shard AND moved > 0;
+
+    IF moved > 0 AND p_channel IS NOT NULL THEN
+        PERFORM pg_notify(p_channel, p_shard::TEXT);
+    END IF;
+    RETURN moved;
+END;
+$$;
+
+-- Commits a shard's processed batch in one call: events and outgoing messages (through
+-- append_entries, which also checks the fence), replies, and the cursor advance.
+-- A reply that already exists raises unique_violation: the batch was processed elsewhere.
+CREATE FUNCTION commit_batch(
+    p_now            BIGINT,
+    p_channel        TEXT,
+    p_fence_shard    INTEGER,
+    p_fence_epoch    BIGINT,
+    p_shard          INTEGER[],
+    p_kind           SMALLINT[],
+    p_entity_type    TEXT[],
+    p_entity_id      TEXT[],
+    p_seq            BIGINT[],
+    p_message_id     UUID[],
+    p_type_tag       TEXT[],
+    p_schema_version INTEGER[],
+    p_payload        BYTEA[],
+    p_crc            BIGINT[],
+    p_deliver_at     BIGINT[],
+    p_created_at     BIGINT[],
+    r_shard          INTEGER,
+    r_entity_type    TEXT[],
+    r_entity_id      TEXT[],
+    r_message_id     UUID[],
+    r_offset         BIGINT[],
+    r_type_tag       TEXT[],
+    r_schema_version INTEGER[],
+    r_payload        BYTEA[],
+    r_crc            BIGINT[],
+    c_consumer       TEXT,
+    c_offset         BIGINT
+) RETURNS TABLE (out_idx INTEGER, out_offset BIGINT, out_duplicate BOOLEAN, out_scheduled BOOLEAN)
+LANGUAGE plpgsql AS $$
+BEGIN
+    RETURN QUERY SELECT * FROM append_entries(
+        p_now, p_channel, p_fence_shard, p_fence_epoch, p_shard, p_kind, p_entity_type,
+        p_entity_id, p_seq, p_message_id, p_type_tag, p_schema_version, p_payload, p_crc,
+        p_deliver_at, p_created_at);
+
+    INSERT INTO replies (entity_type, entity_id, message_id, shard, "offset", type_tag,
+                         schema_version, payload, crc, created_at)
+    SELECT t.entity_type, t.entity_id, t.message_id, r_shard, t.off, t.type_tag,
+           t.schema_version, t.payload, t.crc, p_now
+      FROM unnest(r_entity_type, r_entity_id, r_message_id, r_offset, r_type_tag,
+                  r_schema_version, r_payload, r_crc)
+           AS t(entity_type, entity_id, message_id, off, type_tag, schema_version, payload, crc);
+
+    IF c_consumer IS NOT NULL THEN
+        INSERT INTO cursors AS c (consumer, shard, "offset") VALUES (c_consumer, r_shard, c_offset)
+        ON CONFLICT (consumer, shard) DO UPDATE SET "offset" = GREATEST(c."offset", EXCLUDED."offset");
+    END IF;
+END;
+$$;
