@@ -10,6 +10,8 @@ mod rows;
 mod listen;
 mod locks;
 mod open;
+#[cfg(feature = "testing")]
+mod tamper;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -111,22 +113,22 @@ impl PgJournal {
 
 /// Maps database errors that carry a meaning to the journal's variants.
 fn classify(err: sqlx::Error, shard: Shard, epoch: Option<u64>) -> JournalError {
-    if let sqlx::Error::Database(db) = &err {
-        if let Some(pg) = db.try_downcast_ref::<PgDatabaseError>() {
-            if pg.code() == FENCED_SQLSTATE {
-                return JournalError::Fenced {
-                    shard,
-                    epoch: epoch.unwrap_or(0),
-                };
-            }
-            if pg.code() == "23505"
-                && matches!(pg.constraint(), Some("journal_event_seq" | "replies_pkey"))
-            {
-                return JournalError::SeqConflict {
-                    shard,
-                    detail: pg.detail().unwrap_or(pg.message()).to_owned(),
-                };
-            }
+    if let sqlx::Error::Database(db) = &err
+        && let Some(pg) = db.try_downcast_ref::<PgDatabaseError>()
+    {
+        if pg.code() == FENCED_SQLSTATE {
+            return JournalError::Fenced {
+                shard,
+                epoch: epoch.unwrap_or(0),
+            };
+        }
+        if pg.code() == "23505"
+            && matches!(pg.constraint(), Some("journal_event_seq" | "replies_pkey"))
+        {
+            return JournalError::SeqConflict {
+                shard,
+                detail: pg.detail().unwrap_or(pg.message()).to_owned(),
+            };
         }
     }
     JournalError::Persistence(err)

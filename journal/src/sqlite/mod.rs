@@ -10,6 +10,8 @@
 mod rows;
 mod open;
 mod place;
+#[cfg(feature = "testing")]
+mod tamper;
 
 use std::fs::File;
 use std::sync::Arc;
@@ -61,6 +63,11 @@ impl SqliteJournal {
     /// Opens (creating or migrating as needed) the journal file described by `options`.
     pub async fn open(options: SqliteOptions) -> Result<Self> {
         open::open(options).await
+    }
+
+    /// The journal's database file.
+    pub fn path(&self) -> &std::path::Path {
+        &self.inner.options.path
     }
 
     /// The writer pool (one connection), for read-model writes that must commit with

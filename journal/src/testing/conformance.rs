@@ -1,1 +1,958 @@
-//! placeholder
+//! The journal conformance suite: public async test functions that every backend passes
+//! unchanged. A backend's test file implements [`Backend`] and calls each function (see
+//! `journal/tests/`); each call gets a fresh journal, so the tests run in parallel.
+
+use std::collections::{BTreeMap, HashSet};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::TryStreamExt;
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+use tokio::sync::Barrier;
+use uuid::Uuid;
+
+use crate::{
+    AppendOutcome, EntityKey, Entry, EntryKind, Field, Journal, JournalError, Lease, NewEvent,
+    NewMessage, NewSnapshot, Payload, Processed, ProcessedBatch, ShardLocks, Timestamp, shard_of,
+};
+
+/// What the suite needs from a backend besides the [`Journal`] trait.
+pub trait Backend: Send + Sync + 'static {
+    /// The journal under test.
+    type J: Journal + Tamper + Clone + std::fmt::Debug;
+
+    /// A fresh, empty journal with `shards` shards, on storage no other test uses.
+    fn fresh(&self, shards: u32) -> impl Future<Output = Self::J> + Send;
+
+    /// Closes `journal` and opens its storage again with `shards` shards.
+    fn reopen(
+        &self,
+        journal: Self::J,
+        shards: u32,
+    ) -> impl Future<Output = crate::Result<Self::J>> + Send;
+}
+
+/// Ways to damage a journal's storage behind its back, as disks, bugs and operators do.
+pub trait Tamper {
+    /// Flips one bit of the payload stored at (shard, offset).
+    fn flip_payload_bit(&self, shard: u32, offset: u64) -> impl Future<Output = ()> + Send;
+    /// Rewrites the entity id stored at (shard, offset), leaving the checksum as it was.
+    fn rewrite_entity_id(
+        &self,
+        shard: u32,
+        offset: u64,
+        id: &str,
+    ) -> impl Future<Output = ()> + Send;
+    /// Sets the kind code stored at (shard, offset).
+    fn set_kind_code(&self, shard: u32, offset: u64, code: i16) -> impl Future<Output = ()> + Send;
+    /// Flips one bit of an entity's stored snapshot.
+    fn flip_snapshot_bit(&self, entity: &EntityKey) -> impl Future<Output = ()> + Send;
+    /// Stores another format version in the journal's metadata.
+    fn set_format_version(&self, version: u32) -> impl Future<Output = ()> + Send;
+}
+
+/// The command payload the suite sends.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Cmd {
+    /// Which sender.
+    pub sender: u32,
+    /// Its n-th message.
+    pub n: u32,
+}
+
+fn key(id: &str) -> EntityKey {
+    EntityKey::new("counter", id).expect("valid key")
+}
+
+fn msg(id: &str, sender: u32, n: u32) -> NewMessage {
+    NewMessage::new(
+        key(id),
+        Payload::encode("test.Cmd", 1, &Cmd { sender, n }).expect("encode"),
+    )
+}
+
+fn event(seq: u64, value: i64) -> NewEvent {
+    NewEvent {
+        seq,
+        payload: Payload::encode("test.Added", 1, &value).expect("encode"),
+    }
+}
+
+fn reply(value: i64) -> Payload {
+    Payload::encode("test.Reply", 1, &value).expect("encode")
+}
+
+fn appended(o: &AppendOutcome) -> (u32, u64) {
+    match o {
+        AppendOutcome::Appended { shard, offset } => (*shard, *offset),
+        other => panic!("expected Appended, got {other:?}"),
+    }
+}
+
+/// An id whose entity lives in `shard` of a journal with `shards` shards.
+pub fn id_in_shard(prefix: &str, shard: u32, shards: u32) -> String {
+    (0..)
+        .map(|i| format!("{prefix}-{i}"))
+        .find(|id| shard_of(id, shards) == shard)
+        .expect("some id maps to every shard")
+}
+
+/// Invariant 1: an acknowledged append survives closing and reopening the journal, with
+/// its bytes, and offsets are 1, 2, 3, … per shard.
+pub async fn durable_ack<B: Backend>(b: &B) {
+    let j = b.fresh(4).await;
+    let mut sent = Vec::new();
+    for n in 0..20 {
+        let m = msg(&format!("e{}", n % 7), 1, n);
+        sent.push(m.clone());
+        let out = j.append(vec![m]).await.expect("append");
+        appended(&out[0]);
+    }
+    let j = b.reopen(j, 4).await.expect("reopen");
+    let mut seen = 0;
+    for shard in 0..4 {
+        let entries = j.read_shard(shard, 0, 1000, None).await.expect("read");
+        for (i, e) in entries.iter().enumerate() {
+            assert_eq!(e.offset, i as u64 + 1, "dense offsets");
+            let original = sent
+                .iter()
+                .find(|m| m.message_id == e.message_id)
+                .expect("entry was sent");
+            assert_eq!(e.payload, original.payload);
+            assert_eq!(e.entity, original.entity);
+            assert_eq!(e.kind, EntryKind::Message);
+        }
+        assert_eq!(j.head(shard).await.expect("head"), entries.len() as u64);
+        seen += entries.len();
+    }
+    assert_eq!(seen, sent.len());
+}
+
+/// Invariant 4: re-sending a message id writes nothing and returns the original offset,
+/// and the stored reply once the message was processed; repeats inside one call too.
+pub async fn dedup<B: Backend>(b: &B) {
+    let j = b.fresh(4).await;
+    let m = msg("a", 1, 1);
+    let (shard, offset) = appended(&j.append(vec![m.clone()]).await.expect("append")[0]);
+    let again = j.append(vec![m.clone()]).await.expect("re-append");
+    assert_eq!(
+        again[0],
+        AppendOutcome::Duplicate {
+            shard,
+            offset: Some(offset),
+            reply: None
+        }
+    );
+    assert_eq!(
+        j.head(shard).await.expect("head"),
+        offset,
+        "nothing written"
+    );
+
+    j.commit(ProcessedBatch {
+        shard,
+        lease: None,
+        cursor: Some(("mailbox".into(), offset)),
+        messages: vec![Processed {
+            entity: m.entity.clone(),
+            message_id: m.message_id,
+            offset,
+            events: vec![event(1, 5)],
+            reply: reply(5),
+            outgoing: vec![],
+        }],
+    })
+    .await
+    .expect("commit");
+    let third = j.append(vec![m.clone()]).await.expect("re-append");
+    match &third[0] {
+        AppendOutcome::Duplicate {
+            offset: Some(o),
+            reply: Some(r),
+            ..
+        } => {
+            assert_eq!(*o, offset);
+            assert_eq!(r.payload.decode::<i64>().expect("decode"), 5);
+            assert_eq!(r.message_id, m.message_id);
+        }
+        other => panic!("expected a duplicate with its reply, got {other:?}"),
+    }
+
+    // The same id twice in one call: one entry.
+    let twin = msg("b", 1, 2);
+    let out = j
+        .append(vec![twin.clone(), twin.clone()])
+        .await
+        .expect("append twins");
+    let (s, o) = appended(&out[0]);
+    assert_eq!(
+        out[1],
+        AppendOutcome::Duplicate {
+            shard: s,
+            offset: Some(o),
+            reply: None
+        }
+    );
+    let ids: Vec<Uuid> = j
+        .read_shard(s, 0, 100, None)
+        .await
+        .expect("read")
+        .iter()
+        .map(|e| e.message_id)
+        .collect();
+    assert_eq!(ids.iter().filter(|&&id| id == twin.message_id).count(), 1);
+
+    // Many concurrent senders of the same id: exactly one entry.
+    let m = msg("c", 1, 3);
+    let tasks: Vec<_> = (0..16)
+        .map(|_| {
+            let (j, m) = (j.clone(), m.clone());
+            tokio::spawn(async move { j.append(vec![m]).await.expect("append") })
+        })
+        .collect();
+    let mut firsts = 0;
+    for t in tasks {
+        if matches!(t.await.expect("task")[0], AppendOutcome::Appended { .. }) {
+            firsts += 1;
+        }
+    }
+    assert_eq!(firsts, 1, "exactly one concurrent send appends");
+}
+
+fn processed(entity: &EntityKey, offset: u64, message_id: Uuid, seqs: &[u64]) -> Processed {
+    Processed {
+        entity: entity.clone(),
+        message_id,
+        offset,
+        events: seqs.iter().map(|&s| event(s, s as i64)).collect(),
+        reply: reply(seqs.len() as i64),
+        outgoing: vec![],
+    }
+}
+
+/// Invariant 3: a batch whose last message collides commits nothing at all — not the
+/// other messages' events, replies and outgoing messages, nor the cursor advance.
+pub async fn atomic_batch_commit<B: Backend>(b: &B) {
+    let shards = 4;
+    let j = b.fresh(shards).await;
+    let a = key(&id_in_shard("a", 0, shards));
+    let c = key(&id_in_shard("c", 0, shards));
+    let other = key(&id_in_shard("z", 1, shards));
+    // c already has event 1.
+    let setup = j
+        .append(vec![NewMessage::new(c.clone(), reply(0))])
+        .await
+        .expect("append");
+    let (_, c_off) = appended(&setup[0]);
+    let c_first = Uuid::now_v7();
+    j.commit(ProcessedBatch {
+        shard: 0,
+        lease: None,
+        cursor: None,
+        messages: vec![processed(&c, c_off, c_first, &[1])],
+    })
+    .await
+    .expect("setup commit");
+    let head0 = j.head(0).await.expect("head");
+    let head1 = j.head(1).await.expect("head");
+
+    let mut first = processed(&a, 1, Uuid::now_v7(), &[1, 2]);
+    first
+        .outgoing
+        .push(NewMessage::new(other.clone(), reply(9)));
+    let colliding = processed(&c, c_off, Uuid::now_v7(), &[1]);
+    let err = j
+        .commit(ProcessedBatch {
+            shard: 0,
+            lease: None,
+            cursor: Some(("mailbox".into(), 99)),
+            messages: vec![first.clone(), colliding],
+        })
+        .await
+        .expect_err("colliding seq must fail the batch");
+    assert!(
+        matches!(err, JournalError::SeqConflict { shard: 0, .. }),
+        "got {err:?}"
+    );
+    assert_eq!(j.head(0).await.expect("head"), head0);
+    assert_eq!(
+        j.head(1).await.expect("head"),
+        head1,
+        "outgoing not appended"
+    );
+    assert!(j.read_events(&a, 1, 10).await.expect("events").is_empty());
+    assert!(
+        j.reply(&a, first.message_id)
+            .await
+            .expect("reply")
+            .is_none()
+    );
+    assert_eq!(j.cursor("mailbox", 0).await.expect("cursor"), 0);
+
+    // The same batch without the collision commits whole.
+    let receipt = j
+        .commit(ProcessedBatch {
+            shard: 0,
+            lease: None,
+            cursor: Some(("mailbox".into(), 99)),
+            messages: vec![first.clone()],
+        })
+        .await
+        .expect("commit");
+    assert_eq!(receipt.event_offsets, vec![vec![head0 + 1, head0 + 2]]);
+    assert!(matches!(
+        receipt.outgoing[0][0],
+        AppendOutcome::Appended { shard: 1, .. }
+    ));
+    assert_eq!(j.read_events(&a, 1, 10).await.expect("events").len(), 2);
+    assert!(
+        j.reply(&a, first.message_id)
+            .await
+            .expect("reply")
+            .is_some()
+    );
+    assert_eq!(j.cursor("mailbox", 0).await.expect("cursor"), 99);
+    assert_eq!(j.head(1).await.expect("head"), head1 + 1);
+
+    // A redelivered message that was already processed is refused whole as well.
+    let err = j
+        .commit(ProcessedBatch {
+            shard: 0,
+            lease: None,
+            cursor: None,
+            messages: vec![Processed {
+                events: vec![],
+                ..first
+            }],
+        })
+        .await
+        .expect_err("second reply for one message");
+    assert!(
+        matches!(err, JournalError::SeqConflict { .. }),
+        "got {err:?}"
+    );
+}
+
+/// Invariant 3 under cancellation: commits abandoned at random points (the future dropped
+/// mid-flight, as when a task is aborted or its connection is lost) leave either all of a
+/// batch or none of it.
+pub async fn cancelled_commits_are_all_or_nothing<B: Backend>(b: &B, rounds: usize) {
+    let shards = 2;
+    let j = b.fresh(shards).await;
+    let target = key(&id_in_shard("out", 1, shards));
+    let mut rng = rand::rng();
+    const CALIBRATION: usize = 5;
+    let mut full = Duration::ZERO;
+    let (mut finished, mut abandoned, mut abandoned_but_committed) = (0, 0, 0);
+    for round in 0..rounds {
+        let e = key(&format!("{}-{round}", id_in_shard("cx", 0, shards)));
+        let e = if shard_of(e.entity_id(), shards) == 0 {
+            e
+        } else {
+            key(&id_in_shard(&format!("cx{round}"), 0, shards))
+        };
+        let message_id = Uuid::now_v7();
+        let mut p = processed(&e, round as u64 + 1, message_id, &[1, 2, 3]);
+        let out_id = Uuid::now_v7();
+        p.outgoing.push(NewMessage {
+            message_id: out_id,
+            ..NewMessage::new(target.clone(), reply(1))
+        });
+        let batch = ProcessedBatch {
+            shard: 0,
+            lease: None,
+            cursor: Some((format!("c{round}"), 7)),
+            messages: vec![p],
+        };
+        // The first rounds run to completion and calibrate: later rounds are cut off at a
+        // random point within twice the fastest commit, so many are abandoned mid-flight.
+        let result = if round < CALIBRATION {
+            let t = std::time::Instant::now();
+            let r = j.commit(batch).await;
+            full = if round == 0 {
+                t.elapsed()
+            } else {
+                full.min(t.elapsed())
+            };
+            Ok(r)
+        } else {
+            let micros = rng.random_range(0..(2 * full.as_micros() as u64).max(2));
+            tokio::time::timeout(Duration::from_micros(micros), j.commit(batch)).await
+        };
+        // Give a dropped transaction time to roll back before looking.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let events = j.read_events(&e, 1, 10).await.expect("events").len();
+        let replied = j.reply(&e, message_id).await.expect("reply").is_some();
+        let cursor = j.cursor(&format!("c{round}"), 0).await.expect("cursor");
+        let outgoing = j
+            .read_shard(1, 0, 100_000, Some(EntryKind::Message))
+            .await
+            .expect("read")
+            .iter()
+            .any(|x| x.message_id == out_id);
+        let all = events == 3 && replied && cursor == 7 && outgoing;
+        let none = events == 0 && !replied && cursor == 0 && !outgoing;
+        assert!(
+            all || none,
+            "round {round}: partial commit visible: events {events}, reply {replied}, cursor {cursor}, outgoing {outgoing}"
+        );
+        match result {
+            Ok(r) => {
+                r.expect("a commit that finished must succeed");
+                assert!(all, "round {round}: commit returned Ok but is not visible");
+                finished += 1;
+            }
+            Err(_) if all => abandoned_but_committed += 1,
+            Err(_) => abandoned += 1,
+        }
+    }
+    eprintln!(
+        "{rounds} rounds: {finished} finished, {abandoned} abandoned before commit, \
+         {abandoned_but_committed} abandoned after commit"
+    );
+    // On PostgreSQL a commit is one statement: once sent, the server finishes it whether or
+    // not the caller still waits, so every abandoned commit may land; the server-side kill
+    // in the PostgreSQL tests covers the commit that dies before it lands.
+    assert!(
+        finished > 0 && abandoned + abandoned_but_committed > 0,
+        "the cut-off points did not cover both outcomes"
+    );
+}
+
+/// Invariant 5 (seq fencing): writers racing to commit the same seq of an entity — exactly
+/// one wins, the others get `SeqConflict`, and history does not fork.
+pub async fn seq_fencing<B: Backend>(b: &B, entities: usize, writers: usize) {
+    let j = b.fresh(4).await;
+    let barrier = Arc::new(Barrier::new(entities * writers));
+    let mut tasks = Vec::new();
+    for e in 0..entities {
+        for w in 0..writers {
+            let (j, barrier) = (j.clone(), barrier.clone());
+            tasks.push(tokio::spawn(async move {
+                let entity = key(&format!("race-{e}"));
+                let shard = j.shard_of(&entity);
+                barrier.wait().await;
+                let r = j
+                    .commit(ProcessedBatch {
+                        shard,
+                        lease: None,
+                        cursor: None,
+                        messages: vec![processed(&entity, 1, Uuid::now_v7(), &[1])],
+                    })
+                    .await;
+                (e, w, r)
+            }));
+        }
+    }
+    let mut winners = BTreeMap::new();
+    for t in tasks {
+        let (e, w, r) = t.await.expect("task");
+        match r {
+            Ok(_) => *winners.entry(e).or_insert(0) += 1,
+            Err(JournalError::SeqConflict { .. }) => {}
+            Err(other) => panic!("writer {w} of entity {e}: unexpected {other:?}"),
+        }
+    }
+    for e in 0..entities {
+        assert_eq!(winners.get(&e), Some(&1), "entity {e}: exactly one winner");
+        let events = j
+            .read_events(&key(&format!("race-{e}")), 1, 10)
+            .await
+            .expect("events");
+        assert_eq!(events.len(), 1);
+    }
+}
+
+/// Invariant 5 (lease fencing): once a shard is acquired again, a batch carrying the old
+/// lease is refused with `Fenced`, even when its seqs are free.
+pub async fn lease_fencing<B: Backend>(b: &B) {
+    let j = b.fresh(2).await;
+    let locks = j.lock_session("runner-a").await.expect("session");
+    let old = locks.try_acquire(0).await.expect("acquire").expect("free");
+    locks.release(old).await.expect("release");
+    let new = locks.try_acquire(0).await.expect("acquire").expect("free");
+    assert!(new.epoch > old.epoch, "every acquisition bumps the epoch");
+    let entity = key(&id_in_shard("f", 0, 2));
+    let batch = |lease: Lease| ProcessedBatch {
+        shard: 0,
+        lease: Some(lease),
+        cursor: Some(("mailbox".into(), 1)),
+        messages: vec![processed(&entity, 1, Uuid::now_v7(), &[1])],
+    };
+    let err = j.commit(batch(old)).await.expect_err("stale lease");
+    assert!(
+        matches!(err, JournalError::Fenced { shard: 0, epoch } if epoch == old.epoch),
+        "got {err:?}"
+    );
+    assert!(
+        j.read_events(&entity, 1, 10)
+            .await
+            .expect("events")
+            .is_empty()
+    );
+    assert_eq!(j.cursor("mailbox", 0).await.expect("cursor"), 0);
+    j.commit(batch(new)).await.expect("current lease commits");
+}
+
+/// Invariant 6: appenders committing concurrently, in random order and with random delays,
+/// while a tailer follows the shard with `offset > last seen`: the tailer sees every entry
+/// exactly once, at consecutive offsets. `rounds` repetitions, each on a fresh shard.
+pub async fn no_skipped_entries<B: Backend>(
+    b: &B,
+    rounds: usize,
+    appenders: u32,
+    per_appender: u32,
+) {
+    let shards = rounds.max(1) as u32;
+    let j = b.fresh(shards).await;
+    for round in 0..rounds {
+        let shard = round as u32;
+        let ids: Vec<String> = (0..8)
+            .map(|i| id_in_shard(&format!("r{round}-e{i}"), shard, shards))
+            .collect();
+        let total = (appenders * per_appender) as usize;
+        let tailer = {
+            let j = j.clone();
+            tokio::spawn(async move {
+                let mut last = 0u64;
+                let mut seen = Vec::with_capacity(total);
+                let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+                while seen.len() < total {
+                    assert!(tokio::time::Instant::now() < deadline, "tailer timed out");
+                    let batch = j.read_shard(shard, last, 64, None).await.expect("read");
+                    if batch.is_empty() {
+                        j.wait_for_entries(shard, Duration::from_millis(20)).await;
+                        continue;
+                    }
+                    for e in batch {
+                        assert_eq!(e.offset, last + 1, "tailer saw a gap: skipped entry");
+                        last = e.offset;
+                        seen.push(e.payload.decode::<Cmd>().expect("decode"));
+                    }
+                }
+                seen
+            })
+        };
+        let writers: Vec<_> = (0..appenders)
+            .map(|w| {
+                let (j, ids) = (j.clone(), ids.clone());
+                tokio::spawn(async move {
+                    let mut n = 0;
+                    while n < per_appender {
+                        let size = rand::rng().random_range(1..=3).min(per_appender - n);
+                        let batch = (n..n + size)
+                            .map(|k| msg(&ids[((w + k) % 8) as usize], w, k))
+                            .collect();
+                        j.append(batch).await.expect("append");
+                        n += size;
+                        let pause = rand::rng().random_range(0..2_000);
+                        tokio::time::sleep(Duration::from_micros(pause)).await;
+                    }
+                })
+            })
+            .collect();
+        for w in writers {
+            w.await.expect("writer");
+        }
+        let seen = tailer.await.expect("tailer");
+        let distinct: HashSet<(u32, u32)> = seen.iter().map(|c| (c.sender, c.n)).collect();
+        assert_eq!(
+            distinct.len(),
+            total,
+            "round {round}: every entry exactly once"
+        );
+        for w in 0..appenders {
+            for k in 0..per_appender {
+                assert!(distinct.contains(&(w, k)), "round {round}: missing {w}/{k}");
+            }
+        }
+        assert_eq!(j.head(shard).await.expect("head"), total as u64);
+    }
+}
+
+/// Invariant 7: a flipped bit in a payload, an edited identity field or an unknown kind is
+/// an error naming the shard and offset on every read path, never a skip or a panic.
+pub async fn checked_bytes<B: Backend>(b: &B) {
+    let j = b.fresh(1).await;
+    let e = key("k");
+    for n in 0..3 {
+        j.append(vec![msg("k", 0, n)]).await.expect("append");
+    }
+    j.commit(ProcessedBatch {
+        shard: 0,
+        lease: None,
+        cursor: None,
+        messages: vec![processed(&e, 1, Uuid::now_v7(), &[1, 2])],
+    })
+    .await
+    .expect("commit");
+    // Offsets: 1..3 messages, 4..5 events.
+    j.flip_payload_bit(0, 2).await;
+    let err = j.read_shard(0, 0, 100, None).await.expect_err("corrupt");
+    assert!(
+        matches!(
+            err,
+            JournalError::Checksum {
+                shard: 0,
+                offset: 2
+            }
+        ),
+        "got {err:?}"
+    );
+    assert_eq!(
+        j.read_shard(0, 2, 1, None).await.expect("read past").len(),
+        1
+    );
+
+    j.flip_payload_bit(0, 5).await;
+    let err = j.read_events(&e, 1, 10).await.expect_err("corrupt event");
+    assert!(
+        matches!(
+            err,
+            JournalError::Checksum {
+                shard: 0,
+                offset: 5
+            }
+        ),
+        "got {err:?}"
+    );
+    let err = j
+        .events(&e, 1)
+        .try_collect::<Vec<_>>()
+        .await
+        .expect_err("stream");
+    assert!(
+        matches!(err, JournalError::Checksum { offset: 5, .. }),
+        "got {err:?}"
+    );
+
+    j.rewrite_entity_id(0, 3, "someone-else").await;
+    let err = j
+        .read_shard(0, 2, 1, None)
+        .await
+        .expect_err("identity edit");
+    assert!(
+        matches!(
+            err,
+            JournalError::Checksum {
+                shard: 0,
+                offset: 3
+            }
+        ),
+        "got {err:?}"
+    );
+
+    j.set_kind_code(0, 1, 9).await;
+    let err = j.read_shard(0, 0, 1, None).await.expect_err("unknown kind");
+    assert!(
+        matches!(
+            err,
+            JournalError::Corrupt {
+                shard: 0,
+                offset: 1,
+                ..
+            }
+        ),
+        "got {err:?}"
+    );
+}
+
+/// Invariant 8 (storage side): a snapshot that fails its checksum or has another state
+/// version is not returned; a newer snapshot is never replaced by an older one.
+pub async fn snapshots<B: Backend>(b: &B) {
+    let j = b.fresh(2).await;
+    let e = key("snap");
+    let state = |v: u32, n: i64| Payload::encode("test.State", v, &n).expect("encode");
+    assert!(j.load_snapshot(&e, 1).await.expect("load").is_none());
+    j.save_snapshot(NewSnapshot {
+        entity: e.clone(),
+        seq: 10,
+        state: state(1, 10),
+    })
+    .await
+    .expect("save");
+    let s = j.load_snapshot(&e, 1).await.expect("load").expect("some");
+    assert_eq!((s.seq, s.state.decode::<i64>().expect("decode")), (10, 10));
+    assert!(
+        j.load_snapshot(&e, 2).await.expect("load").is_none(),
+        "old state version"
+    );
+
+    j.save_snapshot(NewSnapshot {
+        entity: e.clone(),
+        seq: 5,
+        state: state(1, 5),
+    })
+    .await
+    .expect("save older");
+    assert_eq!(
+        j.load_snapshot(&e, 1)
+            .await
+            .expect("load")
+            .expect("some")
+            .seq,
+        10
+    );
+
+    j.flip_snapshot_bit(&e).await;
+    assert!(
+        j.load_snapshot(&e, 1).await.expect("load").is_none(),
+        "corrupt snapshot"
+    );
+    j.save_snapshot(NewSnapshot {
+        entity: e.clone(),
+        seq: 11,
+        state: state(1, 11),
+    })
+    .await
+    .expect("save");
+    assert_eq!(
+        j.load_snapshot(&e, 1)
+            .await
+            .expect("load")
+            .expect("some")
+            .seq,
+        11
+    );
+}
+
+/// Bad input gets a typed error and writes nothing.
+pub async fn bad_input<B: Backend>(b: &B) {
+    let j = b.fresh(2).await;
+    assert!(matches!(
+        EntityKey::new("counter", ""),
+        Err(JournalError::Empty {
+            field: Field::EntityId
+        })
+    ));
+    assert!(matches!(
+        EntityKey::new("counter", "x".repeat(256)),
+        Err(JournalError::TooLong {
+            field: Field::EntityId,
+            len: 256,
+            ..
+        })
+    ));
+    let big = NewMessage::new(
+        key("a"),
+        Payload {
+            type_tag: "t".into(),
+            version: 1,
+            bytes: vec![0; crate::DEFAULT_MAX_PAYLOAD_BYTES + 1],
+        },
+    );
+    let ok = msg("b", 0, 0);
+    let err = j
+        .append(vec![ok.clone(), big])
+        .await
+        .expect_err("too large");
+    assert!(
+        matches!(err, JournalError::PayloadTooLarge { size, limit } if size == limit + 1),
+        "got {err:?}"
+    );
+    let no_tag = NewMessage::new(
+        key("a"),
+        Payload {
+            type_tag: String::new(),
+            version: 1,
+            bytes: vec![],
+        },
+    );
+    let err = j.append(vec![no_tag]).await.expect_err("empty tag");
+    assert!(
+        matches!(
+            err,
+            JournalError::Empty {
+                field: Field::TypeTag
+            }
+        ),
+        "got {err:?}"
+    );
+    for shard in 0..2 {
+        assert_eq!(j.head(shard).await.expect("head"), 0, "nothing was written");
+    }
+    // An empty payload is valid (a unit command).
+    let unit = NewMessage::new(key("a"), Payload::encode("t", 1, &()).expect("encode"));
+    appended(&j.append(vec![unit]).await.expect("unit payload")[0]);
+
+    let err = j.read_shard(7, 0, 1, None).await.expect_err("shard range");
+    assert!(matches!(
+        err,
+        JournalError::ShardOutOfRange {
+            shard: 7,
+            shard_count: 2
+        }
+    ));
+    let err = j
+        .commit(ProcessedBatch {
+            shard: 0,
+            lease: None,
+            cursor: None,
+            messages: vec![processed(&key("a"), 1, Uuid::now_v7(), &[0])],
+        })
+        .await
+        .expect_err("seq 0");
+    assert!(
+        matches!(err, JournalError::InvalidSeq { .. }),
+        "got {err:?}"
+    );
+    let err = j
+        .advance_cursor("", 0, 1)
+        .await
+        .expect_err("empty consumer");
+    assert!(matches!(
+        err,
+        JournalError::Empty {
+            field: Field::Consumer
+        }
+    ));
+}
+
+/// Opening with another shard count, or a journal of an unknown format version, is a typed
+/// error that changes nothing.
+pub async fn wrong_shard_count_and_format<B: Backend>(b: &B) {
+    let j = b.fresh(4).await;
+    let (_, offset) = appended(&j.append(vec![msg("a", 0, 0)]).await.expect("append")[0]);
+    let err = b.reopen(j, 8).await.expect_err("wrong shard count");
+    assert!(
+        matches!(
+            err,
+            JournalError::ShardCountMismatch {
+                stored: 4,
+                requested: 8
+            }
+        ),
+        "got {err:?}"
+    );
+    let j = b.fresh(4).await;
+    let (shard, _) = appended(&j.append(vec![msg("a", 0, 0)]).await.expect("append")[0]);
+    let j = b.reopen(j, 4).await.expect("same count reopens");
+    assert_eq!(j.head(shard).await.expect("head"), offset);
+    j.set_format_version(99).await;
+    let err = b.reopen(j, 4).await.expect_err("unknown format");
+    assert!(
+        matches!(
+            err,
+            JournalError::UnsupportedFormat {
+                found: 99,
+                supported: 1
+            }
+        ),
+        "got {err:?}"
+    );
+}
+
+/// Scheduled messages stay out of the partition until due, so a far-future message never
+/// holds a cursor back; promotion appends them at the then-next offset, once.
+pub async fn scheduled_messages<B: Backend>(b: &B) {
+    let j = b.fresh(1).await;
+    let far = Timestamp::now().after(Duration::from_secs(365 * 24 * 3600));
+    let soon = Timestamp::now().after(Duration::from_secs(30));
+    let mut later = msg("s", 0, 0);
+    later.deliver_at = Some(far);
+    let mut shortly = msg("s", 0, 1);
+    shortly.deliver_at = Some(soon);
+    let out = j
+        .append(vec![later.clone(), shortly.clone()])
+        .await
+        .expect("append");
+    assert_eq!(out[0], AppendOutcome::Scheduled { shard: 0 });
+    let dup = j.append(vec![later.clone()]).await.expect("re-append");
+    assert!(matches!(
+        dup[0],
+        AppendOutcome::Duplicate { offset: None, .. }
+    ));
+    // A busy shard: the cursor moves past everything due.
+    for n in 2..50 {
+        j.append(vec![msg("s", 0, n)]).await.expect("append");
+    }
+    let due = j.read_shard(0, 0, 1000, None).await.expect("read");
+    assert_eq!(due.len(), 48, "only due entries are in the partition");
+    j.advance_cursor("mailbox", 0, 48).await.expect("advance");
+    assert_eq!(j.next_due(0).await.expect("next due"), Some(soon));
+    // Promotion takes the clock as an argument: nothing is due a microsecond early.
+    let early = Timestamp(soon.as_micros() - 1);
+    assert_eq!(j.promote_due(0, early).await.expect("early"), 0);
+    assert_eq!(j.promote_due(0, soon).await.expect("promote"), 1);
+    assert_eq!(j.promote_due(0, soon).await.expect("again"), 0);
+    let after = j.read_shard(0, 48, 10, None).await.expect("read");
+    assert_eq!(after.len(), 1);
+    assert_eq!(after[0].offset, 49);
+    assert_eq!(after[0].message_id, shortly.message_id);
+    assert_eq!(after[0].deliver_at, Some(soon));
+    assert_eq!(j.next_due(0).await.expect("next due"), Some(far));
+    let dup = j.append(vec![shortly]).await.expect("re-append");
+    assert!(matches!(
+        dup[0],
+        AppendOutcome::Duplicate {
+            offset: Some(49),
+            ..
+        }
+    ));
+    j.promote_due(0, far).await.expect("promote far");
+    assert_eq!(j.next_due(0).await.expect("next due"), None);
+    assert_eq!(j.head(0).await.expect("head"), 50);
+}
+
+/// A long history is read back in pages, in seq order, through the stream.
+pub async fn event_stream<B: Backend>(b: &B) {
+    let j = b.fresh(2).await;
+    let e = key("long");
+    let shard = j.shard_of(&e);
+    let total = crate::EVENT_PAGE as u64 * 2 + 17;
+    let mut seq = 0;
+    while seq < total {
+        let n = (total - seq).min(500);
+        let seqs: Vec<u64> = (seq + 1..=seq + n).collect();
+        j.commit(ProcessedBatch {
+            shard,
+            lease: None,
+            cursor: None,
+            messages: vec![processed(&e, 1, Uuid::now_v7(), &seqs)],
+        })
+        .await
+        .expect("commit");
+        seq += n;
+    }
+    let all: Vec<Entry> = j.events(&e, 1).try_collect().await.expect("stream");
+    assert_eq!(all.len() as u64, total);
+    for (i, ev) in all.iter().enumerate() {
+        assert_eq!(ev.seq, Some(i as u64 + 1));
+        assert_eq!(ev.payload.decode::<i64>().expect("decode"), i as i64 + 1);
+    }
+    let tail: Vec<Entry> = j.events(&e, total - 4).try_collect().await.expect("stream");
+    assert_eq!(tail.len(), 5);
+}
+
+/// Cursors start at 0 and only move forward.
+pub async fn cursors_move_forward<B: Backend>(b: &B) {
+    let j = b.fresh(2).await;
+    assert_eq!(j.cursor("p", 1).await.expect("cursor"), 0);
+    j.advance_cursor("p", 1, 10).await.expect("advance");
+    j.advance_cursor("p", 1, 4).await.expect("advance back");
+    assert_eq!(j.cursor("p", 1).await.expect("cursor"), 10);
+    assert_eq!(j.cursor("q", 1).await.expect("cursor"), 0);
+    assert_eq!(j.cursor("p", 0).await.expect("cursor"), 0);
+}
+
+/// A tailer waiting on a shard is woken by an append to it.
+pub async fn wakeups<B: Backend>(b: &B) {
+    let j = b.fresh(2).await;
+    let e = key("w");
+    let shard = j.shard_of(&e);
+    // Drain any stored permit, then wait while another task appends.
+    j.wait_for_entries(shard, Duration::from_millis(10)).await;
+    let waiter = {
+        let j = j.clone();
+        tokio::spawn(async move { j.wait_for_entries(shard, Duration::from_secs(10)).await })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    j.append(vec![msg("w", 0, 0)]).await.expect("append");
+    let woken = tokio::time::timeout(Duration::from_secs(5), waiter)
+        .await
+        .expect("woken well before the poll timeout")
+        .expect("task");
+    assert!(woken);
+}

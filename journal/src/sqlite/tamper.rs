@@ -1,0 +1,73 @@
+//! Damage for the conformance suite: edits rows behind the journal's back.
+
+use crate::envelope::EntityKey;
+use crate::testing::conformance::Tamper;
+
+use super::SqliteJournal;
+
+impl Tamper for SqliteJournal {
+    async fn flip_payload_bit(&self, shard: u32, offset: u64) {
+        let mut payload: Vec<u8> =
+            sqlx::query_scalar(r#"SELECT payload FROM journal WHERE shard = ?1 AND "offset" = ?2"#)
+                .bind(shard as i64)
+                .bind(offset as i64)
+                .fetch_one(self.writer())
+                .await
+                .expect("tamper");
+        payload[0] ^= 1;
+        sqlx::query(r#"UPDATE journal SET payload = ?3 WHERE shard = ?1 AND "offset" = ?2"#)
+            .bind(shard as i64)
+            .bind(offset as i64)
+            .bind(payload)
+            .execute(self.writer())
+            .await
+            .expect("tamper");
+    }
+
+    async fn rewrite_entity_id(&self, shard: u32, offset: u64, id: &str) {
+        sqlx::query(r#"UPDATE journal SET entity_id = ?3 WHERE shard = ?1 AND "offset" = ?2"#)
+            .bind(shard as i64)
+            .bind(offset as i64)
+            .bind(id)
+            .execute(self.writer())
+            .await
+            .expect("tamper");
+    }
+
+    async fn set_kind_code(&self, shard: u32, offset: u64, code: i16) {
+        sqlx::query(r#"UPDATE journal SET kind = ?3 WHERE shard = ?1 AND "offset" = ?2"#)
+            .bind(shard as i64)
+            .bind(offset as i64)
+            .bind(code)
+            .execute(self.writer())
+            .await
+            .expect("tamper");
+    }
+
+    async fn flip_snapshot_bit(&self, entity: &EntityKey) {
+        let mut payload: Vec<u8> = sqlx::query_scalar(
+            "SELECT payload FROM snapshots WHERE entity_type = ?1 AND entity_id = ?2",
+        )
+        .bind(entity.entity_type())
+        .bind(entity.entity_id())
+        .fetch_one(self.writer())
+        .await
+        .expect("tamper");
+        payload[0] ^= 1;
+        sqlx::query("UPDATE snapshots SET payload = ?3 WHERE entity_type = ?1 AND entity_id = ?2")
+            .bind(entity.entity_type())
+            .bind(entity.entity_id())
+            .bind(payload)
+            .execute(self.writer())
+            .await
+            .expect("tamper");
+    }
+
+    async fn set_format_version(&self, version: u32) {
+        sqlx::query("UPDATE meta SET value = ?1 WHERE key = 'format_version'")
+            .bind(version.to_string())
+            .execute(self.writer())
+            .await
+            .expect("tamper");
+    }
+}

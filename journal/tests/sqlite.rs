@@ -1,0 +1,127 @@
+//! The conformance suite on SQLite files, plus what only SQLite has: one owner per file.
+#![allow(clippy::unwrap_used)]
+
+use std::path::PathBuf;
+
+use entlog_journal::testing::conformance::{self as suite, Backend};
+use entlog_journal::{Journal, JournalError, SqliteJournal, SqliteOptions};
+
+struct Sqlite {
+    dir: PathBuf,
+}
+
+impl Sqlite {
+    fn new() -> Self {
+        let dir = std::env::temp_dir().join(format!("entlog-test-{}", uuid::Uuid::now_v7()));
+        std::fs::create_dir_all(&dir).unwrap();
+        Sqlite { dir }
+    }
+
+    fn path(&self) -> PathBuf {
+        self.dir.join(format!("{}.db", uuid::Uuid::now_v7()))
+    }
+}
+
+impl Drop for Sqlite {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl Backend for Sqlite {
+    type J = SqliteJournal;
+
+    async fn fresh(&self, shards: u32) -> SqliteJournal {
+        SqliteJournal::open(SqliteOptions::new(self.path()).shard_count(shards))
+            .await
+            .unwrap()
+    }
+
+    async fn reopen(
+        &self,
+        journal: SqliteJournal,
+        shards: u32,
+    ) -> entlog_journal::Result<SqliteJournal> {
+        let path = journal.path().to_owned();
+        journal.close().await;
+        drop(journal);
+        SqliteJournal::open(SqliteOptions::new(path).shard_count(shards)).await
+    }
+}
+
+macro_rules! conformance {
+    ($($name:ident $(($($arg:expr),*))?;)*) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $name() {
+                suite::$name(&Sqlite::new() $($(, $arg)*)?).await;
+            }
+        )*
+    };
+}
+
+conformance! {
+    durable_ack;
+    dedup;
+    atomic_batch_commit;
+    cancelled_commits_are_all_or_nothing(200);
+    seq_fencing(20, 4);
+    lease_fencing;
+    no_skipped_entries(5, 8, 40);
+    checked_bytes;
+    snapshots;
+    bad_input;
+    wrong_shard_count_and_format;
+    scheduled_messages;
+    event_stream;
+    cursors_move_forward;
+    wakeups;
+}
+
+/// A second opener of a journal file gets a clear error, not a second writer; once the
+/// owner is gone, the file opens again.
+#[tokio::test]
+async fn one_process_owns_the_file() {
+    let b = Sqlite::new();
+    let path = b.path();
+    let first = SqliteJournal::open(SqliteOptions::new(&path))
+        .await
+        .unwrap();
+    let err = SqliteJournal::open(SqliteOptions::new(&path))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, JournalError::Locked { path: p } if *p == path),
+        "got {err:?}"
+    );
+    assert_eq!(first.head(0).await.unwrap(), 0, "the owner is unaffected");
+    first.close().await;
+    drop(first);
+    SqliteJournal::open(SqliteOptions::new(&path))
+        .await
+        .unwrap();
+}
+
+/// A second process (not just a second handle) is refused too: the lock is an OS file lock.
+#[tokio::test]
+async fn another_process_is_refused() {
+    let b = Sqlite::new();
+    let path = b.path();
+    let _owner = SqliteJournal::open(SqliteOptions::new(&path))
+        .await
+        .unwrap();
+    let mut lock = path.clone().into_os_string();
+    lock.push(".lock");
+    // flock(1) from util-linux, non-blocking: exits 1 when the lock is held elsewhere.
+    let status = tokio::process::Command::new("flock")
+        .args(["-n", "-x"])
+        .arg(&lock)
+        .arg("true")
+        .status()
+        .await
+        .unwrap();
+    assert!(
+        !status.success(),
+        "another process could take the owner lock"
+    );
+}
