@@ -90,9 +90,8 @@ impl PgLocks {
         let conn = guard.as_mut().ok_or(JournalError::LockConnectionLost)?;
         let pid = sqlx::query_scalar("SELECT pg_backend_pid()")
             .fetch_one(conn)
-            .await
-            .map_err(|e| self.inner.lost(e))?;
-        Ok(pid)
+            .await;
+        pid.map_err(|e| self.inner.fail(&mut guard, e))
     }
 
     /// Shards currently leased by this session.
@@ -109,13 +108,22 @@ impl PgLocks {
 }
 
 impl LockConn {
+    /// Drops the failed connection (closing it frees any lock it still held) and marks
+    /// the session lost.
+    fn fail(&self, conn: &mut Option<PgConnection>, err: sqlx::Error) -> JournalError {
+        conn.take();
+        self.lost(err)
+    }
+
     /// Marks the session lost after a failure on its connection.
     fn lost(&self, err: sqlx::Error) -> JournalError {
         tracing::warn!(runner = %self.runner, error = %err, "shard-lock connection lost");
-        self.alive.send_replace(false);
+        // Forget the leases before announcing the loss: whoever wakes on `lost()` must
+        // already see an empty set.
         if let Ok(mut h) = self.held.lock() {
             h.clear();
         }
+        self.alive.send_replace(false);
         JournalError::LockConnectionLost
     }
 }
@@ -133,8 +141,7 @@ async fn ping(inner: Arc<LockConn>, every: Duration) {
         };
         // Drop the connection: if it was merely slow, closing it frees its locks too, so
         // no shard stays locked by a session that has given up on it.
-        guard.take();
-        inner.lost(err);
+        inner.fail(&mut guard, err);
         return;
     }
 }
@@ -150,11 +157,14 @@ impl ShardLocks for PgLocks {
         let mut guard = self.inner.conn.lock().await;
         let conn = guard.as_mut().ok_or(JournalError::LockConnectionLost)?;
         if self.held().contains(&shard) {
-            let epoch: i64 = sqlx::query_scalar("SELECT epoch FROM shards WHERE shard = $1")
+            let epoch: i64 = match sqlx::query_scalar("SELECT epoch FROM shards WHERE shard = $1")
                 .bind(shard as i32)
                 .fetch_one(&mut *conn)
                 .await
-                .map_err(|e| self.inner.lost(e))?;
+            {
+                Ok(epoch) => epoch,
+                Err(e) => return Err(self.inner.fail(&mut guard, e)),
+            };
             return Ok(Some(Lease {
                 shard,
                 epoch: epoch as u64,
@@ -162,7 +172,7 @@ impl ShardLocks for PgLocks {
         }
         // Take the lock and bump the epoch in one statement: no lock is taken without the
         // epoch moving, so a previous owner's late commit is refused.
-        let epoch: Option<i64> = sqlx::query_scalar(
+        let epoch: Option<i64> = match sqlx::query_scalar(
             "WITH l AS (SELECT pg_try_advisory_lock($1, $2) AS got)
              UPDATE shards SET epoch = epoch + 1, owner = $3 FROM l
               WHERE shard = $2 AND l.got RETURNING epoch",
@@ -172,7 +182,10 @@ impl ShardLocks for PgLocks {
         .bind(&self.inner.runner)
         .fetch_optional(&mut *conn)
         .await
-        .map_err(|e| self.inner.lost(e))?;
+        {
+            Ok(epoch) => epoch,
+            Err(e) => return Err(self.inner.fail(&mut guard, e)),
+        };
         Ok(epoch.map(|epoch| {
             if let Ok(mut h) = self.inner.held.lock() {
                 h.insert(shard);
@@ -196,7 +209,7 @@ impl ShardLocks for PgLocks {
         if !was_held {
             return Ok(());
         }
-        sqlx::query(
+        let result = sqlx::query(
             "WITH u AS (UPDATE shards SET owner = NULL WHERE shard = $2 AND epoch = $3 RETURNING 1)
              SELECT pg_advisory_unlock($1, $2)",
         )
@@ -204,9 +217,11 @@ impl ShardLocks for PgLocks {
         .bind(lease.shard as i32)
         .bind(lease.epoch as i64)
         .execute(&mut *conn)
-        .await
-        .map_err(|e| self.inner.lost(e))?;
-        Ok(())
+        .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) => Err(self.inner.fail(&mut guard, e)),
+        }
     }
 
     fn is_alive(&self) -> bool {
