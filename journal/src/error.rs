@@ -139,6 +139,12 @@ pub enum JournalError {
         /// The journal's database file.
         path: PathBuf,
     },
+    /// A runner with this id already holds a live lock session.
+    #[error("runner {runner} is already live")]
+    RunnerInUse {
+        /// The runner id.
+        runner: String,
+    },
     /// The dedicated shard-lock connection died: every lease it held is gone.
     #[error("the shard-lock connection was lost; no shard is owned any more")]
     LockConnectionLost,

@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use crate::envelope::{EntityKey, Entry, EntryKind, NewMessage};
 use crate::error::{JournalError, Result};
-use crate::ownership::ShardLocks;
+use crate::ownership::{RunnerInfo, ShardLocks};
 use crate::records::NewSnapshot;
 use crate::records::{AppendOutcome, CommitReceipt, ProcessedBatch, Snapshot, StoredReply};
 use crate::shard::{Shard, shard_of};
@@ -152,8 +152,13 @@ pub trait Journal: Send + Sync + 'static {
         timeout: Duration,
     ) -> impl Future<Output = bool> + Send;
 
-    /// Opens a lock session for a runner (a dedicated connection on PostgreSQL).
+    /// Opens a lock session for a runner (a dedicated connection on PostgreSQL) and
+    /// registers the runner as live while the session lasts. A runner id already live
+    /// elsewhere is refused with [`JournalError::RunnerInUse`].
     fn lock_session(&self, runner: &str) -> impl Future<Output = Result<Self::Locks>> + Send;
+
+    /// Runners whose lock sessions are alive, ordered by id.
+    fn live_runners(&self) -> impl Future<Output = Result<Vec<RunnerInfo>>> + Send;
 
     /// An entity's events from `from_seq` on, fetched in pages of [`EVENT_PAGE`], so that a
     /// long history never sits in memory at once.

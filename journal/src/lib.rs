@@ -46,7 +46,7 @@ pub use envelope::{
 pub use error::{Field, JournalError, Result};
 pub use journal::{EVENT_PAGE, Journal};
 pub use meta::FORMAT_VERSION;
-pub use ownership::{Lease, ShardLocks};
+pub use ownership::{Lease, RunnerInfo, ShardLocks};
 pub use postgres::{PgJournal, PgLocks, PgOptions};
 pub use records::{
     AppendOutcome, CommitReceipt, NewSnapshot, Processed, ProcessedBatch, Snapshot, StoredReply,

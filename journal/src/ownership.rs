@@ -7,11 +7,35 @@
 //! epoch, and a batch committed under an older epoch fails with
 //! [`JournalError::Fenced`](crate::JournalError::Fenced); event seqs are fenced by a unique
 //! constraint besides.
+//!
+//! Opening a lock session also registers the runner: it holds a liveness lock of its own
+//! on the same connection, so [`Journal::live_runners`](crate::Journal::live_runners)
+//! lists exactly the runners whose lock connections are alive — a runner that crashed
+//! disappears from the list as soon as the server notices its connection is gone, with no
+//! heartbeat timeout to wait for.
 
 use std::future::Future;
 
 use crate::error::Result;
 use crate::shard::Shard;
+use crate::time::Timestamp;
+
+/// A runner that holds a live lock session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunnerInfo {
+    /// The runner's id.
+    pub runner: String,
+    /// When its current lock session started.
+    pub started_at: Timestamp,
+    /// Its lock connection's last successful ping.
+    pub heartbeat_at: Timestamp,
+}
+
+/// The advisory-lock key of a runner's liveness lock: negative, so it never collides with
+/// a shard's key (shards are `0..shard_count`). Part of the format: do not change.
+pub(crate) fn runner_lock_key(runner: &str) -> i32 {
+    -1 - (crc32fast::hash(runner.as_bytes()) & 0x3fff_ffff) as i32
+}
 
 /// The right to process one shard, at one epoch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -23,7 +47,7 @@ pub struct Lease {
 }
 
 /// A runner's set of shard locks, held on one dedicated connection.
-pub trait ShardLocks: Send + Sync + 'static {
+pub trait ShardLocks: Send + Sync + std::fmt::Debug + 'static {
     /// Tries to take the shard's lock; `None` if another session holds it.
     fn try_acquire(&self, shard: Shard) -> impl Future<Output = Result<Option<Lease>>> + Send;
 
@@ -35,4 +59,8 @@ pub trait ShardLocks: Send + Sync + 'static {
 
     /// Resolves once the lock connection is lost (at once if it already is).
     fn lost(&self) -> impl Future<Output = ()> + Send;
+
+    /// Releases every lease and the runner's registration, and closes the session: other
+    /// runners may take the shards at once.
+    fn close(self) -> impl Future<Output = Result<()>> + Send;
 }

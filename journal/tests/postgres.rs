@@ -115,6 +115,7 @@ conformance! {
     event_stream;
     cursors_move_forward;
     wakeups;
+    runner_registry;
 }
 
 /// Invariant 6 with commits held open for a random 0-5 ms after their insert, so that
@@ -435,6 +436,18 @@ async fn lock_connection_death_hands_the_shard_over() {
     let noticed_after = killed.elapsed();
     assert!(!a.is_alive());
     assert!(a.held().is_empty());
+    let live: Vec<String> = j
+        .live_runners()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.runner)
+        .collect();
+    assert_eq!(
+        live,
+        ["runner-c"],
+        "a dead lock connection means a dead runner"
+    );
     assert!(matches!(
         a.try_acquire(2).await,
         Err(JournalError::LockConnectionLost)

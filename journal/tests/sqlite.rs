@@ -76,6 +76,7 @@ conformance! {
     event_stream;
     cursors_move_forward;
     wakeups;
+    runner_registry;
 }
 
 /// A second opener of a journal file gets a clear error, not a second writer; once the

@@ -26,8 +26,9 @@ use tokio::task::JoinHandle;
 
 use super::PgOptions;
 use crate::error::{JournalError, Result};
-use crate::ownership::{Lease, ShardLocks};
+use crate::ownership::{Lease, ShardLocks, runner_lock_key};
 use crate::shard::Shard;
+use crate::time::Timestamp;
 
 /// A runner's shard locks, held on one connection outside the pool.
 pub struct PgLocks {
@@ -66,10 +67,33 @@ impl PgLocks {
         shard_count: u32,
         runner: &str,
     ) -> Result<Self> {
+        crate::envelope::check_name(crate::error::Field::Consumer, runner)?;
         let mut conn = PgConnection::connect_with(&options.connect_options()?).await?;
         sqlx::query("SET application_name = 'entlog-locks'")
             .execute(&mut conn)
             .await?;
+        // The runner's liveness lock, then its registration row.
+        let key = runner_lock_key(runner);
+        let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1, $2)")
+            .bind(namespace)
+            .bind(key)
+            .fetch_one(&mut conn)
+            .await?;
+        if !got {
+            return Err(JournalError::RunnerInUse {
+                runner: runner.to_owned(),
+            });
+        }
+        let now = Timestamp::now().as_micros();
+        sqlx::query(
+            "INSERT INTO runners (runner, lock_key, started_at, heartbeat_at) VALUES ($1, $2, $3, $3)
+             ON CONFLICT (runner) DO UPDATE SET lock_key = $2, started_at = $3, heartbeat_at = $3",
+        )
+        .bind(runner)
+        .bind(key)
+        .bind(now)
+        .execute(&mut conn)
+        .await?;
         let (alive, _) = watch::channel(true);
         let inner = Arc::new(LockConn {
             conn: Mutex::new(Some(conn)),
@@ -133,7 +157,15 @@ async fn ping(inner: Arc<LockConn>, every: Duration) {
         tokio::time::sleep(every).await;
         let mut guard = inner.conn.lock().await;
         let Some(conn) = guard.as_mut() else { return };
-        let result = tokio::time::timeout(every.max(Duration::from_secs(2)), conn.ping()).await;
+        // The ping is the heartbeat: one round trip proves the connection (and with it
+        // every lock) alive and refreshes what `status` shows.
+        let beat = sqlx::query("UPDATE runners SET heartbeat_at = $2 WHERE runner = $1")
+            .bind(&inner.runner)
+            .bind(Timestamp::now().as_micros())
+            .execute(&mut *conn);
+        let result = tokio::time::timeout(every.max(Duration::from_secs(2)), beat)
+            .await
+            .map(|r| r.map(|_| ()));
         let err = match result {
             Ok(Ok(())) => continue,
             Ok(Err(e)) => e,
@@ -226,6 +258,34 @@ impl ShardLocks for PgLocks {
 
     fn is_alive(&self) -> bool {
         *self.inner.alive.borrow()
+    }
+
+    async fn close(self) -> Result<()> {
+        self.pinger.abort();
+        let mut guard = self.inner.conn.lock().await;
+        let Some(mut conn) = guard.take() else {
+            return Err(JournalError::LockConnectionLost);
+        };
+        if let Ok(mut h) = self.inner.held.lock() {
+            h.clear();
+        }
+        let result = async {
+            sqlx::query("UPDATE shards SET owner = NULL WHERE owner = $1")
+                .bind(&self.inner.runner)
+                .execute(&mut conn)
+                .await?;
+            sqlx::query("DELETE FROM runners WHERE runner = $1")
+                .bind(&self.inner.runner)
+                .execute(&mut conn)
+                .await
+        }
+        .await;
+        // Closing the connection releases every advisory lock it held, shards and runner.
+        let closed = conn.close().await;
+        self.inner.alive.send_replace(false);
+        result?;
+        closed?;
+        Ok(())
     }
 
     async fn lost(&self) {

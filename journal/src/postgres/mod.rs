@@ -28,12 +28,14 @@ use crate::columns::{BatchColumns, EntryColumns, append_columns, append_outcomes
 use crate::envelope::{CrcDomain, EntityKey, Entry, EntryKind, NewMessage, checksum};
 use crate::error::{Field, JournalError, Result};
 use crate::journal::Journal;
+use crate::ownership::RunnerInfo;
 use crate::records::NewSnapshot;
 use crate::records::{AppendOutcome, CommitReceipt, ProcessedBatch, Snapshot, StoredReply};
 use crate::shard::Shard;
 use crate::time::Timestamp;
 use crate::wakeup::Wakeups;
 use rows::{append_rows, entry_from_row, reply_from_row, snapshot_from_row};
+use sqlx::Row;
 
 /// SQLSTATE raised by `append_entries` when a lease's epoch is stale.
 const FENCED_SQLSTATE: &str = "EL001";
@@ -424,6 +426,33 @@ impl Journal for PgJournal {
             }
         }
         self.inner.wakeups.wait(shard, timeout).await
+    }
+
+    async fn live_runners(&self) -> Result<Vec<RunnerInfo>> {
+        // Live = its liveness lock is held right now (two-key advisory locks show as
+        // classid = key1, objid = key2, objsubid = 2 in pg_locks).
+        let rows = sqlx::query(
+            "SELECT r.runner, r.started_at, r.heartbeat_at FROM runners r
+              WHERE EXISTS (
+                    SELECT 1 FROM pg_locks l
+                     WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2
+                       AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+                       AND l.classid::BIGINT = ($1::BIGINT & 4294967295)
+                       AND l.objid::BIGINT = (r.lock_key::BIGINT & 4294967295))
+              ORDER BY r.runner",
+        )
+        .bind(self.inner.lock_namespace)
+        .fetch_all(&self.inner.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(RunnerInfo {
+                    runner: r.try_get(0)?,
+                    started_at: Timestamp(r.try_get(1)?),
+                    heartbeat_at: Timestamp(r.try_get(2)?),
+                })
+            })
+            .collect()
     }
 
     async fn lock_session(&self, runner: &str) -> Result<PgLocks> {

@@ -26,13 +26,14 @@ use crate::columns::{BatchColumns, EntryColumns, append_columns, append_outcomes
 use crate::envelope::{CrcDomain, EntityKey, Entry, EntryKind, NewMessage, checksum};
 use crate::error::{Field, JournalError, Result};
 use crate::journal::Journal;
-use crate::ownership::{Lease, ShardLocks};
+use crate::ownership::{Lease, RunnerInfo, ShardLocks};
 use crate::records::{
     AppendOutcome, CommitReceipt, NewSnapshot, ProcessedBatch, Snapshot, StoredReply,
 };
 use crate::shard::Shard;
 use crate::time::Timestamp;
 use crate::wakeup::Wakeups;
+use sqlx::Row;
 
 /// A journal in one SQLite file, owned by this process.
 #[derive(Clone)]
@@ -46,6 +47,8 @@ struct Inner {
     options: SqliteOptions,
     shard_count: u32,
     wakeups: Wakeups,
+    /// Runners with an open lock session in this process: the only live ones.
+    live: std::sync::Mutex<std::collections::BTreeSet<String>>,
     /// Held for the journal's lifetime: the exclusive lock on `<path>.lock`.
     _owner: File,
 }
@@ -342,10 +345,57 @@ impl Journal for SqliteJournal {
     }
 
     async fn lock_session(&self, runner: &str) -> Result<SqliteLocks> {
-        Ok(SqliteLocks {
+        crate::envelope::check_name(Field::Consumer, runner)?;
+        let fresh = self
+            .inner
+            .live
+            .lock()
+            .map(|mut live| live.insert(runner.to_owned()))
+            .unwrap_or(false);
+        if !fresh {
+            return Err(JournalError::RunnerInUse {
+                runner: runner.to_owned(),
+            });
+        }
+        let locks = SqliteLocks {
             journal: self.clone(),
             runner: runner.to_owned(),
-        })
+        };
+        let now = Timestamp::now().as_micros();
+        sqlx::query(
+            "INSERT INTO runners (runner, lock_key, started_at, heartbeat_at) VALUES (?1, 0, ?2, ?2)
+             ON CONFLICT (runner) DO UPDATE SET started_at = ?2, heartbeat_at = ?2",
+        )
+        .bind(runner)
+        .bind(now)
+        .execute(&self.inner.writer)
+        .await?;
+        Ok(locks)
+    }
+
+    async fn live_runners(&self) -> Result<Vec<RunnerInfo>> {
+        let live: Vec<String> = self
+            .inner
+            .live
+            .lock()
+            .map(|l| l.iter().cloned().collect())
+            .unwrap_or_default();
+        let rows =
+            sqlx::query("SELECT runner, started_at, heartbeat_at FROM runners ORDER BY runner")
+                .fetch_all(&self.inner.reader)
+                .await?;
+        let mut out = Vec::new();
+        for r in &rows {
+            let runner: String = r.try_get(0)?;
+            if live.contains(&runner) {
+                out.push(RunnerInfo {
+                    runner,
+                    started_at: Timestamp(r.try_get(1)?),
+                    heartbeat_at: Timestamp(r.try_get(2)?),
+                });
+            }
+        }
+        Ok(out)
     }
 }
 
@@ -369,7 +419,7 @@ async fn advance(
 
 /// Shard ownership on SQLite: the process that holds the file owns every shard. Each
 /// acquisition still bumps the shard's epoch, so fencing behaves as on PostgreSQL.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct SqliteLocks {
     journal: SqliteJournal,
     runner: String,
@@ -406,5 +456,25 @@ impl ShardLocks for SqliteLocks {
 
     async fn lost(&self) {
         std::future::pending::<()>().await
+    }
+
+    async fn close(self) -> Result<()> {
+        sqlx::query("UPDATE shards SET owner = NULL WHERE owner = ?1")
+            .bind(&self.runner)
+            .execute(&self.journal.inner.writer)
+            .await?;
+        sqlx::query("DELETE FROM runners WHERE runner = ?1")
+            .bind(&self.runner)
+            .execute(&self.journal.inner.writer)
+            .await?;
+        Ok(())
+    }
+}
+
+impl Drop for SqliteLocks {
+    fn drop(&mut self) {
+        if let Ok(mut live) = self.journal.inner.live.lock() {
+            live.remove(&self.runner);
+        }
     }
 }

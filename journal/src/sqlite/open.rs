@@ -141,6 +141,12 @@ pub(super) async fn open(options: SqliteOptions) -> Result<SqliteJournal> {
     };
     check_meta(&meta, options.shard_count)?;
 
+    // This process owns the file: registrations left by an earlier process are stale.
+    sqlx::query("DELETE FROM runners").execute(&writer).await?;
+    sqlx::query("UPDATE shards SET owner = NULL")
+        .execute(&writer)
+        .await?;
+
     let reader = SqlitePoolOptions::new()
         .max_connections(options.readers.max(1))
         .connect_with(connect.create_if_missing(false))
@@ -151,6 +157,7 @@ pub(super) async fn open(options: SqliteOptions) -> Result<SqliteJournal> {
             reader,
             shard_count: options.shard_count,
             wakeups: Wakeups::new(options.shard_count),
+            live: std::sync::Mutex::new(std::collections::BTreeSet::new()),
             options,
             _owner: owner,
         }),

@@ -970,3 +970,44 @@ pub async fn wakeups<B: Backend>(b: &B) {
         .expect("task");
     assert!(woken);
 }
+
+/// A lock session registers its runner as live until it closes; one id, one session.
+pub async fn runner_registry<B: Backend>(b: &B) {
+    let j = b.fresh(2).await;
+    assert!(j.live_runners().await.expect("live").is_empty());
+    let a = j.lock_session("runner-a").await.expect("session a");
+    let c = j.lock_session("runner-c").await.expect("session c");
+    let live: Vec<String> = j
+        .live_runners()
+        .await
+        .expect("live")
+        .into_iter()
+        .map(|r| r.runner)
+        .collect();
+    assert_eq!(live, ["runner-a", "runner-c"]);
+    let err = j.lock_session("runner-a").await.expect_err("same id twice");
+    assert!(
+        matches!(err, JournalError::RunnerInUse { .. }),
+        "got {err:?}"
+    );
+    let lease = a.try_acquire(1).await.expect("acquire").expect("free");
+    a.close().await.expect("close");
+    let live: Vec<String> = j
+        .live_runners()
+        .await
+        .expect("live")
+        .into_iter()
+        .map(|r| r.runner)
+        .collect();
+    assert_eq!(live, ["runner-c"]);
+    let taken = c
+        .try_acquire(1)
+        .await
+        .expect("acquire")
+        .expect("released by close");
+    assert!(taken.epoch > lease.epoch);
+    let again = j.lock_session("runner-a").await.expect("id free again");
+    drop(again);
+    let err = j.lock_session("").await.expect_err("empty runner id");
+    assert!(matches!(err, JournalError::Empty { .. }), "got {err:?}");
+}
