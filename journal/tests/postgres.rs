@@ -46,7 +46,8 @@ impl Pg {
 
     async fn cleanup(self) {
         let mut conn = self.admin().await;
-        for s in self.schemas.lock().unwrap().drain(..) {
+        let schemas: Vec<String> = self.schemas.lock().unwrap().drain(..).collect();
+        for s in schemas {
             sqlx::query(sqlx::AssertSqlSafe(format!(
                 "DROP SCHEMA IF EXISTS {s} CASCADE"
             )))
