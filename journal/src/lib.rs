@@ -22,6 +22,7 @@
 //! # Ok(()) }
 //! ```
 
+mod any;
 mod columns;
 mod envelope;
 mod error;
@@ -39,6 +40,7 @@ mod wakeup;
 #[cfg(feature = "testing")]
 pub mod testing;
 
+pub use any::{AnyJournal, AnyLocks};
 pub use envelope::{
     DEFAULT_MAX_PAYLOAD_BYTES, EntityKey, Entry, EntryKind, MAX_NAME_BYTES, NewEvent, NewMessage,
     Payload, check_name,

@@ -49,8 +49,8 @@ struct Inner {
     wakeups: Wakeups,
     /// Runners with an open lock session in this process: the only live ones.
     live: std::sync::Mutex<std::collections::BTreeSet<String>>,
-    /// Held for the journal's lifetime: the exclusive lock on `<path>.lock`.
-    _owner: File,
+    /// The exclusive lock on `<path>.lock`, held until the journal is closed or dropped.
+    owner: std::sync::Mutex<Option<File>>,
 }
 
 impl std::fmt::Debug for SqliteJournal {
@@ -84,10 +84,14 @@ impl SqliteJournal {
         &self.inner.reader
     }
 
-    /// Closes both pools. The file lock is released when the last clone is dropped.
+    /// Closes both pools and releases the file to other openers. Every clone of this
+    /// journal is unusable afterwards.
     pub async fn close(&self) {
         self.inner.writer.close().await;
         self.inner.reader.close().await;
+        if let Ok(mut owner) = self.inner.owner.lock() {
+            owner.take();
+        }
     }
 
     fn check_shard(&self, shard: Shard) -> Result<()> {

@@ -159,7 +159,7 @@ pub(super) async fn open(options: SqliteOptions) -> Result<SqliteJournal> {
             wakeups: Wakeups::new(options.shard_count),
             live: std::sync::Mutex::new(std::collections::BTreeSet::new()),
             options,
-            _owner: owner,
+            owner: std::sync::Mutex::new(Some(owner)),
         }),
     })
 }

@@ -1,0 +1,407 @@
+//! The cluster handle: build it with the entity types a process hosts, then send.
+
+use std::marker::PhantomData;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use entlog_journal::{
+    AnyJournal, AppendOutcome, EntityKey, Journal, NewMessage, Payload, PgJournal, PgOptions,
+    SqliteJournal, SqliteOptions, Timestamp,
+};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use uuid::Uuid;
+
+use crate::appender::Appender;
+use crate::codec::{self, StoredOutcome};
+use crate::config::Config;
+use crate::entity::Entity;
+use crate::error::EngineError;
+use crate::metrics as m;
+use crate::registry::Registry;
+use crate::runner::{Owned, Runner};
+use crate::waiters::Waiters;
+
+/// A running cluster member: a client, and (unless client-only) a runner hosting entities.
+#[derive(Clone)]
+pub struct Cluster {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    journal: AnyJournal,
+    config: Arc<Config>,
+    runner_id: String,
+    waiters: Arc<Waiters>,
+    appender: Appender,
+    owned: Owned,
+    shutdown: watch::Sender<bool>,
+    /// The runner task and the appender tasks, joined at shutdown.
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+enum Target {
+    Sqlite(PathBuf),
+    Postgres { url: String, schema: String },
+    Journal(AnyJournal),
+}
+
+/// Builds a [`Cluster`]: where the journal is, which entity types this process hosts.
+pub struct ClusterBuilder {
+    target: Option<Target>,
+    config: Config,
+    registry: Registry,
+}
+
+impl Cluster {
+    /// Starts building a cluster member.
+    pub fn builder() -> ClusterBuilder {
+        ClusterBuilder {
+            target: None,
+            config: Config::default(),
+            registry: Registry::default(),
+        }
+    }
+
+    /// A handle to send messages to entity `id` of type `E`.
+    pub fn entity<E: Entity>(&self, id: &str) -> EntityRef<E> {
+        EntityRef {
+            cluster: self.clone(),
+            key: EntityKey::new(E::TYPE, id).map_err(|e| e.to_string()),
+            _entity: PhantomData,
+        }
+    }
+
+    /// The journal underneath, for tools and queries.
+    pub fn journal(&self) -> &AnyJournal {
+        &self.inner.journal
+    }
+
+    /// This member's runner id.
+    pub fn runner_id(&self) -> &str {
+        &self.inner.runner_id
+    }
+
+    /// Shards this member's runner owns right now.
+    pub fn owned_shards(&self) -> Vec<u32> {
+        self.inner
+            .owned
+            .read()
+            .map(|o| o.iter().copied().collect())
+            .unwrap_or_default()
+    }
+
+    /// Graceful shutdown: stop taking work, finish in-flight batches, snapshot, release
+    /// every shard so that other runners take over at once.
+    pub async fn shutdown(&self) -> Result<(), EngineError> {
+        self.inner.shutdown.send_replace(true);
+        let tasks: Vec<JoinHandle<()>> = self
+            .inner
+            .tasks
+            .lock()
+            .map(|mut t| t.drain(..).collect())
+            .unwrap_or_default();
+        for task in tasks {
+            let _ = task.await;
+        }
+        self.inner.journal.close().await;
+        Ok(())
+    }
+
+    /// Waits for Ctrl-C or SIGTERM, then shuts down gracefully (for runner programs).
+    pub async fn run_until_signal(&self) -> Result<(), EngineError> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            let mut term = signal(SignalKind::terminate())
+                .map_err(|e| EngineError::Config(format!("cannot watch SIGTERM: {e}")))?;
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+        self.shutdown().await
+    }
+
+    fn is_local(&self, shard: u32) -> bool {
+        self.inner
+            .owned
+            .read()
+            .map(|o| o.contains(&shard))
+            .unwrap_or(false)
+    }
+}
+
+impl ClusterBuilder {
+    /// An embedded journal in a SQLite file (one process owns it).
+    pub fn sqlite(mut self, path: impl Into<PathBuf>) -> Self {
+        self.target = Some(Target::Sqlite(path.into()));
+        self
+    }
+
+    /// A PostgreSQL journal in the default schema `entlog`.
+    pub fn postgres(mut self, url: impl Into<String>) -> Self {
+        self.target = Some(Target::Postgres {
+            url: url.into(),
+            schema: "entlog".into(),
+        });
+        self
+    }
+
+    /// A PostgreSQL journal in the given schema.
+    pub fn postgres_schema(mut self, url: impl Into<String>, schema: impl Into<String>) -> Self {
+        self.target = Some(Target::Postgres {
+            url: url.into(),
+            schema: schema.into(),
+        });
+        self
+    }
+
+    /// An already opened journal.
+    pub fn journal(mut self, journal: impl Into<AnyJournal>) -> Self {
+        self.target = Some(Target::Journal(journal.into()));
+        self
+    }
+
+    /// Replaces the configuration.
+    pub fn config(mut self, config: Config) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Registers an entity type this member hosts.
+    pub fn entity<E: Entity>(mut self, entity: E) -> Self {
+        self.registry.register(entity);
+        self
+    }
+
+    /// Sends only: hosts no entities and owns no shards.
+    pub fn client_only(mut self) -> Self {
+        self.config.host_entities = false;
+        self
+    }
+
+    /// Opens the journal and starts the runner.
+    pub async fn start(self) -> Result<Cluster, EngineError> {
+        let config = self.config;
+        let journal = match self.target {
+            None => {
+                return Err(EngineError::Config(
+                    "no journal: call .sqlite(..) or .postgres(..)".into(),
+                ));
+            }
+            Some(Target::Journal(j)) => j,
+            Some(Target::Sqlite(path)) => {
+                SqliteJournal::open(SqliteOptions::new(path).shard_count(config.shard_count))
+                    .await?
+                    .into()
+            }
+            Some(Target::Postgres { url, schema }) => PgJournal::open(
+                PgOptions::new(url)
+                    .schema(schema)
+                    .shard_count(config.shard_count),
+            )
+            .await?
+            .into(),
+        };
+        m::describe();
+        let runner_id = config
+            .runner_id
+            .clone()
+            .unwrap_or_else(|| format!("runner-{}", Uuid::now_v7().simple()));
+        let config = Arc::new(config);
+        let waiters = Arc::new(Waiters::default());
+        let owned: Owned = Arc::default();
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let runner = config.host_entities.then(|| {
+            let runner = Runner::new(
+                runner_id.clone(),
+                journal.clone(),
+                Arc::new(self.registry),
+                waiters.clone(),
+                config.clone(),
+                owned.clone(),
+            );
+            tokio::spawn(runner.run(shutdown_rx.clone()))
+        });
+        let (appender, mut tasks) =
+            Appender::start(journal.clone(), config.append_batch, shutdown_rx);
+        tasks.extend(runner);
+        Ok(Cluster {
+            inner: Arc::new(Inner {
+                appender,
+                journal,
+                config,
+                runner_id,
+                waiters,
+                owned,
+                shutdown,
+                tasks: Mutex::new(tasks),
+            }),
+        })
+    }
+}
+
+/// A handle on one entity: `ask`, `tell` and their idempotent forms.
+pub struct EntityRef<E: Entity> {
+    cluster: Cluster,
+    key: Result<EntityKey, String>,
+    _entity: PhantomData<fn() -> E>,
+}
+
+impl<E: Entity> EntityRef<E> {
+    fn key(&self) -> Result<EntityKey, EngineError> {
+        self.key.clone().map_err(|e| {
+            EngineError::Journal(entlog_journal::JournalError::Config(format!(
+                "bad entity address: {e}"
+            )))
+        })
+    }
+
+    fn message(
+        &self,
+        id: Uuid,
+        command: &E::Command,
+        at: Option<Timestamp>,
+    ) -> Result<NewMessage, EngineError> {
+        Ok(NewMessage {
+            entity: self.key()?,
+            message_id: id,
+            payload: codec::command::<E>(command)?,
+            deliver_at: at,
+        })
+    }
+
+    async fn append(&self, message: NewMessage) -> Result<AppendOutcome, EngineError> {
+        if *self.cluster.inner.shutdown.borrow() {
+            return Err(EngineError::ShutDown);
+        }
+        let outcome = self.cluster.inner.appender.append(message).await?;
+        match &outcome {
+            AppendOutcome::Duplicate { .. } => {
+                metrics::counter!(m::MESSAGES_DEDUPLICATED).increment(1)
+            }
+            _ => metrics::counter!(m::MESSAGES_APPENDED).increment(1),
+        }
+        Ok(outcome)
+    }
+
+    /// Sends a command and waits for the reply (at most `ask_timeout`).
+    pub async fn ask(&self, command: E::Command) -> Result<E::Reply, EngineError> {
+        self.ask_with_id(Uuid::now_v7(), command).await
+    }
+
+    /// Sends a command under a caller-chosen id: sending the same id again never
+    /// executes it twice, and returns the stored reply (waiting for it if needed).
+    pub async fn ask_with_id(
+        &self,
+        id: Uuid,
+        command: E::Command,
+    ) -> Result<E::Reply, EngineError> {
+        let message = self.message(id, &command, None)?;
+        let key = message.entity.clone();
+        let (ticket, waiter) = self.cluster.inner.waiters.register(id);
+        let outcome = match self.append(message).await {
+            Ok(o) => o,
+            Err(e) => {
+                self.cluster.inner.waiters.forget(&ticket);
+                return Err(e);
+            }
+        };
+        let shard = match outcome {
+            AppendOutcome::Duplicate {
+                reply: Some(reply), ..
+            } => {
+                self.cluster.inner.waiters.forget(&ticket);
+                return decode::<E>(&reply.payload);
+            }
+            AppendOutcome::Appended { shard, .. }
+            | AppendOutcome::Scheduled { shard }
+            | AppendOutcome::Duplicate { shard, .. } => shard,
+        };
+        let result = self.wait(&key, id, shard, waiter).await;
+        self.cluster.inner.waiters.forget(&ticket);
+        result
+    }
+
+    /// Waits for the reply: from the local runner directly, or from the replies table
+    /// when another runner owns the shard.
+    async fn wait(
+        &self,
+        key: &EntityKey,
+        id: Uuid,
+        shard: u32,
+        waiter: tokio::sync::oneshot::Receiver<Payload>,
+    ) -> Result<E::Reply, EngineError> {
+        let mut waiter = Some(waiter);
+        let journal = &self.cluster.inner.journal;
+        let deadline = tokio::time::Instant::now() + self.cluster.inner.config.ask_timeout;
+        let mut remote_poll = Duration::from_millis(2);
+        loop {
+            let poll = if self.cluster.is_local(shard) {
+                Duration::from_millis(250)
+            } else {
+                remote_poll = (remote_poll * 2).min(Duration::from_millis(50));
+                remote_poll
+            };
+            let wake = (tokio::time::Instant::now() + poll).min(deadline);
+            let local = async {
+                match waiter.as_mut() {
+                    Some(w) => w.await.ok(),
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                reply = local => match reply {
+                    Some(reply) => return decode::<E>(&reply),
+                    // Dropped without a reply: from now on, poll only.
+                    None => waiter = None,
+                },
+                _ = tokio::time::sleep_until(wake) => {
+                    if let Some(stored) = journal.reply(key, id).await? {
+                        return decode::<E>(&stored.payload);
+                    }
+                    if tokio::time::Instant::now() >= deadline {
+                        return Err(EngineError::Timeout { message_id: id });
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sends a command durably without waiting for its reply; returns its id.
+    pub async fn tell(&self, command: E::Command) -> Result<Uuid, EngineError> {
+        let id = Uuid::now_v7();
+        self.append(self.message(id, &command, None)?).await?;
+        Ok(id)
+    }
+
+    /// Sends a command to be delivered at `at`; returns its id.
+    pub async fn tell_at(&self, at: Timestamp, command: E::Command) -> Result<Uuid, EngineError> {
+        let id = Uuid::now_v7();
+        self.append(self.message(id, &command, Some(at))?).await?;
+        Ok(id)
+    }
+
+    /// The stored reply to an earlier message, if it was processed.
+    pub async fn reply_to(&self, id: Uuid) -> Result<Option<E::Reply>, EngineError> {
+        let key = self.key()?;
+        match self.cluster.inner.journal.reply(&key, id).await? {
+            Some(r) => decode::<E>(&r.payload).map(Some),
+            None => Ok(None),
+        }
+    }
+}
+
+fn decode<E: Entity>(payload: &Payload) -> Result<E::Reply, EngineError> {
+    match payload.decode::<StoredOutcome<E::Reply>>()? {
+        StoredOutcome::Replied(r) => Ok(r),
+        StoredOutcome::Rejected(reason) => Err(EngineError::Rejected { reason }),
+        StoredOutcome::Failed(reason) => Err(EngineError::Failed { reason }),
+    }
+}

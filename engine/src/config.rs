@@ -1,0 +1,65 @@
+//! Every knob of a cluster, with its default and why.
+
+use std::time::Duration;
+
+/// Cluster configuration. `Config::default()` is a good start; each field says what it
+/// trades.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Shards of a journal created by this cluster (fixed at creation). Default 64: enough
+    /// to spread over a few dozen runners; fewer shards mean bigger commit batches.
+    pub shard_count: u32,
+    /// Messages read and committed per shard transaction (group commit). Default 256.
+    /// This is also each shard's mailbox: a shard reads its next batch only after the last
+    /// committed, and the journal holds the backlog.
+    pub batch_size: usize,
+    /// An entity unused this long is dropped from memory (snapshotted first if it has
+    /// events since its last snapshot). Default 5 minutes.
+    pub passivate_after: Duration,
+    /// A snapshot is saved when this many events were applied since the last one.
+    /// Default 100.
+    pub snapshot_every: u64,
+    /// How long a shard waits for a wake-up before reading anyway (the fallback when a
+    /// notification is lost). Default 1 s.
+    pub poll_interval: Duration,
+    /// How often a runner checks live runners and its shard assignment. Default 250 ms.
+    /// With liveness taken from lock connections, this bounds failover latency.
+    pub rebalance_interval: Duration,
+    /// How long `ask` waits for a reply. Default 30 s.
+    pub ask_timeout: Duration,
+    /// How long graceful shutdown waits for shards to finish. Default 10 s.
+    pub shutdown_timeout: Duration,
+    /// Attempts of a message whose handler panics before it gets a failure reply.
+    /// Default 3.
+    pub max_attempts: u32,
+    /// Back-off before the first retry of a panicking handler; doubles each attempt.
+    /// Default 20 ms.
+    pub retry_backoff: Duration,
+    /// Most messages a client appends in one transaction when many sends are in flight.
+    /// Default 512.
+    pub append_batch: usize,
+    /// This runner's id; a fresh uuid when `None`. Ids must be unique among live runners.
+    pub runner_id: Option<String>,
+    /// Host entities (a runner) or only send to them (a client). Default true.
+    pub host_entities: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            shard_count: 64,
+            batch_size: 256,
+            passivate_after: Duration::from_secs(300),
+            snapshot_every: 100,
+            poll_interval: Duration::from_secs(1),
+            rebalance_interval: Duration::from_millis(250),
+            ask_timeout: Duration::from_secs(30),
+            shutdown_timeout: Duration::from_secs(10),
+            max_attempts: 3,
+            retry_backoff: Duration::from_millis(20),
+            append_batch: 512,
+            runner_id: None,
+            host_entities: true,
+        }
+    }
+}

@@ -1,0 +1,130 @@
+//! What an application writes: entity types with typed commands, events, replies, state.
+
+use std::future::Future;
+
+use entlog_journal::{EntityKey, NewMessage, Payload, Timestamp};
+use serde::{Serialize, de::DeserializeOwned};
+
+use crate::error::EngineError;
+
+/// An entity type: an addressable, single-threaded unit of state.
+///
+/// Messages to one entity are handled one at a time, in journal order. `handle` decides;
+/// `apply` is the only way state changes, so replaying the events rebuilds the state.
+/// `apply` must be deterministic and must not fail.
+pub trait Entity: Send + Sync + 'static {
+    /// The stable name of the type (`"account"`); stored in every entry.
+    const TYPE: &'static str;
+    /// Schema version of `Command`, stored with every message.
+    const COMMAND_VERSION: u32 = 1;
+    /// Schema version of `Event`, stored with every event.
+    const EVENT_VERSION: u32 = 1;
+    /// Schema version of `Reply`, stored with every reply.
+    const REPLY_VERSION: u32 = 1;
+    /// Schema version of `State`; snapshots of another version are ignored (full replay).
+    const STATE_VERSION: u32 = 1;
+
+    /// What the entity is asked to do.
+    type Command: Serialize + DeserializeOwned + Send + 'static;
+    /// What it decided happened.
+    type Event: Serialize + DeserializeOwned + Send + Sync + 'static;
+    /// What it answers.
+    type Reply: Serialize + DeserializeOwned + Send + 'static;
+    /// What it remembers: the fold of its events.
+    type State: Default + Serialize + DeserializeOwned + Send + Sync + 'static;
+
+    /// Decides the events, the reply and any messages to other entities for one command.
+    fn handle(
+        &self,
+        state: &Self::State,
+        command: Self::Command,
+        ctx: &mut Context,
+    ) -> impl Future<Output = Result<Outcome<Self>, Rejection>> + Send;
+
+    /// Folds one event into the state.
+    fn apply(state: &mut Self::State, event: &Self::Event);
+}
+
+/// What handling a command produced: events (applied and journaled), and the reply.
+pub struct Outcome<E: Entity + ?Sized> {
+    /// Events, journaled in order at the entity's next seqs.
+    pub events: Vec<E::Event>,
+    /// The reply, stored so a repeated send gets the same answer.
+    pub reply: E::Reply,
+}
+
+impl<E: Entity + ?Sized> Outcome<E> {
+    /// A reply without events (a query).
+    pub fn reply(reply: E::Reply) -> Self {
+        Outcome {
+            events: Vec::new(),
+            reply,
+        }
+    }
+
+    /// Events and a reply.
+    pub fn new(events: Vec<E::Event>, reply: E::Reply) -> Self {
+        Outcome { events, reply }
+    }
+}
+
+/// The handler said no: stored as the reply, with no events.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Rejection {
+    /// Why, for the asker.
+    pub reason: String,
+}
+
+impl Rejection {
+    /// A rejection with a reason.
+    pub fn new(reason: impl Into<String>) -> Self {
+        Rejection {
+            reason: reason.into(),
+        }
+    }
+}
+
+/// What a handler may do besides deciding events: send messages to other entities.
+///
+/// Sent messages are journaled in the same transaction as the handler's events (a
+/// built-in outbox): they exist exactly when the events do.
+#[derive(Debug, Default)]
+pub struct Context {
+    pub(crate) entity: Option<EntityKey>,
+    pub(crate) outgoing: Vec<NewMessage>,
+    pub(crate) error: Option<EngineError>,
+}
+
+impl Context {
+    /// The entity handling the message.
+    pub fn entity_id(&self) -> &str {
+        self.entity.as_ref().map_or("", |e| e.entity_id())
+    }
+
+    /// Sends `command` to entity `id` of type `T` when this message's outcome commits.
+    pub fn send<T: Entity>(&mut self, id: &str, command: &T::Command) {
+        self.send_at::<T>(id, command, None);
+    }
+
+    /// Sends `command` to be delivered at `at` (a durable timer), journaled with this
+    /// message's outcome.
+    pub fn send_at<T: Entity>(&mut self, id: &str, command: &T::Command, at: Option<Timestamp>) {
+        let message = EntityKey::new(T::TYPE, id)
+            .and_then(|key| {
+                Ok(NewMessage {
+                    deliver_at: at,
+                    ..NewMessage::new(key, crate::codec::command::<T>(command)?)
+                })
+            })
+            .map_err(EngineError::from);
+        match message {
+            Ok(m) => self.outgoing.push(m),
+            Err(e) => self.error = self.error.take().or(Some(e)),
+        }
+    }
+}
+
+/// The payload of an outgoing command, for code that builds messages itself.
+pub fn command_payload<E: Entity>(command: &E::Command) -> Result<Payload, EngineError> {
+    Ok(crate::codec::command::<E>(command)?)
+}

@@ -1,0 +1,41 @@
+//! The engine's error type, matched by variant.
+
+use entlog_journal::JournalError;
+use uuid::Uuid;
+
+/// Everything a cluster operation can fail with.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EngineError {
+    /// The handler rejected the command (its stored reply says why).
+    #[error("rejected: {reason}")]
+    Rejected {
+        /// The handler's reason.
+        reason: String,
+    },
+    /// The message failed on every attempt and was given a failure reply (poison).
+    #[error("message failed after its retries: {reason}")]
+    Failed {
+        /// The last failure.
+        reason: String,
+    },
+    /// No reply within the ask timeout. The message is journaled and will still be
+    /// processed; ask again with the same id to get its reply.
+    #[error("no reply to message {message_id} within the timeout")]
+    Timeout {
+        /// The message's id, for `ask_with_id`.
+        message_id: Uuid,
+    },
+    /// The entity type was never registered with this cluster.
+    #[error("entity type {0} is not registered")]
+    UnknownEntityType(String),
+    /// The cluster is shutting down or was shut down.
+    #[error("the cluster is shut down")]
+    ShutDown,
+    /// Configuration that cannot work.
+    #[error("configuration error: {0}")]
+    Config(String),
+    /// The journal failed (storage, codec, validation).
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+}

@@ -1,0 +1,66 @@
+//! entlog's engine: typed entities hosted by runners that own journal shards.
+//!
+//! An application implements [`Entity`] for each entity type, starts a [`Cluster`] on a
+//! journal (SQLite embedded, or PostgreSQL shared by many runners), and sends commands
+//! with [`EntityRef::ask`] / [`EntityRef::tell`]. Each message is journaled before the
+//! send returns; the runner that owns the entity's shard handles it, and commits its
+//! events, reply, outgoing messages and cursor advance in one transaction — so a message
+//! redelivered after a crash changes nothing, and a re-sent message id gets the stored
+//! reply.
+//!
+//! ```no_run
+//! use entlog_engine::{Cluster, Context, Entity, Outcome, Rejection};
+//! use serde::{Deserialize, Serialize};
+//!
+//! struct Counter;
+//!
+//! #[derive(Serialize, Deserialize)]
+//! enum Cmd { Add(i64), Get }
+//!
+//! #[derive(Serialize, Deserialize)]
+//! struct Added(i64);
+//!
+//! impl Entity for Counter {
+//!     const TYPE: &'static str = "counter";
+//!     type Command = Cmd;
+//!     type Event = Added;
+//!     type Reply = i64;
+//!     type State = i64;
+//!
+//!     async fn handle(&self, state: &i64, cmd: Cmd, _: &mut Context) -> Result<Outcome<Self>, Rejection> {
+//!         Ok(match cmd {
+//!             Cmd::Add(n) if n < 0 => return Err(Rejection::new("only additions")),
+//!             Cmd::Add(n) => Outcome::new(vec![Added(n)], state + n),
+//!             Cmd::Get => Outcome::reply(*state),
+//!         })
+//!     }
+//!
+//!     fn apply(state: &mut i64, event: &Added) {
+//!         *state += event.0;
+//!     }
+//! }
+//!
+//! # async fn demo() -> Result<(), entlog_engine::EngineError> {
+//! let cluster = Cluster::builder().sqlite("app.db").entity(Counter).start().await?;
+//! let total = cluster.entity::<Counter>("c-1").ask(Cmd::Add(5)).await?;
+//! cluster.shutdown().await?;
+//! # Ok(()) }
+//! ```
+
+mod appender;
+mod cluster;
+mod codec;
+mod config;
+mod entity;
+mod error;
+pub mod metrics;
+mod registry;
+mod runner;
+mod waiters;
+
+pub use cluster::{Cluster, ClusterBuilder, EntityRef};
+pub use codec::StoredOutcome;
+pub use config::Config;
+pub use entity::{Context, Entity, Outcome, Rejection, command_payload};
+pub use error::EngineError;
+pub use runner::shard::MAILBOX;

@@ -1,0 +1,50 @@
+//! The engine's metrics, named and described in one place.
+
+/// Gauge: entity instances in memory.
+pub const ENTITIES_ACTIVE: &str = "entlog_entities_active";
+/// Gauge: shards this runner owns.
+pub const SHARDS_OWNED: &str = "entlog_shards_owned";
+/// Gauge: live runners seen by this runner.
+pub const RUNNERS_LIVE: &str = "entlog_runners_live";
+/// Counter: messages appended by clients.
+pub const MESSAGES_APPENDED: &str = "entlog_messages_appended_total";
+/// Counter: messages handled and committed.
+pub const MESSAGES_PROCESSED: &str = "entlog_messages_processed_total";
+/// Counter: messages read again after a commit failed or a shard changed owner.
+pub const MESSAGES_REDELIVERED: &str = "entlog_messages_redelivered_total";
+/// Counter: sends recognised as duplicates of an earlier message id.
+pub const MESSAGES_DEDUPLICATED: &str = "entlog_messages_deduplicated_total";
+/// Counter: messages given a failure reply after their retries (poison messages).
+pub const MESSAGES_FAILED: &str = "entlog_messages_failed_total";
+/// Histogram (seconds): from a message's append to the commit of its outcome.
+pub const PROCESSING_LATENCY: &str = "entlog_processing_latency_seconds";
+/// Counter: events replayed while activating entities.
+pub const EVENTS_REPLAYED: &str = "entlog_events_replayed_total";
+/// Counter: snapshots saved.
+pub const SNAPSHOTS_WRITTEN: &str = "entlog_snapshots_written_total";
+
+/// Registers the descriptions of every metric with the installed recorder.
+pub fn describe() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_gauge!(ENTITIES_ACTIVE, "entity instances in memory");
+    describe_gauge!(SHARDS_OWNED, "shards owned by this runner");
+    describe_gauge!(RUNNERS_LIVE, "live runners seen by this runner");
+    describe_counter!(MESSAGES_APPENDED, "messages appended by clients");
+    describe_counter!(MESSAGES_PROCESSED, "messages handled and committed");
+    describe_counter!(
+        MESSAGES_REDELIVERED,
+        "messages read again after a failed commit or an owner change"
+    );
+    describe_counter!(MESSAGES_DEDUPLICATED, "sends recognised as duplicates");
+    describe_counter!(
+        MESSAGES_FAILED,
+        "messages given a failure reply after their retries"
+    );
+    describe_histogram!(
+        PROCESSING_LATENCY,
+        Unit::Seconds,
+        "append to committed outcome"
+    );
+    describe_counter!(EVENTS_REPLAYED, "events replayed during activation");
+    describe_counter!(SNAPSHOTS_WRITTEN, "snapshots saved");
+}

@@ -1,0 +1,242 @@
+//! Entity types registered with a cluster, behind one object-safe interface, and their
+//! live instances.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use entlog_journal::{
+    AnyJournal, EntityKey, Journal, JournalError, NewEvent, NewMessage, NewSnapshot, Payload,
+};
+use futures_util::{FutureExt, TryStreamExt};
+
+use crate::codec::{self, StoredOutcome};
+use crate::entity::{Context, Entity};
+use crate::error::EngineError;
+use crate::metrics as m;
+
+pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// An entity type, its Rust types erased.
+pub(crate) trait EntityType: Send + Sync {
+    /// Loads the latest valid snapshot and replays the later events.
+    fn activate<'a>(
+        &'a self,
+        journal: &'a AnyJournal,
+        key: EntityKey,
+    ) -> BoxFuture<'a, Result<Box<dyn Instance>, EngineError>>;
+
+    /// Schema version of the type's replies (for failure replies).
+    fn reply_version(&self) -> u32;
+}
+
+/// What handling one message came to.
+pub(crate) enum Handled {
+    /// Events (already applied to the in-memory state), reply and outgoing messages.
+    Done {
+        events: Vec<NewEvent>,
+        reply: Payload,
+        outgoing: Vec<NewMessage>,
+    },
+    /// The handler panicked; the state is untouched, so the message may be retried.
+    Panicked(String),
+    /// The message cannot succeed (undecodable command, unencodable outcome); it gets a
+    /// failure reply at once. `state_lost` means the in-memory state may be damaged and
+    /// the instance must be dropped.
+    Broken { reason: String, state_lost: bool },
+}
+
+/// One entity in memory.
+pub(crate) trait Instance: Send + Sync {
+    /// Handles one command: decides, applies the events in memory, encodes the outcome.
+    fn handle<'a>(&'a mut self, command: &'a Payload) -> BoxFuture<'a, Handled>;
+    /// Events applied since the last snapshot.
+    fn since_snapshot(&self) -> u64;
+    /// The current state as a snapshot to save.
+    fn snapshot(&self) -> Result<NewSnapshot, JournalError>;
+    /// Records that a snapshot at the current seq was saved.
+    fn snapshotted(&mut self);
+}
+
+/// All entity types of a cluster, by name.
+#[derive(Default)]
+pub(crate) struct Registry {
+    types: HashMap<&'static str, Arc<dyn EntityType>>,
+}
+
+impl Registry {
+    pub(crate) fn register<E: Entity>(&mut self, entity: E) {
+        self.types
+            .insert(E::TYPE, Arc::new(Registered(Arc::new(entity))));
+    }
+
+    pub(crate) fn get(&self, name: &str) -> Option<&Arc<dyn EntityType>> {
+        self.types.get(name)
+    }
+}
+
+struct Registered<E>(Arc<E>);
+
+impl<E: Entity> EntityType for Registered<E> {
+    fn activate<'a>(
+        &'a self,
+        journal: &'a AnyJournal,
+        key: EntityKey,
+    ) -> BoxFuture<'a, Result<Box<dyn Instance>, EngineError>> {
+        Box::pin(async move {
+            let mut state = E::State::default();
+            let mut seq = 0;
+            if let Some(snap) = journal.load_snapshot(&key, E::STATE_VERSION).await? {
+                match snap.state.decode::<E::State>() {
+                    Ok(s) => {
+                        state = s;
+                        seq = snap.seq;
+                    }
+                    Err(e) => {
+                        tracing::warn!(entity = %key, error = %e, "undecodable snapshot; replaying in full")
+                    }
+                }
+            }
+            let snapshot_seq = seq;
+            let mut replayed = 0u64;
+            {
+                let mut events = std::pin::pin!(journal.events(&key, seq + 1));
+                while let Some(entry) = events.try_next().await? {
+                    let at = entry.seq.unwrap_or(0);
+                    if at != seq + 1 {
+                        return Err(JournalError::Corrupt {
+                            shard: entry.shard,
+                            offset: entry.offset,
+                            reason: format!("{key} jumps from seq {seq} to {at}"),
+                        }
+                        .into());
+                    }
+                    let event: E::Event = entry.payload.decode()?;
+                    E::apply(&mut state, &event);
+                    seq = at;
+                    replayed += 1;
+                }
+            }
+            metrics::counter!(m::EVENTS_REPLAYED).increment(replayed);
+            Ok(Box::new(Live::<E> {
+                entity: self.0.clone(),
+                key,
+                state,
+                seq,
+                snapshot_seq,
+            }) as Box<dyn Instance>)
+        })
+    }
+
+    fn reply_version(&self) -> u32 {
+        E::REPLY_VERSION
+    }
+}
+
+struct Live<E: Entity> {
+    entity: Arc<E>,
+    key: EntityKey,
+    state: E::State,
+    seq: u64,
+    snapshot_seq: u64,
+}
+
+fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "handler panicked".to_owned())
+}
+
+impl<E: Entity> Live<E> {
+    async fn handle_inner(&mut self, command: &Payload) -> Handled {
+        let broken = |reason: String| Handled::Broken {
+            reason,
+            state_lost: false,
+        };
+        let cmd: E::Command = match command.decode() {
+            Ok(c) => c,
+            Err(e) => return broken(format!("undecodable command: {e}")),
+        };
+        let mut ctx = Context {
+            entity: Some(self.key.clone()),
+            ..Context::default()
+        };
+        let decided = AssertUnwindSafe(self.entity.handle(&self.state, cmd, &mut ctx))
+            .catch_unwind()
+            .await;
+        let outcome = match decided {
+            Err(p) => return Handled::Panicked(panic_message(p.as_ref())),
+            Ok(Err(rejection)) => {
+                return match codec::reply::<E>(&StoredOutcome::Rejected(rejection.reason)) {
+                    Ok(reply) => Handled::Done {
+                        events: Vec::new(),
+                        reply,
+                        outgoing: Vec::new(),
+                    },
+                    Err(e) => broken(format!("unencodable rejection: {e}")),
+                };
+            }
+            Ok(Ok(outcome)) => outcome,
+        };
+        if let Some(e) = ctx.error {
+            return broken(format!("bad outgoing message: {e}"));
+        }
+        let mut events = Vec::with_capacity(outcome.events.len());
+        for (i, ev) in outcome.events.iter().enumerate() {
+            match codec::event::<E>(ev) {
+                Ok(payload) => events.push(NewEvent {
+                    seq: self.seq + 1 + i as u64,
+                    payload,
+                }),
+                Err(e) => return broken(format!("unencodable event: {e}")),
+            }
+        }
+        let reply = match codec::reply::<E>(&StoredOutcome::Replied(outcome.reply)) {
+            Ok(r) => r,
+            Err(e) => return broken(format!("unencodable reply: {e}")),
+        };
+        let state = &mut self.state;
+        let applied = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            for ev in &outcome.events {
+                E::apply(state, ev);
+            }
+        }));
+        if let Err(p) = applied {
+            return Handled::Broken {
+                reason: format!("apply panicked: {}", panic_message(p.as_ref())),
+                state_lost: true,
+            };
+        }
+        self.seq += events.len() as u64;
+        Handled::Done {
+            events,
+            reply,
+            outgoing: ctx.outgoing,
+        }
+    }
+}
+
+impl<E: Entity> Instance for Live<E> {
+    fn handle<'a>(&'a mut self, command: &'a Payload) -> BoxFuture<'a, Handled> {
+        Box::pin(self.handle_inner(command))
+    }
+
+    fn since_snapshot(&self) -> u64 {
+        self.seq - self.snapshot_seq
+    }
+
+    fn snapshot(&self) -> Result<NewSnapshot, JournalError> {
+        Ok(NewSnapshot {
+            entity: self.key.clone(),
+            seq: self.seq,
+            state: codec::state::<E>(&self.state)?,
+        })
+    }
+
+    fn snapshotted(&mut self) {
+        self.snapshot_seq = self.seq;
+    }
+}

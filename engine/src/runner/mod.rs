@@ -1,0 +1,204 @@
+//! A runner: owns shards through the journal's lock session and runs a worker per shard.
+//!
+//! Every `rebalance_interval` the runner reads the live runners (those whose lock
+//! connections are alive), computes its shards by rendezvous hashing, stops the workers of
+//! shards it should no longer own (each finishes its batch and snapshots, then the lease is
+//! released so the new owner starts at once), and tries to acquire the shards it should
+//! own. When the lock connection dies, every worker is aborted at once — the runner no
+//! longer owns anything — and a new lock session is opened.
+
+mod assign;
+pub(crate) mod shard;
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use entlog_journal::{AnyJournal, AnyLocks, Journal, Lease, ShardLocks};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::config::Config;
+use crate::metrics as m;
+use crate::registry::Registry;
+use crate::waiters::Waiters;
+use shard::{Exit, ShardWorker};
+
+/// Shards owned by this process's runner, for clients deciding how to wait for replies.
+pub(crate) type Owned = Arc<RwLock<BTreeSet<u32>>>;
+
+struct Worker {
+    lease: Lease,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<Exit>,
+}
+
+pub(crate) struct Runner {
+    pub id: String,
+    pub journal: AnyJournal,
+    pub registry: Arc<Registry>,
+    pub waiters: Arc<Waiters>,
+    pub config: Arc<Config>,
+    pub owned: Owned,
+    workers: HashMap<u32, Worker>,
+}
+
+impl Runner {
+    pub(crate) fn new(
+        id: String,
+        journal: AnyJournal,
+        registry: Arc<Registry>,
+        waiters: Arc<Waiters>,
+        config: Arc<Config>,
+        owned: Owned,
+    ) -> Self {
+        Runner {
+            id,
+            journal,
+            registry,
+            waiters,
+            config,
+            owned,
+            workers: HashMap::new(),
+        }
+    }
+
+    /// Runs until `shutdown` turns true, then hands every shard over gracefully.
+    pub(crate) async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+        loop {
+            if *shutdown.borrow() {
+                return;
+            }
+            let locks = match self.journal.lock_session(&self.id).await {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::warn!(runner = %self.id, error = %e, "cannot open a lock session; retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                        _ = shutdown.changed() => {}
+                    }
+                    continue;
+                }
+            };
+            tracing::info!(runner = %self.id, "lock session open");
+            loop {
+                self.rebalance(&locks).await;
+                tokio::select! {
+                    _ = locks.lost() => {
+                        tracing::warn!(runner = %self.id, "lock session lost: stopping every shard");
+                        self.abort_all();
+                        break;
+                    }
+                    _ = shutdown.changed() => {
+                        self.hand_over(locks).await;
+                        return;
+                    }
+                    _ = tokio::time::sleep(self.config.rebalance_interval) => {}
+                }
+            }
+        }
+    }
+
+    fn publish_owned(&self) {
+        if let Ok(mut o) = self.owned.write() {
+            *o = self.workers.keys().copied().collect();
+        }
+        metrics::gauge!(m::SHARDS_OWNED).set(self.workers.len() as f64);
+    }
+
+    fn abort_all(&mut self) {
+        for (_, w) in self.workers.drain() {
+            w.task.abort();
+        }
+        self.publish_owned();
+    }
+
+    async fn rebalance(&mut self, locks: &AnyLocks) {
+        // Reap workers that finished: release their leases so others may take the shards.
+        let finished: Vec<u32> = self
+            .workers
+            .iter()
+            .filter(|(_, w)| w.task.is_finished())
+            .map(|(s, _)| *s)
+            .collect();
+        for shard in finished {
+            if let Some(w) = self.workers.remove(&shard) {
+                let exit = w.task.await;
+                tracing::info!(runner = %self.id, shard, ?exit, "shard worker finished");
+                if let Err(e) = locks.release(w.lease).await {
+                    tracing::warn!(runner = %self.id, shard, error = %e, "release failed");
+                }
+            }
+        }
+
+        let live: Vec<String> = match self.journal.live_runners().await {
+            Ok(l) => l.into_iter().map(|r| r.runner).collect(),
+            Err(e) => {
+                tracing::warn!(runner = %self.id, error = %e, "cannot list live runners");
+                return;
+            }
+        };
+        metrics::gauge!(m::RUNNERS_LIVE).set(live.len() as f64);
+        if !live.contains(&self.id) {
+            // Our registration is not visible yet (or was lost): own nothing new.
+            self.publish_owned();
+            return;
+        }
+        for shard in 0..self.journal.shard_count() {
+            let mine = assign::owner(&live, shard) == Some(self.id.as_str());
+            match (mine, self.workers.get(&shard)) {
+                (false, Some(w)) => {
+                    let _ = w.stop.send(true);
+                }
+                (true, None) => match locks.try_acquire(shard).await {
+                    Ok(Some(lease)) => self.spawn(lease),
+                    Ok(None) => {} // the previous owner has not released it yet
+                    Err(e) => {
+                        tracing::warn!(runner = %self.id, shard, error = %e, "acquire failed");
+                        break;
+                    }
+                },
+                _ => {}
+            }
+        }
+        self.publish_owned();
+    }
+
+    fn spawn(&mut self, lease: Lease) {
+        let (stop, stop_rx) = watch::channel(false);
+        let worker = ShardWorker::new(
+            lease,
+            self.journal.clone(),
+            self.registry.clone(),
+            self.waiters.clone(),
+            self.config.clone(),
+            stop_rx,
+        );
+        let task = tokio::spawn(worker.run());
+        self.workers
+            .insert(lease.shard, Worker { lease, stop, task });
+    }
+
+    /// Graceful shutdown: stop intake, let each shard finish its batch and snapshot,
+    /// release every lease and close the session.
+    async fn hand_over(&mut self, locks: AnyLocks) {
+        for w in self.workers.values() {
+            let _ = w.stop.send(true);
+        }
+        let deadline = tokio::time::Instant::now() + self.config.shutdown_timeout;
+        for (shard, w) in self.workers.drain() {
+            let abort = w.task.abort_handle();
+            match tokio::time::timeout_at(deadline, w.task).await {
+                Ok(exit) => tracing::info!(runner = %self.id, shard, ?exit, "shard handed over"),
+                Err(_) => {
+                    abort.abort();
+                    tracing::warn!(runner = %self.id, shard, "shard did not stop in time; aborted");
+                }
+            }
+        }
+        self.publish_owned();
+        if let Err(e) = locks.close().await {
+            tracing::warn!(runner = %self.id, error = %e, "closing the lock session failed");
+        }
+    }
+}

@@ -1,0 +1,147 @@
+//! A counter entity and helpers shared by the engine tests.
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use entlog_engine::{Cluster, Config, Context, Entity, Outcome, Rejection};
+use entlog_journal::{AnyJournal, EntityKey, Journal};
+use futures_util::TryStreamExt;
+use serde::{Deserialize, Serialize};
+
+/// Counts additions; each addition carries a tag so a test can see it was applied once.
+pub struct Counter;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Cmd {
+    /// Add `n`, recording `tag`.
+    Add { n: i64, tag: u64 },
+    /// Reply with the total.
+    Get,
+    /// Always rejected.
+    Refuse,
+    /// The handler panics on every attempt.
+    Poison,
+    /// The handler panics on its first attempt only (counted process-wide).
+    Flaky { tag: u64 },
+    /// Add `n` here and send `Add` to counter `to` in the same transaction.
+    Transfer { to: String, n: i64, tag: u64 },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Added {
+    pub n: i64,
+    pub tag: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct State {
+    pub total: i64,
+    pub count: u64,
+}
+
+pub static FLAKY_ATTEMPTS: AtomicU32 = AtomicU32::new(0);
+
+impl Entity for Counter {
+    const TYPE: &'static str = "counter";
+    type Command = Cmd;
+    type Event = Added;
+    type Reply = i64;
+    type State = State;
+
+    async fn handle(
+        &self,
+        state: &State,
+        cmd: Cmd,
+        ctx: &mut Context,
+    ) -> Result<Outcome<Self>, Rejection> {
+        match cmd {
+            Cmd::Add { n, tag } => Ok(Outcome::new(vec![Added { n, tag }], state.total + n)),
+            Cmd::Get => Ok(Outcome::reply(state.total)),
+            Cmd::Refuse => Err(Rejection::new("refused")),
+            Cmd::Poison => panic!("poison message"),
+            Cmd::Flaky { tag } => {
+                if FLAKY_ATTEMPTS.fetch_add(1, Ordering::SeqCst) == 0 {
+                    panic!("first attempt fails");
+                }
+                Ok(Outcome::new(vec![Added { n: 1, tag }], state.total + 1))
+            }
+            Cmd::Transfer { to, n, tag } => {
+                ctx.send::<Counter>(
+                    &to,
+                    &Cmd::Add {
+                        n,
+                        tag: tag + 1_000_000,
+                    },
+                );
+                Ok(Outcome::new(vec![Added { n: -n, tag }], state.total - n))
+            }
+        }
+    }
+
+    fn apply(state: &mut State, event: &Added) {
+        state.total += event.n;
+        state.count += 1;
+    }
+}
+
+/// A config suited to tests: fast rebalancing, snapshots every 10 events.
+pub fn config(shards: u32) -> Config {
+    Config {
+        shard_count: shards,
+        snapshot_every: 10,
+        rebalance_interval: Duration::from_millis(100),
+        poll_interval: Duration::from_millis(200),
+        ask_timeout: Duration::from_secs(30),
+        ..Config::default()
+    }
+}
+
+/// Every event of a counter, in seq order: (seq, added).
+pub async fn events(journal: &AnyJournal, id: &str) -> Vec<(u64, Added)> {
+    let key = EntityKey::new("counter", id).unwrap();
+    journal
+        .events(&key, 1)
+        .map_ok(|e| (e.seq.unwrap(), e.payload.decode::<Added>().unwrap()))
+        .try_collect()
+        .await
+        .unwrap()
+}
+
+/// Asserts a counter's history has seqs 1..=n without gaps and no tag twice; returns it.
+pub async fn check_history(journal: &AnyJournal, id: &str) -> Vec<Added> {
+    let evs = events(journal, id).await;
+    let mut tags = std::collections::HashSet::new();
+    for (i, (seq, ev)) in evs.iter().enumerate() {
+        assert_eq!(*seq, i as u64 + 1, "{id}: seq gap");
+        assert!(tags.insert(ev.tag), "{id}: tag {} applied twice", ev.tag);
+    }
+    evs.into_iter().map(|(_, e)| e).collect()
+}
+
+/// Waits until `f` holds, polling, or panics after `secs`.
+pub async fn eventually<F, Fut>(secs: u64, what: &str, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    while !f().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A cluster on a fresh SQLite file in `dir`.
+pub async fn sqlite_cluster(path: &std::path::Path, shards: u32) -> Cluster {
+    Cluster::builder()
+        .sqlite(path)
+        .config(config(shards))
+        .entity(Counter)
+        .start()
+        .await
+        .unwrap()
+}

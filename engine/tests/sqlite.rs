@@ -1,0 +1,309 @@
+//! The engine on the embedded default: one process, one runner owning every shard.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use common::*;
+use entlog_engine::{Cluster, EngineError};
+use entlog_journal::{EntityKey, EntryKind, Journal};
+use uuid::Uuid;
+
+struct TempDir(std::path::PathBuf);
+
+impl TempDir {
+    fn new() -> Self {
+        let p = std::env::temp_dir().join(format!("entlog-engine-{}", Uuid::now_v7()));
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+    fn db(&self) -> std::path::PathBuf {
+        self.0.join("app.db")
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Asks get replies; state survives a restart, rebuilt from snapshot + later events and
+/// equal to a full replay (invariant 8).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ask_restart_and_replay() {
+    let dir = TempDir::new();
+    let cluster = sqlite_cluster(&dir.db(), 4).await;
+    let c = cluster.entity::<Counter>("c-1");
+    let mut expected = 0;
+    for tag in 0..25u64 {
+        expected += tag as i64;
+        assert_eq!(
+            c.ask(Cmd::Add { n: tag as i64, tag }).await.unwrap(),
+            expected
+        );
+    }
+    assert_eq!(c.ask(Cmd::Get).await.unwrap(), expected);
+    cluster.shutdown().await.unwrap();
+    drop(cluster);
+
+    let cluster = sqlite_cluster(&dir.db(), 4).await;
+    assert_eq!(
+        cluster
+            .entity::<Counter>("c-1")
+            .ask(Cmd::Get)
+            .await
+            .unwrap(),
+        expected
+    );
+    // A snapshot exists (every 10 events, and at shutdown) and agrees with a full replay.
+    let key = EntityKey::new("counter", "c-1").unwrap();
+    let snap = cluster
+        .journal()
+        .load_snapshot(&key, 1)
+        .await
+        .unwrap()
+        .expect("snapshot");
+    let from_snapshot: State = snap.state.decode().unwrap();
+    let mut full = State::default();
+    for ev in check_history(cluster.journal(), "c-1").await {
+        <Counter as entlog_engine::Entity>::apply(&mut full, &ev);
+    }
+    assert_eq!(snap.seq, 25);
+    assert_eq!(from_snapshot, full);
+    assert_eq!(full.total, expected);
+    cluster.shutdown().await.unwrap();
+}
+
+/// Invariant 1: `tell` returns only once the message is in the journal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tell_is_durable_on_return() {
+    let dir = TempDir::new();
+    let cluster = Cluster::builder()
+        .sqlite(dir.db())
+        .config(config(4))
+        .client_only()
+        .start()
+        .await
+        .unwrap();
+    let id = cluster
+        .entity::<Counter>("d-1")
+        .tell(Cmd::Add { n: 1, tag: 1 })
+        .await
+        .unwrap();
+    let key = EntityKey::new("counter", "d-1").unwrap();
+    let shard = cluster.journal().shard_of(&key);
+    let entries = cluster
+        .journal()
+        .read_shard(shard, 0, 10, Some(EntryKind::Message))
+        .await
+        .unwrap();
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0].message_id, id);
+}
+
+/// Invariant 2: messages to one entity are handled in journal order, even when sent
+/// concurrently from many tasks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_entity_order() {
+    let dir = TempDir::new();
+    let cluster = sqlite_cluster(&dir.db(), 2).await;
+    let tasks: Vec<_> = (0..200u64)
+        .map(|tag| {
+            let c = cluster.entity::<Counter>("ordered");
+            tokio::spawn(async move { c.ask(Cmd::Add { n: 1, tag }).await.unwrap() })
+        })
+        .collect();
+    let mut replies = Vec::new();
+    for t in tasks {
+        replies.push(t.await.unwrap());
+    }
+    replies.sort_unstable();
+    assert_eq!(
+        replies,
+        (1..=200).collect::<Vec<i64>>(),
+        "each ask saw the one before"
+    );
+    // Event order = message offset order.
+    let key = EntityKey::new("counter", "ordered").unwrap();
+    let shard = cluster.journal().shard_of(&key);
+    let messages = cluster
+        .journal()
+        .read_shard(shard, 0, 1000, Some(EntryKind::Message))
+        .await
+        .unwrap();
+    let sent: Vec<u64> = messages
+        .iter()
+        .map(|e| match e.payload.decode::<Cmd>().unwrap() {
+            Cmd::Add { tag, .. } => tag,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    let applied: Vec<u64> = check_history(cluster.journal(), "ordered")
+        .await
+        .iter()
+        .map(|e| e.tag)
+        .collect();
+    assert_eq!(applied, sent);
+    cluster.shutdown().await.unwrap();
+}
+
+/// Invariants 3 and 4: re-sending a message id — sequentially or concurrently — returns
+/// the first outcome and never executes twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ask_with_id_executes_once() {
+    let dir = TempDir::new();
+    let cluster = Arc::new(sqlite_cluster(&dir.db(), 4).await);
+    let c = cluster.entity::<Counter>("once");
+    let id = Uuid::now_v7();
+    assert_eq!(
+        c.ask_with_id(id, Cmd::Add { n: 5, tag: 1 }).await.unwrap(),
+        5
+    );
+    assert_eq!(
+        c.ask_with_id(id, Cmd::Add { n: 5, tag: 1 }).await.unwrap(),
+        5
+    );
+    let id2 = Uuid::now_v7();
+    let tasks: Vec<_> = (0..10)
+        .map(|_| {
+            let c = cluster.entity::<Counter>("once");
+            tokio::spawn(
+                async move { c.ask_with_id(id2, Cmd::Add { n: 7, tag: 2 }).await.unwrap() },
+            )
+        })
+        .collect();
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), 12);
+    }
+    assert_eq!(check_history(cluster.journal(), "once").await.len(), 2);
+    assert_eq!(c.ask(Cmd::Get).await.unwrap(), 12);
+    cluster.shutdown().await.unwrap();
+}
+
+/// A rejection is the stored reply; a poison message gets a failure reply after its
+/// retries and does not stop the other entities of its shard; a handler that fails once
+/// succeeds on retry, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rejections_poison_and_retries() {
+    let dir = TempDir::new();
+    let cluster = sqlite_cluster(&dir.db(), 1).await;
+    let err = cluster
+        .entity::<Counter>("r")
+        .ask(Cmd::Refuse)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, EngineError::Rejected { ref reason } if reason == "refused"),
+        "{err:?}"
+    );
+
+    // One shard: the poison message and the healthy ones share it.
+    let poison = {
+        let c = cluster.entity::<Counter>("p");
+        tokio::spawn(async move { c.ask(Cmd::Poison).await })
+    };
+    let healthy = cluster
+        .entity::<Counter>("h")
+        .ask(Cmd::Add { n: 3, tag: 9 })
+        .await
+        .unwrap();
+    assert_eq!(healthy, 3);
+    let err = poison.await.unwrap().unwrap_err();
+    assert!(
+        matches!(err, EngineError::Failed { ref reason } if reason.contains("poison message")),
+        "{err:?}"
+    );
+    assert!(check_history(cluster.journal(), "p").await.is_empty());
+
+    assert_eq!(
+        cluster
+            .entity::<Counter>("f")
+            .ask(Cmd::Flaky { tag: 1 })
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(check_history(cluster.journal(), "f").await.len(), 1);
+    cluster.shutdown().await.unwrap();
+}
+
+/// Messages sent by a handler are journaled with its events and delivered once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outbox_delivers_with_the_events() {
+    let dir = TempDir::new();
+    let cluster = sqlite_cluster(&dir.db(), 4).await;
+    let a = cluster.entity::<Counter>("a");
+    for tag in 0..20u64 {
+        a.ask(Cmd::Transfer {
+            to: format!("b{}", tag % 3),
+            n: 2,
+            tag,
+        })
+        .await
+        .unwrap();
+    }
+    assert_eq!(a.ask(Cmd::Get).await.unwrap(), -40);
+    eventually(10, "transfers to arrive", || {
+        let cluster = &cluster;
+        async move {
+            let mut totals = HashMap::new();
+            for b in 0..3 {
+                let v = cluster
+                    .entity::<Counter>(&format!("b{b}"))
+                    .ask(Cmd::Get)
+                    .await
+                    .unwrap();
+                totals.insert(b, v);
+            }
+            totals.values().sum::<i64>() == 40
+        }
+    })
+    .await;
+    for b in 0..3 {
+        check_history(cluster.journal(), &format!("b{b}")).await;
+    }
+    cluster.shutdown().await.unwrap();
+}
+
+/// Bad addresses and a second process on the same file are typed errors.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_is_typed() {
+    let dir = TempDir::new();
+    let cluster = sqlite_cluster(&dir.db(), 2).await;
+    let err = cluster
+        .entity::<Counter>("")
+        .ask(Cmd::Get)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, EngineError::Journal(_)), "{err:?}");
+    let err = cluster
+        .entity::<Counter>(&"x".repeat(300))
+        .tell(Cmd::Get)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, EngineError::Journal(_)), "{err:?}");
+    let second = Cluster::builder()
+        .sqlite(dir.db())
+        .entity(Counter)
+        .start()
+        .await;
+    assert!(
+        matches!(
+            second,
+            Err(EngineError::Journal(
+                entlog_journal::JournalError::Locked { .. }
+            ))
+        ),
+        "a second opener of the file must be refused"
+    );
+    cluster.shutdown().await.unwrap();
+    let err = cluster
+        .entity::<Counter>("late")
+        .tell(Cmd::Get)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, EngineError::ShutDown), "{err:?}");
+}

@@ -1,0 +1,185 @@
+//! One journal type for either backend, so that code above the journal (the engine, the
+//! CLI) is not generic over it.
+
+use std::time::Duration;
+
+use uuid::Uuid;
+
+use crate::envelope::{EntityKey, Entry, EntryKind, NewMessage};
+use crate::error::Result;
+use crate::journal::Journal;
+use crate::ownership::{Lease, RunnerInfo, ShardLocks};
+use crate::postgres::{PgJournal, PgLocks};
+use crate::records::{
+    AppendOutcome, CommitReceipt, NewSnapshot, ProcessedBatch, Snapshot, StoredReply,
+};
+use crate::shard::Shard;
+use crate::sqlite::{SqliteJournal, SqliteLocks};
+use crate::time::Timestamp;
+
+/// A PostgreSQL or SQLite journal.
+#[derive(Debug, Clone)]
+pub enum AnyJournal {
+    /// Cluster mode.
+    Postgres(PgJournal),
+    /// Embedded mode.
+    Sqlite(SqliteJournal),
+}
+
+/// The lock session of an [`AnyJournal`].
+#[derive(Debug)]
+pub enum AnyLocks {
+    /// PostgreSQL advisory locks on a dedicated connection.
+    Postgres(PgLocks),
+    /// The SQLite file owner's trivial locks.
+    Sqlite(SqliteLocks),
+}
+
+impl From<PgJournal> for AnyJournal {
+    fn from(j: PgJournal) -> Self {
+        AnyJournal::Postgres(j)
+    }
+}
+
+impl From<SqliteJournal> for AnyJournal {
+    fn from(j: SqliteJournal) -> Self {
+        AnyJournal::Sqlite(j)
+    }
+}
+
+impl AnyJournal {
+    /// Closes the backend's connections.
+    pub async fn close(&self) {
+        match self {
+            AnyJournal::Postgres(j) => j.close().await,
+            AnyJournal::Sqlite(j) => j.close().await,
+        }
+    }
+}
+
+/// Calls the same method on whichever backend is inside.
+macro_rules! both {
+    ($self:expr, $j:ident => $call:expr) => {
+        match $self {
+            AnyJournal::Postgres($j) => $call,
+            AnyJournal::Sqlite($j) => $call,
+        }
+    };
+}
+
+impl Journal for AnyJournal {
+    type Locks = AnyLocks;
+
+    fn shard_count(&self) -> u32 {
+        both!(self, j => j.shard_count())
+    }
+
+    async fn append(&self, messages: Vec<NewMessage>) -> Result<Vec<AppendOutcome>> {
+        both!(self, j => j.append(messages).await)
+    }
+
+    async fn read_shard(
+        &self,
+        shard: Shard,
+        after: u64,
+        limit: usize,
+        kind: Option<EntryKind>,
+    ) -> Result<Vec<Entry>> {
+        both!(self, j => j.read_shard(shard, after, limit, kind).await)
+    }
+
+    async fn read_events(
+        &self,
+        entity: &EntityKey,
+        from_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<Entry>> {
+        both!(self, j => j.read_events(entity, from_seq, limit).await)
+    }
+
+    async fn commit(&self, batch: ProcessedBatch) -> Result<CommitReceipt> {
+        both!(self, j => j.commit(batch).await)
+    }
+
+    async fn reply(&self, entity: &EntityKey, message_id: Uuid) -> Result<Option<StoredReply>> {
+        both!(self, j => j.reply(entity, message_id).await)
+    }
+
+    async fn save_snapshot(&self, snapshot: NewSnapshot) -> Result<()> {
+        both!(self, j => j.save_snapshot(snapshot).await)
+    }
+
+    async fn load_snapshot(
+        &self,
+        entity: &EntityKey,
+        state_version: u32,
+    ) -> Result<Option<Snapshot>> {
+        both!(self, j => j.load_snapshot(entity, state_version).await)
+    }
+
+    async fn cursor(&self, consumer: &str, shard: Shard) -> Result<u64> {
+        both!(self, j => j.cursor(consumer, shard).await)
+    }
+
+    async fn advance_cursor(&self, consumer: &str, shard: Shard, offset: u64) -> Result<()> {
+        both!(self, j => j.advance_cursor(consumer, shard, offset).await)
+    }
+
+    async fn head(&self, shard: Shard) -> Result<u64> {
+        both!(self, j => j.head(shard).await)
+    }
+
+    async fn promote_due(&self, shard: Shard, now: Timestamp) -> Result<usize> {
+        both!(self, j => j.promote_due(shard, now).await)
+    }
+
+    async fn next_due(&self, shard: Shard) -> Result<Option<Timestamp>> {
+        both!(self, j => j.next_due(shard).await)
+    }
+
+    async fn wait_for_entries(&self, shard: Shard, timeout: Duration) -> bool {
+        both!(self, j => j.wait_for_entries(shard, timeout).await)
+    }
+
+    async fn lock_session(&self, runner: &str) -> Result<AnyLocks> {
+        Ok(match self {
+            AnyJournal::Postgres(j) => AnyLocks::Postgres(j.lock_session(runner).await?),
+            AnyJournal::Sqlite(j) => AnyLocks::Sqlite(j.lock_session(runner).await?),
+        })
+    }
+
+    async fn live_runners(&self) -> Result<Vec<RunnerInfo>> {
+        both!(self, j => j.live_runners().await)
+    }
+}
+
+macro_rules! both_locks {
+    ($self:expr, $l:ident => $call:expr) => {
+        match $self {
+            AnyLocks::Postgres($l) => $call,
+            AnyLocks::Sqlite($l) => $call,
+        }
+    };
+}
+
+impl ShardLocks for AnyLocks {
+    async fn try_acquire(&self, shard: Shard) -> Result<Option<Lease>> {
+        both_locks!(self, l => l.try_acquire(shard).await)
+    }
+
+    async fn release(&self, lease: Lease) -> Result<()> {
+        both_locks!(self, l => l.release(lease).await)
+    }
+
+    fn is_alive(&self) -> bool {
+        both_locks!(self, l => l.is_alive())
+    }
+
+    async fn lost(&self) {
+        both_locks!(self, l => l.lost().await)
+    }
+
+    async fn close(self) -> Result<()> {
+        both_locks!(self, l => l.close().await)
+    }
+}
