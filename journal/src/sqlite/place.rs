@@ -31,12 +31,18 @@ pub(super) async fn place(
     shards.sort_unstable();
     shards.dedup();
     let mut heads = HashMap::with_capacity(shards.len());
+    let mut q =
+        QueryBuilder::<Sqlite>::new("SELECT shard, head, epoch FROM shards WHERE shard IN (");
+    let mut list = q.separated(", ");
     for &s in &shards {
-        let row = sqlx::query("SELECT head, epoch FROM shards WHERE shard = ?1")
-            .bind(s)
-            .fetch_one(&mut *conn)
-            .await?;
-        heads.insert(s, (row.try_get::<i64, _>(0)?, row.try_get::<i64, _>(1)?));
+        list.push_bind(s);
+    }
+    q.push(")");
+    for row in q.build().fetch_all(&mut *conn).await? {
+        heads.insert(
+            row.try_get::<i32, _>(0)?,
+            (row.try_get::<i64, _>(1)?, row.try_get::<i64, _>(2)?),
+        );
     }
     if let Some(lease) = fence {
         let epoch = heads.get(&(lease.shard as i32)).map(|h| h.1);
@@ -97,13 +103,22 @@ pub(super) async fn place(
     insert_journal(conn, cols, &fresh, &placed).await?;
     insert_scheduled(conn, cols, &later).await?;
     let touched: HashSet<i32> = fresh.iter().map(|&i| cols.shard[i]).collect();
-    for s in touched {
-        let head = heads.get(&s).map(|h| h.0).unwrap_or(0);
-        sqlx::query("UPDATE shards SET head = ?2 WHERE shard = ?1")
-            .bind(s)
-            .bind(head)
-            .execute(&mut *conn)
-            .await?;
+    if !touched.is_empty() {
+        // One statement for every touched head.
+        let mut q = QueryBuilder::<Sqlite>::new("UPDATE shards SET head = CASE shard");
+        for &s in &touched {
+            q.push(" WHEN ")
+                .push_bind(s)
+                .push(" THEN ")
+                .push_bind(heads.get(&s).map(|h| h.0).unwrap_or(0));
+        }
+        q.push(" END WHERE shard IN (");
+        let mut list = q.separated(", ");
+        for &s in &touched {
+            list.push_bind(s);
+        }
+        q.push(")");
+        q.build().execute(&mut *conn).await?;
     }
     Ok(placed)
 }
