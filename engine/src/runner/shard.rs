@@ -91,7 +91,7 @@ impl ShardWorker {
             }
         };
         let mut next_due: Option<Timestamp> = None;
-        let mut due_checked = Instant::now() - self.config.poll_interval;
+        let mut due_checked: Option<Instant> = None;
         loop {
             if *self.stop.borrow() {
                 self.snapshot_all().await;
@@ -99,8 +99,8 @@ impl ShardWorker {
             }
             // Scheduled messages: check the schedule every poll interval, and promote
             // what is due into the partition.
-            if due_checked.elapsed() >= self.config.poll_interval {
-                due_checked = Instant::now();
+            if due_checked.is_none_or(|t| t.elapsed() >= self.config.poll_interval) {
+                due_checked = Some(Instant::now());
                 next_due = self.journal.next_due(self.shard).await.unwrap_or(None);
             }
             if next_due.is_some_and(|t| t <= Timestamp::now()) {
