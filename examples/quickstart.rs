@@ -82,11 +82,22 @@ async fn main() -> Result<(), EngineError> {
     let alice = cluster.entity::<Account>("alice");
     let bob = cluster.entity::<Account>("bob");
 
-    println!("alice deposits 100: balance {}", alice.ask(Command::Deposit(100)).await?);
-    println!("bob deposits 40:    balance {}", bob.ask(Command::Deposit(40)).await?);
-    println!("alice withdraws 30: balance {}", alice.ask(Command::Withdraw(30)).await?);
+    println!(
+        "alice deposits 100: balance {}",
+        alice.ask(Command::Deposit(100)).await?
+    );
+    println!(
+        "bob deposits 40:    balance {}",
+        bob.ask(Command::Deposit(40)).await?
+    );
+    println!(
+        "alice withdraws 30: balance {}",
+        alice.ask(Command::Withdraw(30)).await?
+    );
     match bob.ask(Command::Withdraw(1_000)).await {
-        Err(EngineError::Rejected { reason }) => println!("bob withdraws 1000: rejected ({reason})"),
+        Err(EngineError::Rejected { reason }) => {
+            println!("bob withdraws 1000: rejected ({reason})")
+        }
         other => println!("bob withdraws 1000: {other:?}"),
     }
 
@@ -103,14 +114,22 @@ async fn main() -> Result<(), EngineError> {
     let cluster = start().await?;
     let alice = cluster.entity::<Account>("alice");
     let bob = cluster.entity::<Account>("bob");
-    println!("alice's balance after restart: {}", alice.ask(Command::Balance).await?);
-    println!("bob's balance after restart:   {}", bob.ask(Command::Balance).await?);
+    println!(
+        "alice's balance after restart: {}",
+        alice.ask(Command::Balance).await?
+    );
+    println!(
+        "bob's balance after restart:   {}",
+        bob.ask(Command::Balance).await?
+    );
     cluster.shutdown().await?;
 
     println!();
     println!("The journal is in quickstart.db. Next:");
     println!("  - run this again: balances carry over, rebuilt from snapshots and events;");
-    println!("  - look inside: sqlite3 quickstart.db 'SELECT shard, \"offset\", kind, entity_id, seq, type_tag FROM journal'");
+    println!(
+        "  - look inside: sqlite3 quickstart.db 'SELECT shard, \"offset\", kind, entity_id, seq, type_tag FROM journal'"
+    );
     println!("  - point Cluster::builder().postgres(url) at PostgreSQL and start several runners.");
     Ok(())
 }

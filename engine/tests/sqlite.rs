@@ -80,15 +80,31 @@ async fn ask_restart_and_replay() {
     // A damaged snapshot is ignored: the state comes from a full replay, still right.
     {
         use entlog_journal::testing::conformance::Tamper;
-        let j = entlog_journal::SqliteJournal::open(entlog_journal::SqliteOptions::new(dir.db()).shard_count(4))
-            .await
-            .unwrap();
+        let j = entlog_journal::SqliteJournal::open(
+            entlog_journal::SqliteOptions::new(dir.db()).shard_count(4),
+        )
+        .await
+        .unwrap();
         j.flip_snapshot_bit(&key).await;
         j.close().await;
     }
     let cluster = sqlite_cluster(&dir.db(), 4).await;
-    assert!(cluster.journal().load_snapshot(&key, 1).await.unwrap().is_none());
-    assert_eq!(cluster.entity::<Counter>("c-1").ask(Cmd::Get).await.unwrap(), expected);
+    assert!(
+        cluster
+            .journal()
+            .load_snapshot(&key, 1)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(
+        cluster
+            .entity::<Counter>("c-1")
+            .ask(Cmd::Get)
+            .await
+            .unwrap(),
+        expected
+    );
     cluster.shutdown().await.unwrap();
 }
 

@@ -133,6 +133,16 @@ pub enum JournalError {
         /// The epoch of the stale lease.
         epoch: u64,
     },
+    /// A checkpoint was not where this writer expected it: another writer moved it.
+    #[error("checkpoint {consumer}/{shard} is no longer at offset {expected}")]
+    CheckpointMoved {
+        /// The checkpoint's consumer.
+        consumer: String,
+        /// Its shard.
+        shard: Shard,
+        /// Where this writer expected it.
+        expected: u64,
+    },
     /// Another process holds the SQLite journal file.
     #[error("the journal {path} is in use by another process")]
     Locked {

@@ -35,6 +35,7 @@ pub mod shard;
 mod snapshot;
 mod sqlite;
 mod time;
+mod tx;
 mod wakeup;
 
 #[cfg(feature = "testing")]
@@ -56,3 +57,4 @@ pub use records::{
 pub use shard::{Shard, shard_of};
 pub use sqlite::{Durability, SqliteJournal, SqliteLocks, SqliteOptions};
 pub use time::Timestamp;
+pub use tx::AnyTx;
