@@ -75,7 +75,9 @@ impl Projector {
             shard,
             batch: batch.max(1),
             consumer,
-            failing: false,
+            // A failure may have been recorded by an earlier projector of this shard:
+            // the first success clears it.
+            failing: true,
         }
     }
 
