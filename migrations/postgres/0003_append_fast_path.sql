@@ -1,5 +1,6 @@
--- Appends got a fast path for the commonest call (one message, due now), and the general
--- query is planned once per connection instead of on every call. Semantics unchanged.
+-- Appends got a fast path for the commonest call (one message, due now), the general
+-- query is planned once per connection instead of on every call, and only shards that
+-- got messages are notified. Semantics unchanged.
 CREATE OR REPLACE FUNCTION append_entries(
     p_now            BIGINT,
     p_channel        TEXT,
@@ -121,9 +122,13 @@ BEGIN
       FROM classified c LEFT JOIN fresh f ON f.idx = c.idx
      ORDER BY c.idx;
 
+    -- Wake the owners of shards that got messages. Events need no wake-up (their
+    -- projectors run beside the shard's owner, which wakes them in-process), and every
+    -- NOTIFY takes a database-wide lock at commit: a batch of only events sends none.
     IF p_channel IS NOT NULL THEN
         PERFORM pg_notify(p_channel, d.shard::TEXT)
-           FROM (SELECT DISTINCT unnest(p_shard) AS shard) d;
+           FROM (SELECT DISTINCT t.s AS shard FROM unnest(p_shard, p_kind) AS t(s, k)
+                  WHERE t.k = 1) d;
     END IF;
 END;
 $$;
