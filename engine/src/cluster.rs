@@ -52,6 +52,7 @@ pub struct ClusterBuilder {
     target: Option<Target>,
     config: Config,
     registry: Registry,
+    projections: Vec<Arc<dyn entlog_projections::DynProjection>>,
 }
 
 impl Cluster {
@@ -61,6 +62,7 @@ impl Cluster {
             target: None,
             config: Config::default(),
             registry: Registry::default(),
+            projections: Vec::new(),
         }
     }
 
@@ -180,6 +182,12 @@ impl ClusterBuilder {
         self
     }
 
+    /// Registers a projection this member runs on the shards it owns.
+    pub fn projection(mut self, projection: impl entlog_projections::Projection) -> Self {
+        self.projections.push(Arc::new(projection));
+        self
+    }
+
     /// Sends only: hosts no entities and owns no shards.
     pub fn client_only(mut self) -> Self {
         self.config.host_entities = false;
@@ -210,6 +218,7 @@ impl ClusterBuilder {
             .into(),
         };
         m::describe();
+        entlog_projections::metrics::describe();
         let runner_id = config
             .runner_id
             .clone()
@@ -223,6 +232,7 @@ impl ClusterBuilder {
                 runner_id.clone(),
                 journal.clone(),
                 Arc::new(self.registry),
+                self.projections,
                 waiters.clone(),
                 config.clone(),
                 owned.clone(),

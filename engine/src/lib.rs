@@ -56,11 +56,14 @@ mod error;
 pub mod metrics;
 mod registry;
 mod runner;
+mod state_projection;
 mod waiters;
 
 pub use cluster::{Cluster, ClusterBuilder, EntityRef};
 pub use codec::StoredOutcome;
 pub use config::Config;
 pub use entity::{Context, Entity, Outcome, Rejection, command_payload};
+pub use entlog_projections::{Projection, ProjectionError};
 pub use error::EngineError;
 pub use runner::shard::MAILBOX;
+pub use state_projection::{StateProjection, projected_state};

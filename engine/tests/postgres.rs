@@ -38,6 +38,7 @@ impl Schema {
                 ..config(SHARDS)
             })
             .entity(Counter)
+            .projection(entlog_engine::StateProjection::<Counter>::new())
             .start()
             .await
             .unwrap()
@@ -200,6 +201,9 @@ async fn three_runners_survive_a_killed_lock_connection() {
     .await;
     eprintln!("10,000 asks in {:?}", started.elapsed());
     check_counters(&client, &acked).await;
+    // Invariant 9 across a failover: the projection moved with the shards and applied
+    // every event exactly once.
+    check_projection(&client, &acked).await;
     eventually(20, "the shards to settle again", || async {
         covered(&[&r1, &r2, &r3])
     })
@@ -261,6 +265,7 @@ async fn runners_join_and_leave_under_load() {
         *all.entry(id).or_insert(0) += n;
     }
     check_counters(&client, &all).await;
+    check_projection(&client, &all).await;
     let owners = schema.owners().await;
     assert!(
         owners.values().all(|o| o.as_deref() == Some("j1")),

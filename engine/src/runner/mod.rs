@@ -15,6 +15,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use entlog_journal::{AnyJournal, AnyLocks, Journal, Lease, ShardLocks};
+use entlog_projections::{DynProjection, Projector};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -31,12 +32,15 @@ struct Worker {
     lease: Lease,
     stop: watch::Sender<bool>,
     task: JoinHandle<Exit>,
+    /// One projector per registered projection, stopped with the shard.
+    projectors: Vec<JoinHandle<()>>,
 }
 
 pub(crate) struct Runner {
     pub id: String,
     pub journal: AnyJournal,
     pub registry: Arc<Registry>,
+    pub projections: Vec<Arc<dyn DynProjection>>,
     pub waiters: Arc<Waiters>,
     pub config: Arc<Config>,
     pub owned: Owned,
@@ -48,6 +52,7 @@ impl Runner {
         id: String,
         journal: AnyJournal,
         registry: Arc<Registry>,
+        projections: Vec<Arc<dyn DynProjection>>,
         waiters: Arc<Waiters>,
         config: Arc<Config>,
         owned: Owned,
@@ -56,6 +61,7 @@ impl Runner {
             id,
             journal,
             registry,
+            projections,
             waiters,
             config,
             owned,
@@ -109,6 +115,9 @@ impl Runner {
     fn abort_all(&mut self) {
         for (_, w) in self.workers.drain() {
             w.task.abort();
+            for p in w.projectors {
+                p.abort();
+            }
         }
         self.publish_owned();
     }
@@ -123,6 +132,10 @@ impl Runner {
             .collect();
         for shard in finished {
             if let Some(w) = self.workers.remove(&shard) {
+                let _ = w.stop.send(true);
+                for p in w.projectors {
+                    let _ = p.await;
+                }
                 let exit = w.task.await;
                 tracing::info!(runner = %self.id, shard, ?exit, "shard worker finished");
                 if let Err(e) = locks.release(w.lease).await {
@@ -175,8 +188,28 @@ impl Runner {
             stop_rx,
         );
         let task = tokio::spawn(worker.run());
-        self.workers
-            .insert(lease.shard, Worker { lease, stop, task });
+        let projectors = self
+            .projections
+            .iter()
+            .map(|p| {
+                let projector = Projector::new(
+                    self.journal.clone(),
+                    p.clone(),
+                    lease.shard,
+                    self.config.batch_size,
+                );
+                tokio::spawn(projector.run(stop.subscribe(), self.config.poll_interval))
+            })
+            .collect();
+        self.workers.insert(
+            lease.shard,
+            Worker {
+                lease,
+                stop,
+                task,
+                projectors,
+            },
+        );
     }
 
     /// Graceful shutdown: stop intake, let each shard finish its batch and snapshot,
@@ -187,6 +220,12 @@ impl Runner {
         }
         let deadline = tokio::time::Instant::now() + self.config.shutdown_timeout;
         for (shard, w) in self.workers.drain() {
+            for p in w.projectors {
+                let abort = p.abort_handle();
+                if tokio::time::timeout_at(deadline, p).await.is_err() {
+                    abort.abort();
+                }
+            }
             let abort = w.task.abort_handle();
             match tokio::time::timeout_at(deadline, w.task).await {
                 Ok(exit) => tracing::info!(runner = %self.id, shard, ?exit, "shard handed over"),

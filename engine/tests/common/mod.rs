@@ -141,7 +141,30 @@ pub async fn sqlite_cluster(path: &std::path::Path, shards: u32) -> Cluster {
         .sqlite(path)
         .config(config(shards))
         .entity(Counter)
+        .projection(entlog_engine::StateProjection::<Counter>::new())
         .start()
         .await
         .unwrap()
+}
+
+/// Waits until the state projection of every counter in `expected` (id → number of
+/// events) reflects exactly that many events, with the total the journal's fold gives.
+pub async fn check_projection(
+    cluster: &Cluster,
+    expected: &std::collections::HashMap<String, u64>,
+) {
+    for (id, n) in expected {
+        let history = events(cluster.journal(), id).await;
+        let total: i64 = history.iter().map(|(_, e)| e.n).sum();
+        eventually(20, "the state projection to catch up", || async {
+            match entlog_engine::projected_state::<Counter>(cluster.journal(), id)
+                .await
+                .unwrap()
+            {
+                Some((seq, state)) => seq == *n && state.count == *n && state.total == total,
+                None => *n == 0,
+            }
+        })
+        .await;
+    }
 }

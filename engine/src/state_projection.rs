@@ -1,0 +1,206 @@
+//! The built-in state projection: the latest state of every entity of a type, as a row
+//! of `entity_state` (type, id, seq, updated_at, state as JSON) for ad-hoc SQL.
+//!
+//! ```sql
+//! -- PostgreSQL
+//! SELECT entity_id, state->>'cents' FROM entlog.entity_state
+//!  WHERE entity_type = 'account' AND (state->>'cents')::bigint > 1000;
+//! -- SQLite
+//! SELECT entity_id, json_extract(state, '$.cents') FROM entity_state WHERE entity_type = 'account';
+//! ```
+
+use std::collections::BTreeMap;
+use std::marker::PhantomData;
+
+use entlog_journal::{AnyJournal, AnyTx, Entry, Timestamp};
+use entlog_projections::{Projection, ProjectionError};
+use sqlx::Row;
+
+use crate::entity::Entity;
+use crate::error::EngineError;
+
+/// Projects entity type `E` into `entity_state`. Register it with
+/// [`ClusterBuilder::projection`](crate::ClusterBuilder::projection).
+pub struct StateProjection<E> {
+    name: String,
+    _entity: PhantomData<fn() -> E>,
+}
+
+impl<E: Entity> Default for StateProjection<E> {
+    fn default() -> Self {
+        StateProjection {
+            name: format!("state.{}", E::TYPE),
+            _entity: PhantomData,
+        }
+    }
+}
+
+impl<E: Entity> StateProjection<E> {
+    /// The state projection of `E`.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+fn to_json<S: serde::Serialize>(s: &S) -> Result<String, ProjectionError> {
+    serde_json::to_string(s).map_err(|e| ProjectionError::Handler(format!("state to JSON: {e}")))
+}
+
+fn from_json<S: serde::de::DeserializeOwned>(text: &str) -> Result<S, ProjectionError> {
+    serde_json::from_str(text)
+        .map_err(|e| ProjectionError::Handler(format!("state from JSON: {e}")))
+}
+
+impl<E: Entity> Projection for StateProjection<E> {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn wants(&self, entity_type: &str) -> bool {
+        entity_type == E::TYPE
+    }
+
+    async fn apply(&self, tx: &mut AnyTx, events: &[Entry]) -> Result<(), ProjectionError> {
+        let mut by_entity: BTreeMap<&str, Vec<&Entry>> = BTreeMap::new();
+        for e in events {
+            by_entity.entry(e.entity.entity_id()).or_default().push(e);
+        }
+        let now = Timestamp::now().as_micros();
+        for (id, list) in by_entity {
+            let stored = load(tx, E::TYPE, id).await?;
+            let (mut seq, mut state) = match stored {
+                Some((seq, text)) => (seq, from_json::<E::State>(&text)?),
+                None => (0, E::State::default()),
+            };
+            for e in list {
+                let at = e.seq.unwrap_or(0);
+                if at <= seq {
+                    continue;
+                }
+                let event: E::Event = e.payload.decode()?;
+                E::apply(&mut state, &event);
+                seq = at;
+            }
+            store(tx, E::TYPE, id, seq, now, &to_json(&state)?).await?;
+        }
+        Ok(())
+    }
+
+    async fn reset(&self, tx: &mut AnyTx) -> Result<(), ProjectionError> {
+        match tx {
+            AnyTx::Postgres(tx) => {
+                sqlx::query("DELETE FROM entity_state WHERE entity_type = $1")
+                    .bind(E::TYPE)
+                    .execute(&mut **tx)
+                    .await?;
+            }
+            AnyTx::Sqlite(tx) => {
+                sqlx::query("DELETE FROM entity_state WHERE entity_type = ?1")
+                    .bind(E::TYPE)
+                    .execute(&mut **tx)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+async fn load(tx: &mut AnyTx, ty: &str, id: &str) -> Result<Option<(u64, String)>, sqlx::Error> {
+    let row = match tx {
+        AnyTx::Postgres(tx) => sqlx::query(
+            "SELECT seq, state::TEXT FROM entity_state WHERE entity_type = $1 AND entity_id = $2",
+        )
+        .bind(ty)
+        .bind(id)
+        .fetch_optional(&mut **tx)
+        .await?
+        .map(|r| Ok::<_, sqlx::Error>((r.try_get::<i64, _>(0)?, r.try_get::<String, _>(1)?))),
+        AnyTx::Sqlite(tx) => sqlx::query(
+            "SELECT seq, state FROM entity_state WHERE entity_type = ?1 AND entity_id = ?2",
+        )
+        .bind(ty)
+        .bind(id)
+        .fetch_optional(&mut **tx)
+        .await?
+        .map(|r| Ok::<_, sqlx::Error>((r.try_get::<i64, _>(0)?, r.try_get::<String, _>(1)?))),
+    };
+    row.transpose()
+        .map(|r| r.map(|(seq, text)| (seq as u64, text)))
+}
+
+async fn store(
+    tx: &mut AnyTx,
+    ty: &str,
+    id: &str,
+    seq: u64,
+    now: i64,
+    state: &str,
+) -> Result<(), sqlx::Error> {
+    match tx {
+        AnyTx::Postgres(tx) => {
+            sqlx::query(
+                "INSERT INTO entity_state (entity_type, entity_id, seq, updated_at, state)
+                 VALUES ($1, $2, $3, $4, $5::JSONB)
+                 ON CONFLICT (entity_type, entity_id) DO UPDATE
+                    SET seq = EXCLUDED.seq, updated_at = EXCLUDED.updated_at, state = EXCLUDED.state",
+            )
+            .bind(ty)
+            .bind(id)
+            .bind(seq as i64)
+            .bind(now)
+            .bind(state)
+            .execute(&mut **tx)
+            .await?;
+        }
+        AnyTx::Sqlite(tx) => {
+            sqlx::query(
+                "INSERT INTO entity_state (entity_type, entity_id, seq, updated_at, state)
+                 VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (entity_type, entity_id) DO UPDATE
+                    SET seq = excluded.seq, updated_at = excluded.updated_at, state = excluded.state",
+            )
+            .bind(ty)
+            .bind(id)
+            .bind(seq as i64)
+            .bind(now)
+            .bind(state)
+            .execute(&mut **tx)
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+/// The projected state of entity `id` of type `E` and the seq it reflects, if projected.
+pub async fn projected_state<E: Entity>(
+    journal: &AnyJournal,
+    id: &str,
+) -> Result<Option<(u64, E::State)>, EngineError> {
+    let row: Option<(i64, String)> = match journal {
+        AnyJournal::Postgres(j) => sqlx::query_as(
+            "SELECT seq, state::TEXT FROM entity_state WHERE entity_type = $1 AND entity_id = $2",
+        )
+        .bind(E::TYPE)
+        .bind(id)
+        .fetch_optional(j.pool())
+        .await
+        .map_err(entlog_journal::JournalError::from)?,
+        AnyJournal::Sqlite(j) => sqlx::query_as(
+            "SELECT seq, state FROM entity_state WHERE entity_type = ?1 AND entity_id = ?2",
+        )
+        .bind(E::TYPE)
+        .bind(id)
+        .fetch_optional(j.reader())
+        .await
+        .map_err(entlog_journal::JournalError::from)?,
+    };
+    match row {
+        Some((seq, text)) => {
+            let state = serde_json::from_str(&text).map_err(|e| {
+                EngineError::Config(format!("stored state is not {}: {e}", E::TYPE))
+            })?;
+            Ok(Some((seq as u64, state)))
+        }
+        None => Ok(None),
+    }
+}
