@@ -1,11 +1,13 @@
 //! entlog: event-sourced entities on an append-only SQL journal, sharded across runners.
 //!
 //! This facade re-exports the crates an application uses: the engine ([`engine`]: entity
-//! types, the cluster, asks and tells) and the journal ([`journal`]: the storage layer with
+//! types, the cluster, asks and tells), the projections ([`projections`]: read models
+//! folded from the journal) and the journal ([`journal`]: the storage layer with
 //! its PostgreSQL and SQLite backends).
 
 pub use entlog_engine as engine;
 pub use entlog_journal as journal;
+pub use entlog_projections as projections;
 
 pub use entlog_engine::{
     Cluster, ClusterBuilder, Config, Context, EngineError, Entity, EntityRef, Outcome, Rejection,
