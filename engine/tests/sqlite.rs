@@ -338,3 +338,38 @@ async fn bad_input_is_typed() {
         .unwrap_err();
     assert!(matches!(err, EngineError::ShutDown), "{err:?}");
 }
+
+/// A message sent with `tell_at` is journaled at once, delivered when due and not before,
+/// and survives a restart in between.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scheduled_tell_is_delivered_when_due() {
+    let dir = TempDir::new();
+    let cluster = sqlite_cluster(&dir.db(), 2).await;
+    let c = cluster.entity::<Counter>("timer");
+    let due = entlog_journal::Timestamp::now().after(std::time::Duration::from_millis(400));
+    c.tell_at(due, Cmd::Add { n: 7, tag: 1 }).await.unwrap();
+    let later = entlog_journal::Timestamp::now().after(std::time::Duration::from_millis(1500));
+    c.tell_at(later, Cmd::Add { n: 1, tag: 2 }).await.unwrap();
+    assert_eq!(c.ask(Cmd::Get).await.unwrap(), 0, "nothing delivered early");
+    eventually(5, "the first timer", || async {
+        c.ask(Cmd::Get).await.unwrap() == 7
+    })
+    .await;
+    assert!(
+        entlog_journal::Timestamp::now() >= due,
+        "delivered at or after its time"
+    );
+    // Restart before the second is due: it is still delivered, once.
+    cluster.shutdown().await.unwrap();
+    drop(c);
+    drop(cluster);
+    let cluster = sqlite_cluster(&dir.db(), 2).await;
+    let c = cluster.entity::<Counter>("timer");
+    eventually(5, "the second timer", || async {
+        c.ask(Cmd::Get).await.unwrap() == 8
+    })
+    .await;
+    assert!(entlog_journal::Timestamp::now() >= later);
+    assert_eq!(check_history(cluster.journal(), "timer").await.len(), 2);
+    cluster.shutdown().await.unwrap();
+}

@@ -136,9 +136,14 @@ impl ShardWorker {
                     wait = wait.min(due.since(Timestamp::now()));
                 }
                 let mut stop = self.stop.clone();
-                tokio::select! {
-                    _ = self.journal.wait_for_entries(self.shard, wait) => {}
-                    _ = stop.changed() => {}
+                let woken = tokio::select! {
+                    woken = self.journal.wait_for_entries(self.shard, wait) => woken,
+                    _ = stop.changed() => false,
+                };
+                if woken {
+                    // A wake-up with nothing new to read may be a newly scheduled message:
+                    // look at the schedule again now rather than at the next poll.
+                    due_checked = None;
                 }
                 continue;
             };
