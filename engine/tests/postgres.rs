@@ -289,9 +289,22 @@ async fn killed_runner_process_is_replaced() {
         .unwrap()
         .join("examples")
         .join("counter_runner");
+    // Build it if missing or stale (a stale binary would carry an older schema).
+    let built = tokio::process::Command::new(env!("CARGO"))
+        .args([
+            "build",
+            "-q",
+            "-p",
+            "entlog-engine",
+            "--example",
+            "counter_runner",
+        ])
+        .status()
+        .await
+        .unwrap();
     assert!(
-        exe.exists(),
-        "{} missing: build the engine's examples",
+        built.success() && exe.exists(),
+        "cannot build {}",
         exe.display()
     );
     let mut child = tokio::process::Command::new(&exe)
