@@ -184,6 +184,14 @@ impl Projector {
 
     /// Runs until `stop` turns true: steps while there is work, waits for wake-ups (or
     /// `poll`) when idle, backs off while an event fails.
+    ///
+    /// # Stopping
+    ///
+    /// Stop it by sending `true` on the channel, not by aborting its task: a task aborted
+    /// inside a transaction may return its pooled connection to the pool before the
+    /// rollback is sent, so that another caller's statements run in the abandoned
+    /// transaction. (A crashed process is different: its connections close with it and
+    /// the server rolls back.)
     pub async fn run(mut self, mut stop: watch::Receiver<bool>, poll: Duration) {
         let mut backoff = Duration::from_millis(100);
         let mut initialised = false;

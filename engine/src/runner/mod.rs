@@ -115,9 +115,12 @@ impl Runner {
     fn abort_all(&mut self) {
         for (_, w) in self.workers.drain() {
             w.task.abort();
-            for p in w.projectors {
-                p.abort();
-            }
+            // Projectors are told to stop, not aborted: a projector cut off inside a
+            // transaction can hand its pooled connection back mid-transaction, where the
+            // next user's statements would silently join it. A stale projector finishing
+            // its step is harmless — its checkpoint compare-and-set fails.
+            let _ = w.stop.send(true);
+            drop(w.projectors);
         }
         self.publish_owned();
     }
