@@ -70,7 +70,7 @@ impl Cluster {
     pub fn entity<E: Entity>(&self, id: &str) -> EntityRef<E> {
         EntityRef {
             cluster: self.clone(),
-            key: EntityKey::new(E::TYPE, id).map_err(|e| e.to_string()),
+            id: id.to_owned(),
             _entity: PhantomData,
         }
     }
@@ -95,7 +95,7 @@ impl Cluster {
     }
 
     /// Graceful shutdown: stop taking work, finish in-flight batches, snapshot, release
-    /// every shard so that other runners take over at once.
+    /// every shard so that other runners take over at once, and close the journal.
     pub async fn shutdown(&self) -> Result<(), EngineError> {
         self.inner.shutdown.send_replace(true);
         let tasks: Vec<JoinHandle<()>> = self
@@ -260,17 +260,14 @@ impl ClusterBuilder {
 /// A handle on one entity: `ask`, `tell` and their idempotent forms.
 pub struct EntityRef<E: Entity> {
     cluster: Cluster,
-    key: Result<EntityKey, String>,
+    id: String,
     _entity: PhantomData<fn() -> E>,
 }
 
 impl<E: Entity> EntityRef<E> {
+    /// The entity's address; an empty or oversized id is a typed journal error.
     fn key(&self) -> Result<EntityKey, EngineError> {
-        self.key.clone().map_err(|e| {
-            EngineError::Journal(entlog_journal::JournalError::Config(format!(
-                "bad entity address: {e}"
-            )))
-        })
+        Ok(EntityKey::new(E::TYPE, self.id.as_str())?)
     }
 
     fn message(

@@ -299,7 +299,30 @@ async fn outbox_delivers_with_the_events() {
     cluster.shutdown().await.unwrap();
 }
 
-/// Bad addresses and a second process on the same file are typed errors.
+/// An entity type this cluster does not host.
+struct Unhosted;
+
+impl entlog_engine::Entity for Unhosted {
+    const TYPE: &'static str = "unhosted";
+    type Command = ();
+    type Event = ();
+    type Reply = ();
+    type State = ();
+
+    async fn handle(
+        &self,
+        _: &(),
+        _: (),
+        _: &mut entlog_engine::Context,
+    ) -> Result<entlog_engine::Outcome<Self>, entlog_engine::Rejection> {
+        Ok(entlog_engine::Outcome::reply(()))
+    }
+
+    fn apply(_: &mut (), _: &()) {}
+}
+
+/// Bad addresses, unknown entity types and a second process on the same file are typed
+/// errors.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_is_typed() {
     let dir = TempDir::new();
