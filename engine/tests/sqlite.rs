@@ -299,7 +299,8 @@ async fn outbox_delivers_with_the_events() {
     cluster.shutdown().await.unwrap();
 }
 
-/// An entity type this cluster does not host.
+/// An entity type this cluster does not host (only its name and types are used).
+#[allow(dead_code)]
 struct Unhosted;
 
 impl entlog_engine::Entity for Unhosted {
