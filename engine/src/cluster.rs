@@ -20,7 +20,7 @@ use crate::entity::Entity;
 use crate::error::EngineError;
 use crate::metrics as m;
 use crate::registry::Registry;
-use crate::runner::{Owned, Runner};
+use crate::runner::{Hosted, Owned, Runner};
 use crate::waiters::Waiters;
 
 /// A running cluster member: a client, and (unless client-only) a runner hosting entities.
@@ -53,6 +53,7 @@ pub struct ClusterBuilder {
     config: Config,
     registry: Registry,
     projections: Vec<Arc<dyn entlog_projections::DynProjection>>,
+    inline: Vec<Arc<dyn entlog_projections::DynProjection>>,
 }
 
 impl Cluster {
@@ -63,6 +64,7 @@ impl Cluster {
             config: Config::default(),
             registry: Registry::default(),
             projections: Vec::new(),
+            inline: Vec::new(),
         }
     }
 
@@ -188,6 +190,14 @@ impl ClusterBuilder {
         self
     }
 
+    /// Registers an inline projection: its writes commit in the same transaction as the
+    /// events they fold, so a read right after an ask sees them. A failing inline
+    /// projection holds its shard's messages back until it succeeds.
+    pub fn inline_projection(mut self, projection: impl entlog_projections::Projection) -> Self {
+        self.inline.push(Arc::new(projection));
+        self
+    }
+
     /// Sends only: hosts no entities and owns no shards.
     pub fn client_only(mut self) -> Self {
         self.config.host_entities = false;
@@ -231,8 +241,11 @@ impl ClusterBuilder {
             let runner = Runner::new(
                 runner_id.clone(),
                 journal.clone(),
-                Arc::new(self.registry),
-                self.projections,
+                Hosted {
+                    registry: Arc::new(self.registry),
+                    projections: self.projections,
+                    inline: self.inline,
+                },
                 waiters.clone(),
                 config.clone(),
                 owned.clone(),

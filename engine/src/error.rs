@@ -35,6 +35,9 @@ pub enum EngineError {
     /// Configuration that cannot work.
     #[error("configuration error: {0}")]
     Config(String),
+    /// An inline projection failed, so the batch it belongs to did not commit.
+    #[error("inline projection failed: {0}")]
+    Projection(#[from] entlog_projections::ProjectionError),
     /// The journal failed (storage, codec, validation).
     #[error(transparent)]
     Journal(#[from] JournalError),

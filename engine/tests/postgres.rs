@@ -348,3 +348,34 @@ async fn killed_runner_process_is_replaced() {
     client.shutdown().await.unwrap();
     schema.drop().await;
 }
+
+/// Inline mode on PostgreSQL: a read right after an ask sees the projected write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn inline_projection_reads_its_writes() {
+    let schema = Schema::new().await;
+    let cluster = Cluster::builder()
+        .postgres_schema(&schema.url, &schema.name)
+        .config(config(SHARDS))
+        .entity(Counter)
+        .inline_projection(entlog_engine::StateProjection::<Counter>::new())
+        .start()
+        .await
+        .unwrap();
+    eventually(10, "the runner to own every shard", || async {
+        covered(&[&cluster])
+    })
+    .await;
+    for id in ["i1", "i2", "i3"] {
+        let c = cluster.entity::<Counter>(id);
+        for n in 1..=10u64 {
+            let total = c.ask(Cmd::Add { n: 3, tag: n }).await.unwrap();
+            let (seq, state) = entlog_engine::projected_state::<Counter>(cluster.journal(), id)
+                .await
+                .unwrap()
+                .expect("projected with the ask");
+            assert_eq!((seq, state.total), (n, total));
+        }
+    }
+    cluster.shutdown().await.unwrap();
+    schema.drop().await;
+}

@@ -397,3 +397,28 @@ async fn scheduled_tell_is_delivered_when_due() {
     assert_eq!(check_history(cluster.journal(), "timer").await.len(), 2);
     cluster.shutdown().await.unwrap();
 }
+
+/// Inline mode: the read model is written in the same transaction as the events, so a
+/// read right after an ask sees it — every time, with no waiting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inline_projection_reads_its_writes() {
+    let dir = TempDir::new();
+    let cluster = Cluster::builder()
+        .sqlite(dir.db())
+        .config(config(2))
+        .entity(Counter)
+        .inline_projection(entlog_engine::StateProjection::<Counter>::new())
+        .start()
+        .await
+        .unwrap();
+    let c = cluster.entity::<Counter>("inline");
+    for n in 1..=30u64 {
+        let total = c.ask(Cmd::Add { n: 2, tag: n }).await.unwrap();
+        let (seq, state) = entlog_engine::projected_state::<Counter>(cluster.journal(), "inline")
+            .await
+            .unwrap()
+            .expect("projected with the ask");
+        assert_eq!((seq, state.total), (n, total));
+    }
+    cluster.shutdown().await.unwrap();
+}

@@ -85,6 +85,17 @@ pub struct CommitReceipt {
     pub outgoing: Vec<Vec<AppendOutcome>>,
 }
 
+impl CommitReceipt {
+    /// Shards the batch's outgoing messages went to.
+    pub fn shards(&self) -> impl Iterator<Item = Shard> + '_ {
+        self.outgoing.iter().flatten().map(|o| match o {
+            AppendOutcome::Appended { shard, .. }
+            | AppendOutcome::Scheduled { shard }
+            | AppendOutcome::Duplicate { shard, .. } => *shard,
+        })
+    }
+}
+
 /// A snapshot to save: an entity's state after the event at `seq`.
 #[derive(Debug, Clone)]
 pub struct NewSnapshot {

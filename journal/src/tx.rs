@@ -35,6 +35,33 @@ impl AnyJournal {
     }
 }
 
+impl AnyJournal {
+    /// Commits a shard's processed batch inside `tx`, so that other writes in `tx` (an
+    /// inline projection's) commit or roll back with it. Nothing is visible until the
+    /// caller commits `tx`; then call [`AnyJournal::wake_after`].
+    pub async fn commit_in(
+        &self,
+        tx: &mut AnyTx,
+        batch: crate::records::ProcessedBatch,
+    ) -> Result<crate::records::CommitReceipt> {
+        match (self, tx) {
+            (AnyJournal::Postgres(j), AnyTx::Postgres(tx)) => j.commit_on(tx, batch).await,
+            (AnyJournal::Sqlite(j), AnyTx::Sqlite(tx)) => j.commit_on(tx, batch).await,
+            _ => Err(JournalError::Config(
+                "a transaction of one backend used with the other".into(),
+            )),
+        }
+    }
+
+    /// Wakes, in this process, the tailers of the shards a committed batch wrote to.
+    pub fn wake_after(&self, shard: Shard, receipt: &crate::records::CommitReceipt) {
+        match self {
+            AnyJournal::Postgres(j) => j.wake_after(shard, receipt),
+            AnyJournal::Sqlite(j) => j.wake_after(shard, receipt),
+        }
+    }
+}
+
 impl AnyTx {
     /// Makes sure a checkpoint row exists (at 0) for (consumer, shard).
     pub async fn ensure_checkpoint(&mut self, consumer: &str, shard: Shard) -> Result<()> {

@@ -8,6 +8,7 @@
 //! longer owns anything — and a new lock session is opened.
 
 mod assign;
+mod inline;
 pub(crate) mod shard;
 
 use std::collections::{BTreeSet, HashMap};
@@ -28,6 +29,13 @@ use shard::{Exit, ShardWorker};
 /// Shards owned by this process's runner, for clients deciding how to wait for replies.
 pub(crate) type Owned = Arc<RwLock<BTreeSet<u32>>>;
 
+/// What a runner hosts: entity types and projections (async and inline).
+pub(crate) struct Hosted {
+    pub registry: Arc<Registry>,
+    pub projections: Vec<Arc<dyn DynProjection>>,
+    pub inline: Vec<Arc<dyn DynProjection>>,
+}
+
 struct Worker {
     lease: Lease,
     stop: watch::Sender<bool>,
@@ -39,8 +47,7 @@ struct Worker {
 pub(crate) struct Runner {
     pub id: String,
     pub journal: AnyJournal,
-    pub registry: Arc<Registry>,
-    pub projections: Vec<Arc<dyn DynProjection>>,
+    pub hosted: Hosted,
     pub waiters: Arc<Waiters>,
     pub config: Arc<Config>,
     pub owned: Owned,
@@ -51,8 +58,7 @@ impl Runner {
     pub(crate) fn new(
         id: String,
         journal: AnyJournal,
-        registry: Arc<Registry>,
-        projections: Vec<Arc<dyn DynProjection>>,
+        hosted: Hosted,
         waiters: Arc<Waiters>,
         config: Arc<Config>,
         owned: Owned,
@@ -60,8 +66,7 @@ impl Runner {
         Runner {
             id,
             journal,
-            registry,
-            projections,
+            hosted,
             waiters,
             config,
             owned,
@@ -185,13 +190,15 @@ impl Runner {
         let worker = ShardWorker::new(
             lease,
             self.journal.clone(),
-            self.registry.clone(),
+            self.hosted.registry.clone(),
             self.waiters.clone(),
             self.config.clone(),
             stop_rx,
+            inline::Inline::new(lease.shard, &self.hosted.inline),
         );
         let task = tokio::spawn(worker.run());
         let projectors = self
+            .hosted
             .projections
             .iter()
             .map(|p| {

@@ -21,8 +21,10 @@ use entlog_journal::{
 };
 use tokio::sync::watch;
 
+use super::inline::Inline;
 use crate::codec;
 use crate::config::Config;
+use crate::error::EngineError;
 use crate::metrics as m;
 use crate::registry::{Handled, Instance, Registry};
 use crate::waiters::Waiters;
@@ -47,6 +49,7 @@ pub(crate) struct ShardWorker {
     pub waiters: Arc<Waiters>,
     pub config: Arc<Config>,
     pub stop: watch::Receiver<bool>,
+    inline: Inline,
     instances: HashMap<EntityKey, Slot>,
     last_sweep: Instant,
 }
@@ -64,8 +67,10 @@ impl ShardWorker {
         waiters: Arc<Waiters>,
         config: Arc<Config>,
         stop: watch::Receiver<bool>,
+        inline: Inline,
     ) -> Self {
         ShardWorker {
+            inline,
             shard: lease.shard,
             lease,
             journal,
@@ -79,6 +84,21 @@ impl ShardWorker {
     }
 
     pub(crate) async fn run(mut self) -> Exit {
+        while !self.inline.is_empty() {
+            match self
+                .inline
+                .catch_up(&self.journal, self.config.batch_size)
+                .await
+            {
+                Ok(()) => break,
+                Err(e) => {
+                    tracing::warn!(shard = self.shard, error = %e, "inline projections cannot catch up; retrying");
+                    if self.sleep_or_stop(Duration::from_millis(500)).await {
+                        return Exit::Stopped;
+                    }
+                }
+            }
+        }
         let mut cursor = loop {
             match self.journal.cursor(MAILBOX, self.shard).await {
                 Ok(c) => break c,
@@ -150,7 +170,9 @@ impl ShardWorker {
             let count = batch.len();
             match self.process(batch, last).await {
                 Ok(()) => cursor = last,
-                Err(JournalError::Fenced { .. } | JournalError::SeqConflict { .. }) => {
+                Err(EngineError::Journal(
+                    JournalError::Fenced { .. } | JournalError::SeqConflict { .. },
+                )) => {
                     tracing::warn!(shard = self.shard, "fenced: the shard has another owner");
                     return Exit::Fenced;
                 }
@@ -182,7 +204,7 @@ impl ShardWorker {
     }
 
     /// Handles a batch and commits it with the cursor advance to `last`.
-    async fn process(&mut self, batch: Vec<Entry>, last: u64) -> Result<(), JournalError> {
+    async fn process(&mut self, batch: Vec<Entry>, last: u64) -> Result<(), EngineError> {
         // Group by entity, keeping each entity's messages in offset order.
         let mut order: Vec<EntityKey> = Vec::new();
         let mut groups: HashMap<EntityKey, Vec<Entry>> = HashMap::new();
@@ -218,16 +240,17 @@ impl ShardWorker {
             .map(|p| (p.message_id, p.reply.clone()))
             .collect();
         let n = processed.len();
-        let committed = self
-            .journal
-            .commit(ProcessedBatch {
-                shard: self.shard,
-                lease: Some(self.lease),
-                cursor: Some((MAILBOX.to_owned(), last)),
-                messages: processed,
-            })
-            .await;
-        committed?;
+        let batch = ProcessedBatch {
+            shard: self.shard,
+            lease: Some(self.lease),
+            cursor: Some((MAILBOX.to_owned(), last)),
+            messages: processed,
+        };
+        if self.inline.is_empty() {
+            self.journal.commit(batch).await?;
+        } else {
+            self.inline.commit(&self.journal, batch).await?;
+        }
         metrics::counter!(m::MESSAGES_PROCESSED).increment(n as u64);
         for (id, reply) in created {
             self.waiters.resolve(id, reply);

@@ -86,6 +86,71 @@ impl PgJournal {
         self.inner.pool.close().await;
     }
 
+    /// Commits a processed batch on `conn` — the pool, or an open transaction whose
+    /// other writes must commit with it (inline projections). On a transaction, nothing
+    /// is visible (nor are other shards woken) until the caller commits it.
+    pub(crate) async fn commit_on(
+        &self,
+        conn: &mut sqlx::PgConnection,
+        batch: ProcessedBatch,
+    ) -> Result<CommitReceipt> {
+        self.check_shard(batch.shard)?;
+        if let Some((consumer, _)) = &batch.cursor {
+            crate::envelope::check_name(Field::Consumer, consumer)?;
+        }
+        let now = Timestamp::now();
+        let cols = BatchColumns::build(
+            batch.shard,
+            batch.messages,
+            self.inner.shard_count,
+            self.inner.options.max_payload_bytes,
+            now,
+        )?;
+        let (consumer, cursor) = match batch.cursor {
+            Some((c, o)) => (Some(c), Some(o as i64)),
+            None => (None, None),
+        };
+        let epoch = batch.lease.map(|l| l.epoch);
+        let e = &cols.entries;
+        let r = &cols.replies;
+        let rows = sqlx::query(
+            "SELECT * FROM commit_batch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, \
+             $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27)",
+        )
+        .bind(now.as_micros())
+        .bind(self.channel())
+        .bind(batch.lease.map(|l| l.shard as i32))
+        .bind(epoch.map(|e| e as i64))
+        .bind(&e.shard)
+        .bind(&e.kind)
+        .bind(&e.entity_type)
+        .bind(&e.entity_id)
+        .bind(&e.seq)
+        .bind(&e.message_id)
+        .bind(&e.type_tag)
+        .bind(&e.schema_version)
+        .bind(&e.payload)
+        .bind(&e.crc)
+        .bind(&e.deliver_at)
+        .bind(&e.created_at)
+        .bind(batch.shard as i32)
+        .bind(&r.entity_type)
+        .bind(&r.entity_id)
+        .bind(&r.message_id)
+        .bind(&r.offset)
+        .bind(&r.type_tag)
+        .bind(&r.schema_version)
+        .bind(&r.payload)
+        .bind(&r.crc)
+        .bind(consumer)
+        .bind(cursor)
+        .fetch_all(conn)
+        .await
+        .map_err(|err| classify(err, batch.shard, epoch))?;
+        let rows = append_rows(rows)?;
+        receipt(self, &cols, &rows).await
+    }
+
     fn check_shard(&self, shard: Shard) -> Result<()> {
         if shard >= self.inner.shard_count {
             return Err(JournalError::ShardOutOfRange {
@@ -101,6 +166,13 @@ impl PgJournal {
             .options
             .notify
             .then_some(self.inner.channel.as_str())
+    }
+
+    /// Wakes, in this process, the shards a committed batch wrote to.
+    pub(crate) fn wake_after(&self, shard: Shard, receipt: &CommitReceipt) {
+        for s in std::iter::once(shard).chain(receipt.shards()) {
+            self.inner.wakeups.wake(s);
+        }
     }
 
     fn wake(&self, entries: &EntryColumns) {
@@ -226,63 +298,11 @@ impl Journal for PgJournal {
     }
 
     async fn commit(&self, batch: ProcessedBatch) -> Result<CommitReceipt> {
-        self.check_shard(batch.shard)?;
-        if let Some((consumer, _)) = &batch.cursor {
-            crate::envelope::check_name(Field::Consumer, consumer)?;
-        }
-        let now = Timestamp::now();
-        let cols = BatchColumns::build(
-            batch.shard,
-            batch.messages,
-            self.inner.shard_count,
-            self.inner.options.max_payload_bytes,
-            now,
-        )?;
-        let (consumer, cursor) = match batch.cursor {
-            Some((c, o)) => (Some(c), Some(o as i64)),
-            None => (None, None),
-        };
-        let epoch = batch.lease.map(|l| l.epoch);
-        let e = &cols.entries;
-        let r = &cols.replies;
-        let rows = sqlx::query(
-            "SELECT * FROM commit_batch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, \
-             $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27)",
-        )
-        .bind(now.as_micros())
-        .bind(self.channel())
-        .bind(batch.lease.map(|l| l.shard as i32))
-        .bind(epoch.map(|e| e as i64))
-        .bind(&e.shard)
-        .bind(&e.kind)
-        .bind(&e.entity_type)
-        .bind(&e.entity_id)
-        .bind(&e.seq)
-        .bind(&e.message_id)
-        .bind(&e.type_tag)
-        .bind(&e.schema_version)
-        .bind(&e.payload)
-        .bind(&e.crc)
-        .bind(&e.deliver_at)
-        .bind(&e.created_at)
-        .bind(batch.shard as i32)
-        .bind(&r.entity_type)
-        .bind(&r.entity_id)
-        .bind(&r.message_id)
-        .bind(&r.offset)
-        .bind(&r.type_tag)
-        .bind(&r.schema_version)
-        .bind(&r.payload)
-        .bind(&r.crc)
-        .bind(consumer)
-        .bind(cursor)
-        .fetch_all(&self.inner.pool)
-        .await
-        .map_err(|err| classify(err, batch.shard, epoch))?;
-        let rows = append_rows(rows)?;
-        self.inner.wakeups.wake(batch.shard);
-        self.wake(e);
-        receipt(self, &cols, &rows).await
+        let shard = batch.shard;
+        let mut conn = self.inner.pool.acquire().await?;
+        let receipt = self.commit_on(&mut conn, batch).await?;
+        self.wake_after(shard, &receipt);
+        Ok(receipt)
     }
 
     async fn reply(&self, entity: &EntityKey, message_id: Uuid) -> Result<Option<StoredReply>> {

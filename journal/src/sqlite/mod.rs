@@ -94,6 +94,40 @@ impl SqliteJournal {
         }
     }
 
+    /// Commits a processed batch inside the open transaction `tx` (the caller commits).
+    pub(crate) async fn commit_on(
+        &self,
+        tx: &mut sqlx::SqliteConnection,
+        batch: ProcessedBatch,
+    ) -> Result<CommitReceipt> {
+        self.check_shard(batch.shard)?;
+        if let Some((consumer, _)) = &batch.cursor {
+            crate::envelope::check_name(Field::Consumer, consumer)?;
+        }
+        let now = Timestamp::now();
+        let cols = BatchColumns::build(
+            batch.shard,
+            batch.messages,
+            self.inner.shard_count,
+            self.inner.options.max_payload_bytes,
+            now,
+        )?;
+        let shard = batch.shard;
+        let placed = place::place(&mut *tx, &cols.entries, now, batch.lease)
+            .await
+            .map_err(|e| match e {
+                JournalError::Persistence(err) => classify(err, shard),
+                other => other,
+            })?;
+        place::insert_replies(&mut *tx, shard, &cols.replies, now)
+            .await
+            .map_err(|e| classify(e, shard))?;
+        if let Some((consumer, offset)) = &batch.cursor {
+            advance(&mut *tx, consumer, shard, *offset).await?;
+        }
+        receipt(self, &cols, &placed).await
+    }
+
     fn check_shard(&self, shard: Shard) -> Result<()> {
         if shard >= self.inner.shard_count {
             return Err(JournalError::ShardOutOfRange {
@@ -102,6 +136,13 @@ impl SqliteJournal {
             });
         }
         Ok(())
+    }
+
+    /// Wakes the shards a committed batch wrote to.
+    pub(crate) fn wake_after(&self, shard: Shard, receipt: &CommitReceipt) {
+        for s in std::iter::once(shard).chain(receipt.shards()) {
+            self.inner.wakeups.wake(s);
+        }
     }
 
     fn wake(&self, entries: &EntryColumns) {
@@ -200,36 +241,12 @@ impl Journal for SqliteJournal {
     }
 
     async fn commit(&self, batch: ProcessedBatch) -> Result<CommitReceipt> {
-        self.check_shard(batch.shard)?;
-        if let Some((consumer, _)) = &batch.cursor {
-            crate::envelope::check_name(Field::Consumer, consumer)?;
-        }
-        let now = Timestamp::now();
-        let cols = BatchColumns::build(
-            batch.shard,
-            batch.messages,
-            self.inner.shard_count,
-            self.inner.options.max_payload_bytes,
-            now,
-        )?;
         let shard = batch.shard;
         let mut tx = self.inner.writer.begin().await?;
-        let placed = place::place(&mut tx, &cols.entries, now, batch.lease)
-            .await
-            .map_err(|e| match e {
-                JournalError::Persistence(err) => classify(err, shard),
-                other => other,
-            })?;
-        place::insert_replies(&mut tx, shard, &cols.replies, now)
-            .await
-            .map_err(|e| classify(e, shard))?;
-        if let Some((consumer, offset)) = &batch.cursor {
-            advance(&mut tx, consumer, shard, *offset).await?;
-        }
+        let receipt = self.commit_on(&mut tx, batch).await?;
         tx.commit().await?;
-        self.inner.wakeups.wake(shard);
-        self.wake(&cols.entries);
-        receipt(self, &cols, &placed).await
+        self.wake_after(shard, &receipt);
+        Ok(receipt)
     }
 
     async fn reply(&self, entity: &EntityKey, message_id: Uuid) -> Result<Option<StoredReply>> {
