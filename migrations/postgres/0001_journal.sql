@@ -268,7 +268,8 @@ END;
 $$;
 
 -- Commits a shard's processed batch in one call: events and outgoing messages (through
--- append_entries, which also checks the fence), replies, and the cursor advance.
+-- append_entries, which also checks the fence, or a fast path when the batch has only
+-- this shard's events), replies, and the cursor advance.
 -- A reply that already exists raises unique_violation: the batch was processed elsewhere.
 CREATE FUNCTION commit_batch(
     p_now            BIGINT,
@@ -302,11 +303,38 @@ CREATE FUNCTION commit_batch(
 LANGUAGE plpgsql
 SET plan_cache_mode = force_generic_plan
 AS $$
+DECLARE
+    v_base BIGINT;
 BEGIN
-    RETURN QUERY SELECT * FROM append_entries(
-        p_now, p_channel, p_fence_shard, p_fence_epoch, p_shard, p_kind, p_entity_type,
-        p_entity_id, p_seq, p_message_id, p_type_tag, p_schema_version, p_payload, p_crc,
-        p_deliver_at, p_created_at);
+    IF (p_fence_shard IS NULL OR p_fence_shard = r_shard) AND NOT EXISTS (
+        SELECT 1 FROM unnest(p_kind, p_shard) AS t(k, s) WHERE t.k <> 2 OR t.s <> r_shard
+    ) THEN
+        -- Fast path: only this shard's own events (no outgoing messages), the usual
+        -- batch. Raising the head takes the head-row lock and checks the fence at once;
+        -- events need no dedup (their seqs are fenced by journal_event_seq).
+        UPDATE shards h SET head = h.head + cardinality(p_shard)
+         WHERE h.shard = r_shard AND (p_fence_epoch IS NULL OR h.epoch = p_fence_epoch)
+        RETURNING h.head - cardinality(p_shard) INTO v_base;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'shard % is no longer held at epoch %', r_shard, p_fence_epoch
+                USING ERRCODE = 'EL001';
+        END IF;
+        INSERT INTO journal (shard, "offset", kind, entity_type, entity_id, seq, message_id,
+                             type_tag, schema_version, payload, crc, deliver_at, created_at)
+        SELECT r_shard, v_base + t.idx, 2, t.entity_type, t.entity_id, t.seq, t.message_id,
+               t.type_tag, t.schema_version, t.payload, t.crc, NULL, t.created_at
+          FROM unnest(p_entity_type, p_entity_id, p_seq, p_message_id, p_type_tag,
+                      p_schema_version, p_payload, p_crc, p_created_at)
+               WITH ORDINALITY AS t(entity_type, entity_id, seq, message_id, type_tag,
+                                    schema_version, payload, crc, created_at, idx);
+        RETURN QUERY SELECT g.idx::INTEGER, v_base + g.idx, FALSE, FALSE
+                       FROM generate_series(1, cardinality(p_shard)) AS g(idx);
+    ELSE
+        RETURN QUERY SELECT * FROM append_entries(
+            p_now, p_channel, p_fence_shard, p_fence_epoch, p_shard, p_kind, p_entity_type,
+            p_entity_id, p_seq, p_message_id, p_type_tag, p_schema_version, p_payload, p_crc,
+            p_deliver_at, p_created_at);
+    END IF;
 
     INSERT INTO replies (entity_type, entity_id, message_id, shard, "offset", type_tag,
                          schema_version, payload, crc, created_at)
