@@ -10,6 +10,7 @@
 mod rows;
 mod open;
 mod place;
+use place::Dedup;
 #[cfg(feature = "testing")]
 mod tamper;
 
@@ -113,12 +114,13 @@ impl SqliteJournal {
             now,
         )?;
         let shard = batch.shard;
-        let placed = place::place(&mut *tx, &cols.entries, now, batch.lease)
+        let placed = place::place(&mut *tx, &cols.entries, now, batch.lease, Dedup::Lookup)
             .await
             .map_err(|e| match e {
                 JournalError::Persistence(err) => classify(err, shard),
                 other => other,
-            })?;
+            })?
+            .ok_or_else(|| JournalError::Config("placement with lookups cannot conflict".into()))?;
         place::insert_replies(&mut *tx, shard, &cols.replies, now)
             .await
             .map_err(|e| classify(e, shard))?;
@@ -188,7 +190,19 @@ impl Journal for SqliteJournal {
             now,
         )?;
         let mut tx = self.inner.writer.begin().await?;
-        let placed = place::place(&mut tx, &entries, now, None).await?;
+        let placed = match place::place(&mut tx, &entries, now, None, Dedup::Optimistic).await? {
+            Some(placed) => placed,
+            None => {
+                // A duplicate among them: start over, looking each id up.
+                tx.rollback().await?;
+                tx = self.inner.writer.begin().await?;
+                place::place(&mut tx, &entries, now, None, Dedup::Lookup)
+                    .await?
+                    .ok_or_else(|| {
+                        JournalError::Config("placement with lookups cannot conflict".into())
+                    })?
+            }
+        };
         tx.commit().await?;
         self.wake(&entries);
         append_outcomes(self, &entries, &placed, &sources).await

@@ -19,13 +19,27 @@ const CHUNK: usize = 500;
 
 type Key = (String, String, Uuid);
 
-/// Appends entries like PostgreSQL's `append_entries`: returns a placement per row.
+/// How `place` looks for duplicates of the messages it appends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Dedup {
+    /// Look each message id up before inserting (always correct).
+    Lookup,
+    /// Insert assuming there is none, and report `None` if the unique index says
+    /// otherwise: the caller rolls back and places again with `Lookup`. Saves a lookup
+    /// per message on the common path, where sends are new.
+    Optimistic,
+}
+
+/// Appends entries like PostgreSQL's `append_entries`: returns a placement per row, or
+/// `None` when an optimistic placement met a duplicate (the transaction must be rolled
+/// back and the call repeated with [`Dedup::Lookup`]).
 pub(super) async fn place(
     conn: &mut SqliteConnection,
     cols: &EntryColumns,
     now: Timestamp,
     fence: Option<Lease>,
-) -> Result<Vec<Placed>> {
+    dedup: Dedup,
+) -> Result<Option<Vec<Placed>>> {
     let mut shards: Vec<i32> = cols.shard.clone();
     shards.extend(fence.map(|l| l.shard as i32));
     shards.sort_unstable();
@@ -55,8 +69,21 @@ pub(super) async fn place(
     }
 
     let messages: Vec<usize> = (0..cols.len()).filter(|&i| cols.kind[i] == 1).collect();
-    let journaled = find_journaled(conn, cols, &messages).await?;
-    let parked = find_scheduled(conn, cols, &messages).await?;
+    let all_messages = messages.clone();
+    let optimistic = dedup == Dedup::Optimistic && !messages.is_empty();
+    // Optimistically, only messages to be scheduled are looked up: they do not go
+    // through the journal's unique index, which catches the others.
+    let lookups: Vec<usize> = if optimistic {
+        messages
+            .iter()
+            .copied()
+            .filter(|&i| cols.deliver_at[i].is_some_and(|t| t > now.as_micros()))
+            .collect()
+    } else {
+        messages
+    };
+    let journaled = find_journaled(conn, cols, &lookups).await?;
+    let parked = find_scheduled(conn, cols, &all_messages).await?;
 
     let mut placed = Vec::with_capacity(cols.len());
     let mut fresh = Vec::new();
@@ -100,7 +127,10 @@ pub(super) async fn place(
         fresh.push(i);
     }
 
-    insert_journal(conn, cols, &fresh, &placed).await?;
+    let inserted = insert_journal(conn, cols, &fresh, &placed, optimistic).await?;
+    if inserted < fresh.len() as u64 {
+        return Ok(None);
+    }
     insert_scheduled(conn, cols, &later).await?;
     let touched: HashSet<i32> = fresh.iter().map(|&i| cols.shard[i]).collect();
     if !touched.is_empty() {
@@ -120,7 +150,7 @@ pub(super) async fn place(
         q.push(")");
         q.build().execute(&mut *conn).await?;
     }
-    Ok(placed)
+    Ok(Some(placed))
 }
 
 fn key(cols: &EntryColumns, i: usize) -> Key {
@@ -199,12 +229,16 @@ fn push_keys(q: &mut QueryBuilder<Sqlite>, cols: &EntryColumns, rows: &[usize]) 
     }
 }
 
+/// Inserts journal rows; with `skip_conflicts`, rows that hit a unique index are skipped
+/// instead of failing. Returns how many were inserted.
 async fn insert_journal(
     conn: &mut SqliteConnection,
     cols: &EntryColumns,
     rows: &[usize],
     placed: &[Placed],
-) -> Result<()> {
+    skip_conflicts: bool,
+) -> Result<u64> {
+    let mut inserted = 0;
     for chunk in rows.chunks(CHUNK) {
         let mut q = QueryBuilder::<Sqlite>::new(
             r#"INSERT INTO journal (shard, "offset", kind, entity_type, entity_id, seq, message_id,
@@ -225,9 +259,12 @@ async fn insert_journal(
                 .push_bind(cols.deliver_at[i])
                 .push_bind(cols.created_at[i]);
         });
-        q.build().execute(&mut *conn).await?;
+        if skip_conflicts {
+            q.push(" ON CONFLICT DO NOTHING");
+        }
+        inserted += q.build().execute(&mut *conn).await?.rows_affected();
     }
-    Ok(())
+    Ok(inserted)
 }
 
 async fn insert_scheduled(
