@@ -173,8 +173,29 @@ pub(crate) struct BatchColumns {
 }
 
 impl BatchColumns {
+    /// Validates a processed batch (shard range, cursor name, every payload) and lays out
+    /// its messages, leaving `batch.messages` empty.
+    pub(crate) fn prepare(
+        batch: &mut crate::records::ProcessedBatch,
+        shard_count: u32,
+        max_payload: usize,
+        now: Timestamp,
+    ) -> Result<Self> {
+        if batch.shard >= shard_count {
+            return Err(JournalError::ShardOutOfRange {
+                shard: batch.shard,
+                shard_count,
+            });
+        }
+        if let Some((consumer, _)) = &batch.cursor {
+            crate::envelope::check_name(crate::error::Field::Consumer, consumer)?;
+        }
+        let messages = std::mem::take(&mut batch.messages);
+        Self::build(batch.shard, messages, shard_count, max_payload, now)
+    }
+
     /// Validates and lays out the handled messages of one shard.
-    pub(crate) fn build(
+    fn build(
         shard: Shard,
         messages: Vec<Processed>,
         shard_count: u32,

@@ -99,16 +99,11 @@ impl SqliteJournal {
     pub(crate) async fn commit_on(
         &self,
         tx: &mut sqlx::SqliteConnection,
-        batch: ProcessedBatch,
+        mut batch: ProcessedBatch,
     ) -> Result<CommitReceipt> {
-        self.check_shard(batch.shard)?;
-        if let Some((consumer, _)) = &batch.cursor {
-            crate::envelope::check_name(Field::Consumer, consumer)?;
-        }
         let now = Timestamp::now();
-        let cols = BatchColumns::build(
-            batch.shard,
-            batch.messages,
+        let cols = BatchColumns::prepare(
+            &mut batch,
             self.inner.shard_count,
             self.inner.options.max_payload_bytes,
             now,
