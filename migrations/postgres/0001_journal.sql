@@ -122,8 +122,9 @@ LANGUAGE plpgsql
 SET plan_cache_mode = force_generic_plan
 AS $$
 DECLARE
-    v_offset BIGINT;
-    v_dup    BIGINT;
+    v_offset   BIGINT;
+    v_dup      BIGINT;
+    v_inserted BIGINT;
 BEGIN
     -- Fast path: one unfenced message due now, the commonest append. Same rules, fewer
     -- statements: taking the offset locks the head row, and the rare duplicate gives it
@@ -164,6 +165,62 @@ BEGIN
     ) THEN
         RAISE EXCEPTION 'shard % is no longer held at epoch %', p_fence_shard, p_fence_epoch
             USING ERRCODE = 'EL001';
+    END IF;
+
+    -- Optimistic path: nothing due later and nothing scheduled in these shards, so the
+    -- journal's unique index is the only place a duplicate can be. Insert assuming there
+    -- is none; if the index skipped a row, undo the attempt (its block is a
+    -- subtransaction) and take the general path, which looks every id up first.
+    IF NOT EXISTS (SELECT 1 FROM unnest(p_kind, p_deliver_at) AS t(k, d)
+                    WHERE t.k = 1 AND t.d IS NOT NULL AND t.d > p_now)
+       AND NOT EXISTS (SELECT 1 FROM scheduled s WHERE s.shard = ANY (p_shard)) THEN
+        BEGIN
+            WITH numbered AS (
+                SELECT t.*, h.head + row_number() OVER (PARTITION BY t.shard ORDER BY t.idx) AS new_offset
+                  FROM unnest(p_shard, p_kind, p_entity_type, p_entity_id, p_seq, p_message_id,
+                              p_type_tag, p_schema_version, p_payload, p_crc, p_deliver_at,
+                              p_created_at)
+                       WITH ORDINALITY AS t(shard, kind, entity_type, entity_id, seq, message_id,
+                                            type_tag, schema_version, payload, crc, deliver_at,
+                                            created_at, idx)
+                  JOIN shards h ON h.shard = t.shard
+            ),
+            ins AS (
+                INSERT INTO journal (shard, "offset", kind, entity_type, entity_id, seq,
+                                     message_id, type_tag, schema_version, payload, crc,
+                                     deliver_at, created_at)
+                SELECT n.shard, n.new_offset, n.kind, n.entity_type, n.entity_id, n.seq,
+                       n.message_id, n.type_tag, n.schema_version, n.payload, n.crc,
+                       n.deliver_at, n.created_at
+                  FROM numbered n
+                ON CONFLICT (entity_type, entity_id, message_id) WHERE kind = 1 DO NOTHING
+                RETURNING 1
+            )
+            SELECT count(*) INTO v_inserted FROM ins;
+            IF v_inserted < cardinality(p_shard) THEN
+                RAISE EXCEPTION 'a message id is already journaled' USING ERRCODE = 'EL002';
+            END IF;
+        EXCEPTION WHEN SQLSTATE 'EL002' THEN
+            v_inserted := -1;
+        END;
+        IF v_inserted >= 0 THEN
+            RETURN QUERY
+            SELECT t.idx::INTEGER,
+                   h.head + row_number() OVER (PARTITION BY t.s ORDER BY t.idx),
+                   FALSE, FALSE
+              FROM unnest(p_shard) WITH ORDINALITY AS t(s, idx)
+              JOIN shards h ON h.shard = t.s
+             ORDER BY t.idx;
+            UPDATE shards h SET head = h.head + n.cnt
+              FROM (SELECT t.s AS shard, count(*) AS cnt FROM unnest(p_shard) AS t(s) GROUP BY t.s) n
+             WHERE h.shard = n.shard;
+            IF p_channel IS NOT NULL THEN
+                PERFORM pg_notify(p_channel, d.shard::TEXT)
+                   FROM (SELECT DISTINCT t.s AS shard FROM unnest(p_shard, p_kind) AS t(s, k)
+                          WHERE t.k = 1) d;
+            END IF;
+            RETURN;
+        END IF;
     END IF;
 
     RETURN QUERY

@@ -180,6 +180,22 @@ pub async fn dedup<B: Backend>(b: &B) {
         other => panic!("expected a duplicate with its reply, got {other:?}"),
     }
 
+    // A batch mixing a known id with new ones: the known one is a duplicate, the new
+    // ones take the next offsets, densely.
+    let (fresh_a, fresh_b) = (msg("a", 1, 10), msg("a", 1, 11));
+    let before = j.head(shard).await.expect("head");
+    let out = j
+        .append(vec![fresh_a.clone(), m.clone(), fresh_b.clone()])
+        .await
+        .expect("mixed batch");
+    assert!(
+        matches!(&out[1], AppendOutcome::Duplicate { offset: Some(o), reply: Some(_), .. } if *o == offset),
+        "{out:?}"
+    );
+    assert_eq!(out[0], AppendOutcome::Appended { shard, offset: before + 1 });
+    assert_eq!(out[2], AppendOutcome::Appended { shard, offset: before + 2 });
+    assert_eq!(j.head(shard).await.expect("head"), before + 2);
+
     // The same id twice in one call: one entry.
     let twin = msg("b", 1, 2);
     let out = j
