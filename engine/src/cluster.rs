@@ -18,6 +18,7 @@ use crate::codec::{self, StoredOutcome};
 use crate::config::Config;
 use crate::entity::Entity;
 use crate::error::EngineError;
+use crate::exporter;
 use crate::metrics as m;
 use crate::registry::Registry;
 use crate::runner::{Hosted, Owned, Runner};
@@ -207,6 +208,7 @@ impl ClusterBuilder {
     /// Opens the journal and starts the runner.
     pub async fn start(self) -> Result<Cluster, EngineError> {
         let config = self.config;
+        let opened_here = !matches!(self.target, Some(Target::Journal(_)));
         let journal = match self.target {
             None => {
                 return Err(EngineError::Config(
@@ -227,6 +229,20 @@ impl ClusterBuilder {
             .await?
             .into(),
         };
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        // Install the recorder (if any) first, so the descriptions below reach it.
+        let exporter = match config.metrics_addr {
+            Some(addr) => match exporter::serve(addr, shutdown_rx.clone()) {
+                Ok(task) => Some(task),
+                Err(e) => {
+                    if opened_here {
+                        journal.close().await;
+                    }
+                    return Err(e);
+                }
+            },
+            None => None,
+        };
         m::describe();
         entlog_projections::metrics::describe();
         let runner_id = config
@@ -236,7 +252,6 @@ impl ClusterBuilder {
         let config = Arc::new(config);
         let waiters = Arc::new(Waiters::default());
         let owned: Owned = Arc::default();
-        let (shutdown, shutdown_rx) = watch::channel(false);
         let runner = config.host_entities.then(|| {
             let runner = Runner::new(
                 runner_id.clone(),
@@ -255,6 +270,7 @@ impl ClusterBuilder {
         let (appender, mut tasks) =
             Appender::start(journal.clone(), config.append_batch, shutdown_rx);
         tasks.extend(runner);
+        tasks.extend(exporter);
         Ok(Cluster {
             inner: Arc::new(Inner {
                 appender,

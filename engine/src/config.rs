@@ -1,5 +1,6 @@
 //! Every knob of a cluster, with its default and why.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 /// Cluster configuration. `Config::default()` is a good start; each field says what it
@@ -42,6 +43,9 @@ pub struct Config {
     pub runner_id: Option<String>,
     /// Host entities (a runner) or only send to them (a client). Default true.
     pub host_entities: bool,
+    /// Where to serve the metrics in the Prometheus text format, at `http://ADDR/metrics`.
+    /// Default `None`: no endpoint. At most one member per process can serve it.
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 impl Default for Config {
@@ -60,6 +64,7 @@ impl Default for Config {
             append_batch: 512,
             runner_id: None,
             host_entities: true,
+            metrics_addr: None,
         }
     }
 }

@@ -1,5 +1,7 @@
 //! The engine's error type, matched by variant.
 
+use std::net::SocketAddr;
+
 use entlog_journal::JournalError;
 use uuid::Uuid;
 
@@ -35,6 +37,15 @@ pub enum EngineError {
     /// Configuration that cannot work.
     #[error("configuration error: {0}")]
     Config(String),
+    /// The Prometheus endpoint of `Config::metrics_addr` could not start: the address is
+    /// taken or invalid, or another metrics recorder is already installed in this process.
+    #[error("cannot serve metrics on http://{addr}/metrics: {reason}")]
+    Metrics {
+        /// The configured `metrics_addr`.
+        addr: SocketAddr,
+        /// Why it failed.
+        reason: String,
+    },
     /// An inline projection failed, so the batch it belongs to did not commit.
     #[error("inline projection failed: {0}")]
     Projection(#[from] entlog_projections::ProjectionError),

@@ -53,6 +53,7 @@ mod codec;
 mod config;
 mod entity;
 mod error;
+mod exporter;
 pub mod metrics;
 mod registry;
 mod runner;
