@@ -167,6 +167,26 @@ pub enum JournalError {
         #[source]
         source: postcard::Error,
     },
+    /// There is no entlog journal where one was expected (a tool never creates one).
+    #[error(
+        "no entlog journal at {location}; create it with `entlog migrate` or by starting a cluster on it"
+    )]
+    NotFound {
+        /// The database file or PostgreSQL schema looked at.
+        location: String,
+    },
+    /// The journal's schema is older than this build: pending migrations must be applied.
+    #[error(
+        "the journal at {location} has {applied} of {expected} migrations applied; run `entlog migrate`"
+    )]
+    Outdated {
+        /// The database file or PostgreSQL schema.
+        location: String,
+        /// Migrations applied in the database.
+        applied: u64,
+        /// Migrations this build knows.
+        expected: u64,
+    },
     /// The configuration or a URL is unusable.
     #[error("configuration error: {0}")]
     Config(String),

@@ -26,6 +26,7 @@ mod any;
 mod columns;
 mod envelope;
 mod error;
+mod inspect;
 mod journal;
 mod meta;
 mod ownership;
@@ -47,6 +48,9 @@ pub use envelope::{
     Payload, check_name,
 };
 pub use error::{Field, JournalError, Result};
+pub use inspect::{
+    CursorInfo, EntityRecords, PruneReport, RunnerRow, ScheduledMessage, ShardInfo, StoredSnapshot,
+};
 pub use journal::{EVENT_PAGE, Journal};
 pub use meta::FORMAT_VERSION;
 pub use ownership::{Lease, RunnerInfo, ShardLocks};
@@ -55,6 +59,6 @@ pub use records::{
     AppendOutcome, CommitReceipt, NewSnapshot, Processed, ProcessedBatch, Snapshot, StoredReply,
 };
 pub use shard::{Shard, shard_of};
-pub use sqlite::{Durability, SqliteJournal, SqliteLocks, SqliteOptions};
+pub use sqlite::{Access, Durability, SqliteJournal, SqliteLocks, SqliteOptions};
 pub use time::Timestamp;
 pub use tx::AnyTx;

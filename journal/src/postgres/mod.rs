@@ -71,6 +71,13 @@ impl PgJournal {
         open::open(options).await
     }
 
+    /// Opens an existing, fully migrated journal with its stored shard count (ignoring
+    /// `options.shard_count`), creating and migrating nothing: for tools that must not
+    /// change a database they only look at.
+    pub async fn open_existing(options: PgOptions) -> Result<Self> {
+        open::open_existing(options).await
+    }
+
     /// The connection pool, for the application's own read-model tables.
     pub fn pool(&self) -> &PgPool {
         &self.inner.pool

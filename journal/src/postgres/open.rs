@@ -163,8 +163,42 @@ pub(super) async fn open(options: PgOptions) -> Result<PgJournal> {
     .execute(&pool)
     .await?;
 
+    Ok(assemble(pool, options, meta))
+}
+
+/// Opens a journal that must already exist and be fully migrated, with the shard count
+/// it was created with; changes nothing in the database (tools use this).
+pub(super) async fn open_existing(mut options: PgOptions) -> Result<PgJournal> {
+    check_schema_name(&options.schema)?;
+    let pool = PgPoolOptions::new()
+        .max_connections(options.max_connections)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect_with(options.connect_options()?)
+        .await?;
+    let location = format!("schema {:?}", options.schema);
+    let Some(meta) = read_meta(&pool).await? else {
+        pool.close().await;
+        return Err(JournalError::NotFound { location });
+    };
+    let applied: i64 = sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations WHERE success")
+        .fetch_one(&pool)
+        .await?;
+    let expected = MIGRATOR.iter().count() as u64;
+    if (applied as u64) < expected {
+        pool.close().await;
+        return Err(JournalError::Outdated {
+            location,
+            applied: applied as u64,
+            expected,
+        });
+    }
+    options.shard_count = meta.shard_count;
+    Ok(assemble(pool, options, meta))
+}
+
+fn assemble(pool: PgPool, options: PgOptions, meta: crate::meta::Meta) -> PgJournal {
     let channel = format!("entlog_{}", options.schema);
-    Ok(PgJournal {
+    PgJournal {
         inner: Arc::new(Inner {
             pool,
             shard_count: options.shard_count,
@@ -174,7 +208,7 @@ pub(super) async fn open(options: PgOptions) -> Result<PgJournal> {
             listener: OnceCell::new(),
             options,
         }),
-    })
+    }
 }
 
 async fn read_meta(pool: &PgPool) -> Result<Option<crate::meta::Meta>> {

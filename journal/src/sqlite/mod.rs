@@ -21,7 +21,7 @@ use std::time::Duration;
 use sqlx::SqlitePool;
 use uuid::Uuid;
 
-pub use open::{Durability, SqliteOptions};
+pub use open::{Access, Durability, SqliteOptions};
 
 use crate::columns::{BatchColumns, EntryColumns, append_columns, append_outcomes, receipt};
 use crate::envelope::{CrcDomain, EntityKey, Entry, EntryKind, NewMessage, checksum};
@@ -69,6 +69,14 @@ impl SqliteJournal {
         open::open(options).await
     }
 
+    /// Opens an existing, fully migrated journal file with its stored shard count
+    /// (ignoring `options.shard_count`), creating and migrating nothing. With
+    /// [`Access::ReadOnly`] it takes no owner lock, so tools can look at a journal while
+    /// its process runs.
+    pub async fn open_existing(options: SqliteOptions, access: Access) -> Result<Self> {
+        open::open_existing(options, access).await
+    }
+
     /// The journal's database file.
     pub fn path(&self) -> &std::path::Path {
         &self.inner.options.path
@@ -78,6 +86,23 @@ impl SqliteJournal {
     /// journal writes.
     pub fn writer(&self) -> &SqlitePool {
         &self.inner.writer
+    }
+
+    /// Whether some process (this one or another) holds the file's owner lock now.
+    pub async fn owner_alive(&self) -> Result<bool> {
+        if self
+            .inner
+            .owner
+            .lock()
+            .map(|o| o.is_some())
+            .unwrap_or(false)
+        {
+            return Ok(true);
+        }
+        let options = self.inner.options.clone();
+        tokio::task::spawn_blocking(move || open::probe_owner_lock(&options))
+            .await
+            .map_err(|e| JournalError::Config(format!("owner-lock probe failed: {e}")))?
     }
 
     /// The reader pool, for queries.

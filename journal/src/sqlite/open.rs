@@ -28,6 +28,15 @@ pub enum Durability {
     Normal,
 }
 
+/// What a tool opening an existing SQLite journal may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Read only, without the owner lock: works beside the process that owns the file.
+    ReadOnly,
+    /// Read and write as the file's owner (the owning process must be stopped).
+    ReadWrite,
+}
+
 /// How to open a SQLite journal. Every field has a documented default.
 #[derive(Debug, Clone)]
 pub struct SqliteOptions {
@@ -77,6 +86,32 @@ impl SqliteOptions {
         let mut p = self.path.clone().into_os_string();
         p.push(".lock");
         PathBuf::from(p)
+    }
+}
+
+/// Whether another process holds the owner lock (blocking; run off the runtime).
+pub(super) fn probe_owner_lock(options: &SqliteOptions) -> Result<bool> {
+    let lock_path = options.lock_path();
+    let file = match File::options().write(true).open(&lock_path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(source) => {
+            return Err(JournalError::Io {
+                path: lock_path,
+                source,
+            });
+        }
+    };
+    match file.try_lock() {
+        Ok(()) => {
+            let _ = file.unlock();
+            Ok(false)
+        }
+        Err(TryLockError::WouldBlock) => Ok(true),
+        Err(TryLockError::Error(source)) => Err(JournalError::Io {
+            path: lock_path,
+            source,
+        }),
     }
 }
 
@@ -160,6 +195,59 @@ pub(super) async fn open(options: SqliteOptions) -> Result<SqliteJournal> {
             live: std::sync::Mutex::new(std::collections::BTreeSet::new()),
             options,
             owner: std::sync::Mutex::new(Some(owner)),
+        }),
+    })
+}
+
+/// Opens a journal file that must already exist and be fully migrated, with its stored
+/// shard count (ignoring `options.shard_count`).
+pub(super) async fn open_existing(
+    mut options: SqliteOptions,
+    access: Access,
+) -> Result<SqliteJournal> {
+    let location = options.path.display().to_string();
+    if !options.path.is_file() {
+        return Err(JournalError::NotFound { location });
+    }
+    let connect = SqliteConnectOptions::new()
+        .filename(&options.path)
+        .create_if_missing(false)
+        .read_only(true)
+        .busy_timeout(Duration::from_secs(10));
+    let probe = SqlitePoolOptions::new()
+        .max_connections(options.readers.max(1))
+        .connect_with(connect)
+        .await?;
+    let Some(meta) = read_meta(&probe).await? else {
+        probe.close().await;
+        return Err(JournalError::NotFound { location });
+    };
+    let applied: i64 = sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations WHERE success")
+        .fetch_one(&probe)
+        .await?;
+    let expected = MIGRATOR.iter().count() as u64;
+    if (applied as u64) < expected {
+        probe.close().await;
+        return Err(JournalError::Outdated {
+            location,
+            applied: applied as u64,
+            expected,
+        });
+    }
+    options.shard_count = meta.shard_count;
+    if access == Access::ReadWrite {
+        probe.close().await;
+        return open(options).await;
+    }
+    Ok(SqliteJournal {
+        inner: Arc::new(Inner {
+            writer: probe.clone(),
+            reader: probe,
+            shard_count: options.shard_count,
+            wakeups: Wakeups::new(options.shard_count),
+            live: std::sync::Mutex::new(std::collections::BTreeSet::new()),
+            options,
+            owner: std::sync::Mutex::new(None),
         }),
     })
 }

@@ -192,8 +192,20 @@ pub async fn dedup<B: Backend>(b: &B) {
         matches!(&out[1], AppendOutcome::Duplicate { offset: Some(o), reply: Some(_), .. } if *o == offset),
         "{out:?}"
     );
-    assert_eq!(out[0], AppendOutcome::Appended { shard, offset: before + 1 });
-    assert_eq!(out[2], AppendOutcome::Appended { shard, offset: before + 2 });
+    assert_eq!(
+        out[0],
+        AppendOutcome::Appended {
+            shard,
+            offset: before + 1
+        }
+    );
+    assert_eq!(
+        out[2],
+        AppendOutcome::Appended {
+            shard,
+            offset: before + 2
+        }
+    );
     assert_eq!(j.head(shard).await.expect("head"), before + 2);
 
     // The same id twice in one call: one entry.

@@ -1,0 +1,508 @@
+//! The journal's bookkeeping as tools see it: shards, runners, cursors, one entity's
+//! records, failure replies, and retention.
+//!
+//! These reads serve people and scripts (the CLI), not the message path: they favour
+//! completeness over speed, and every record they return has passed its checksum (or,
+//! for snapshots, says whether it did).
+
+use sqlx::Row;
+use uuid::Uuid;
+
+use crate::any::AnyJournal;
+use crate::envelope::{CrcDomain, EntityKey, Entry, EntryKind, Payload, RawEntry, checksum};
+use crate::error::{JournalError, Result};
+use crate::journal::Journal;
+use crate::ownership::RunnerInfo;
+use crate::records::StoredReply;
+use crate::shard::Shard;
+use crate::time::Timestamp;
+
+/// One shard's bookkeeping row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShardInfo {
+    /// The shard.
+    pub shard: Shard,
+    /// Highest committed offset.
+    pub head: u64,
+    /// Times the shard was acquired (the fencing epoch).
+    pub epoch: u64,
+    /// The runner that last acquired it and has not released it.
+    pub owner: Option<String>,
+    /// Messages held in the shard's schedule, not yet due.
+    pub scheduled: u64,
+}
+
+/// A registered runner and whether it is live right now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunnerRow {
+    /// Id, session start and last heartbeat.
+    pub info: RunnerInfo,
+    /// Whether its lock session is alive (on SQLite: whether a process holds the file).
+    pub live: bool,
+}
+
+/// A consumer's cursor on one shard.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CursorInfo {
+    /// The consumer (`mailbox`, `projection:<name>`, …).
+    pub consumer: String,
+    /// The shard.
+    pub shard: Shard,
+    /// The last offset the consumer is done with.
+    pub offset: u64,
+}
+
+/// A message held in a shard's schedule until it is due.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScheduledMessage {
+    /// The shard it will enter.
+    pub shard: Shard,
+    /// The receiving entity.
+    pub entity: EntityKey,
+    /// The message id.
+    pub message_id: Uuid,
+    /// The command.
+    pub payload: Payload,
+    /// When it is due.
+    pub deliver_at: Timestamp,
+    /// When it was sent.
+    pub created_at: Timestamp,
+}
+
+/// An entity's stored snapshot, whatever its version, with its checksum verdict.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredSnapshot {
+    /// Seq of the last event folded into the state.
+    pub seq: u64,
+    /// The state (its `version` is the state schema version it was written with).
+    pub state: Payload,
+    /// When it was saved.
+    pub created_at: Timestamp,
+    /// Whether it passes its checksum (a failing one is ignored on activation).
+    pub checksum_ok: bool,
+}
+
+/// Everything the journal holds about one entity.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EntityRecords {
+    /// Its messages and events, in offset order.
+    pub entries: Vec<Entry>,
+    /// Its messages not yet due.
+    pub scheduled: Vec<ScheduledMessage>,
+    /// Replies to its processed messages, in offset order.
+    pub replies: Vec<StoredReply>,
+    /// Its snapshot, if one was saved.
+    pub snapshot: Option<StoredSnapshot>,
+}
+
+/// What [`AnyJournal::prune`] deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PruneReport {
+    /// Processed messages removed from the journal.
+    pub messages: u64,
+    /// Their stored replies.
+    pub replies: u64,
+}
+
+/// Journal rows read per statement while pruning.
+const PRUNE_WINDOW: u64 = 5_000;
+
+/// Entry columns, cast so that both backends decode them into the same Rust types.
+macro_rules! cast_entry_columns {
+    () => {
+        r#"CAST(shard AS BIGINT) AS shard, "offset", CAST(kind AS SMALLINT) AS kind, entity_type, entity_id, seq,
+           message_id, type_tag, CAST(schema_version AS BIGINT) AS schema_version, payload, crc, deliver_at, created_at"#
+    };
+}
+
+/// Runs `$body` with `$pool` bound to the backend's read pool. The body is the same
+/// source for both backends: the SQL uses `$n` placeholders, which both accept.
+macro_rules! on_pool {
+    ($journal:expr, $pool:ident => $body:expr) => {
+        match $journal {
+            AnyJournal::Postgres(j) => {
+                let $pool = j.pool();
+                $body
+            }
+            AnyJournal::Sqlite(j) => {
+                let $pool = j.reader();
+                $body
+            }
+        }
+    };
+}
+
+/// Decodes a row selected with `cast_entry_columns!()` and verifies it.
+macro_rules! entry_of {
+    ($r:expr) => {
+        RawEntry {
+            shard: $r.try_get(0)?,
+            offset: $r.try_get(1)?,
+            kind: $r.try_get(2)?,
+            entity_type: $r.try_get(3)?,
+            entity_id: $r.try_get(4)?,
+            seq: $r.try_get(5)?,
+            message_id: $r.try_get(6)?,
+            type_tag: $r.try_get(7)?,
+            schema_version: $r.try_get(8)?,
+            payload: $r.try_get(9)?,
+            crc: $r.try_get(10)?,
+            deliver_at: $r.try_get(11)?,
+            created_at: $r.try_get(12)?,
+        }
+        .verify()
+    };
+}
+
+fn u64_of(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+fn version_of(v: i64) -> u32 {
+    u32::try_from(v).unwrap_or(u32::MAX)
+}
+
+/// A reply row (entity, id, offset, tag, version, payload, crc, created_at), verified.
+fn reply_of(
+    entity: &EntityKey,
+    message_id: Uuid,
+    offset: i64,
+    payload: Payload,
+    crc: i64,
+    created_at: i64,
+) -> Result<StoredReply> {
+    if i64::from(checksum(
+        CrcDomain::Reply,
+        entity,
+        None,
+        &message_id,
+        &payload,
+    )) != crc
+    {
+        return Err(JournalError::ReplyChecksum { message_id });
+    }
+    Ok(StoredReply {
+        message_id,
+        offset: u64_of(offset),
+        payload,
+        created_at: Timestamp(created_at),
+    })
+}
+
+impl AnyJournal {
+    /// Every shard's head, epoch, owner and scheduled backlog.
+    pub async fn shards(&self) -> Result<Vec<ShardInfo>> {
+        on_pool!(self, pool => {
+            let rows = sqlx::query(
+                "SELECT CAST(s.shard AS BIGINT), s.head, s.epoch, s.owner,
+                        (SELECT count(*) FROM scheduled d WHERE d.shard = s.shard)
+                   FROM shards s ORDER BY s.shard",
+            )
+            .fetch_all(pool)
+            .await?;
+            rows.iter()
+                .map(|r| {
+                    Ok(ShardInfo {
+                        shard: Shard::try_from(r.try_get::<i64, _>(0)?).unwrap_or(Shard::MAX),
+                        head: u64_of(r.try_get(1)?),
+                        epoch: u64_of(r.try_get(2)?),
+                        owner: r.try_get(3)?,
+                        scheduled: u64_of(r.try_get(4)?),
+                    })
+                })
+                .collect()
+        })
+    }
+
+    /// Every registered runner, live or not, ordered by id.
+    pub async fn runners(&self) -> Result<Vec<RunnerRow>> {
+        let live: Vec<String> = match self {
+            AnyJournal::Postgres(j) => j
+                .live_runners()
+                .await?
+                .into_iter()
+                .map(|r| r.runner)
+                .collect(),
+            AnyJournal::Sqlite(_) => Vec::new(),
+        };
+        let file_owned = match self {
+            AnyJournal::Sqlite(j) => j.owner_alive().await?,
+            AnyJournal::Postgres(_) => false,
+        };
+        on_pool!(self, pool => {
+            let rows = sqlx::query(
+                "SELECT runner, started_at, heartbeat_at FROM runners ORDER BY runner",
+            )
+            .fetch_all(pool)
+            .await?;
+            rows.iter()
+                .map(|r| {
+                    let runner: String = r.try_get(0)?;
+                    Ok(RunnerRow {
+                        live: file_owned || live.contains(&runner),
+                        info: RunnerInfo {
+                            runner,
+                            started_at: Timestamp(r.try_get(1)?),
+                            heartbeat_at: Timestamp(r.try_get(2)?),
+                        },
+                    })
+                })
+                .collect()
+        })
+    }
+
+    /// Every consumer's cursor on every shard it has one on.
+    pub async fn cursors(&self) -> Result<Vec<CursorInfo>> {
+        on_pool!(self, pool => {
+            let rows = sqlx::query(
+                r#"SELECT consumer, CAST(shard AS BIGINT), "offset" FROM cursors ORDER BY consumer, shard"#,
+            )
+            .fetch_all(pool)
+            .await?;
+            rows.iter()
+                .map(|r| {
+                    Ok(CursorInfo {
+                        consumer: r.try_get(0)?,
+                        shard: Shard::try_from(r.try_get::<i64, _>(1)?).unwrap_or(Shard::MAX),
+                        offset: u64_of(r.try_get(2)?),
+                    })
+                })
+                .collect()
+        })
+    }
+
+    /// Everything stored about one entity: messages and events in offset order, messages
+    /// still scheduled, replies, and the snapshot.
+    pub async fn entity_records(&self, entity: &EntityKey) -> Result<EntityRecords> {
+        let (t, id) = (entity.entity_type(), entity.entity_id());
+        on_pool!(self, pool => {
+            let mut entries = Vec::new();
+            // One query per kind, so each uses its partial index.
+            for kind in [EntryKind::Message, EntryKind::Event] {
+                let rows = sqlx::query(concat!(
+                    "SELECT ",
+                    cast_entry_columns!(),
+                    r#" FROM journal WHERE kind = $1 AND entity_type = $2 AND entity_id = $3"#
+                ))
+                .bind(kind.code())
+                .bind(t)
+                .bind(id)
+                .fetch_all(pool)
+                .await?;
+                for r in &rows {
+                    entries.push(entry_of!(r)?);
+                }
+            }
+            entries.sort_by_key(|e| e.offset);
+
+            let rows = sqlx::query(
+                "SELECT CAST(shard AS BIGINT), message_id, type_tag, CAST(schema_version AS BIGINT),
+                        payload, crc, deliver_at, created_at
+                   FROM scheduled WHERE entity_type = $1 AND entity_id = $2 ORDER BY deliver_at",
+            )
+            .bind(t)
+            .bind(id)
+            .fetch_all(pool)
+            .await?;
+            let mut scheduled = Vec::with_capacity(rows.len());
+            for r in &rows {
+                let shard = Shard::try_from(r.try_get::<i64, _>(0)?).unwrap_or(Shard::MAX);
+                let message_id: Uuid = r.try_get(1)?;
+                let payload = Payload {
+                    type_tag: r.try_get(2)?,
+                    version: version_of(r.try_get(3)?),
+                    bytes: r.try_get(4)?,
+                };
+                let crc: i64 = r.try_get(5)?;
+                if i64::from(checksum(CrcDomain::Message, entity, None, &message_id, &payload)) != crc {
+                    return Err(JournalError::Corrupt {
+                        shard,
+                        offset: 0,
+                        reason: format!("scheduled message {message_id} of {entity} fails its checksum"),
+                    });
+                }
+                scheduled.push(ScheduledMessage {
+                    shard,
+                    entity: entity.clone(),
+                    message_id,
+                    payload,
+                    deliver_at: Timestamp(r.try_get(6)?),
+                    created_at: Timestamp(r.try_get(7)?),
+                });
+            }
+
+            let rows = sqlx::query(
+                r#"SELECT message_id, "offset", type_tag, CAST(schema_version AS BIGINT), payload, crc, created_at
+                     FROM replies WHERE entity_type = $1 AND entity_id = $2 ORDER BY "offset""#,
+            )
+            .bind(t)
+            .bind(id)
+            .fetch_all(pool)
+            .await?;
+            let mut replies = Vec::with_capacity(rows.len());
+            for r in &rows {
+                let payload = Payload {
+                    type_tag: r.try_get(2)?,
+                    version: version_of(r.try_get(3)?),
+                    bytes: r.try_get(4)?,
+                };
+                replies.push(reply_of(entity, r.try_get(0)?, r.try_get(1)?, payload, r.try_get(5)?, r.try_get(6)?)?);
+            }
+
+            let row = sqlx::query(
+                "SELECT seq, type_tag, CAST(state_version AS BIGINT), payload, crc, created_at
+                   FROM snapshots WHERE entity_type = $1 AND entity_id = $2",
+            )
+            .bind(t)
+            .bind(id)
+            .fetch_optional(pool)
+            .await?;
+            let snapshot = match row {
+                None => None,
+                Some(r) => {
+                    let seq = u64_of(r.try_get(0)?);
+                    let state = Payload {
+                        type_tag: r.try_get(1)?,
+                        version: version_of(r.try_get(2)?),
+                        bytes: r.try_get(3)?,
+                    };
+                    let crc: i64 = r.try_get(4)?;
+                    let checksum_ok = i64::from(checksum(
+                        CrcDomain::Snapshot,
+                        entity,
+                        Some(seq),
+                        &Uuid::nil(),
+                        &state,
+                    )) == crc;
+                    Some(StoredSnapshot {
+                        seq,
+                        state,
+                        created_at: Timestamp(r.try_get(5)?),
+                        checksum_ok,
+                    })
+                }
+            };
+            Ok(EntityRecords { entries, scheduled, replies, snapshot })
+        })
+    }
+
+    /// Stored replies whose payload starts with `prefix` (tools find failure replies by
+    /// their encoded variant), at most `limit`, newest first.
+    pub async fn replies_starting_with(
+        &self,
+        prefix: &[u8],
+        limit: usize,
+    ) -> Result<Vec<(EntityKey, StoredReply)>> {
+        let len = i64::try_from(prefix.len()).unwrap_or(i64::MAX);
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let sql = match self {
+            AnyJournal::Postgres(_) => {
+                r#"SELECT entity_type, entity_id, message_id, "offset", type_tag, CAST(schema_version AS BIGINT), payload, crc, created_at
+                     FROM replies WHERE substring(payload FROM 1 FOR CAST($1 AS INTEGER)) = $2
+                    ORDER BY created_at DESC LIMIT $3"#
+            }
+            AnyJournal::Sqlite(_) => {
+                r#"SELECT entity_type, entity_id, message_id, "offset", type_tag, CAST(schema_version AS BIGINT), payload, crc, created_at
+                     FROM replies WHERE substr(payload, 1, $1) = $2
+                    ORDER BY created_at DESC LIMIT $3"#
+            }
+        };
+        on_pool!(self, pool => {
+            let rows = sqlx::query(sql)
+                .bind(len)
+                .bind(prefix)
+                .bind(limit)
+                .fetch_all(pool)
+                .await?;
+            rows.iter()
+                .map(|r| {
+                    let entity = EntityKey::from_stored(r.try_get(0)?, r.try_get(1)?);
+                    let payload = Payload {
+                        type_tag: r.try_get(4)?,
+                        version: version_of(r.try_get(5)?),
+                        bytes: r.try_get(6)?,
+                    };
+                    let reply = reply_of(&entity, r.try_get(2)?, r.try_get(3)?, payload, r.try_get(7)?, r.try_get(8)?)?;
+                    Ok((entity, reply))
+                })
+                .collect()
+        })
+    }
+
+    /// Retention: deletes processed messages whose reply was stored before `before`,
+    /// together with those replies. Never touches events, scheduled messages, or any
+    /// message at or past `consumer`'s cursor (unprocessed). Works in windows of a few
+    /// thousand offsets per transaction, so it can run beside live runners.
+    ///
+    /// The dedup window that results: a message id is recognised for as long as its
+    /// reply is kept, so at least `now - before` after it was processed; a send of the
+    /// same id after that is a new message.
+    pub async fn prune(&self, consumer: &str, before: Timestamp) -> Result<PruneReport> {
+        let mut report = PruneReport::default();
+        for shard in 0..self.shard_count() {
+            let cursor = self.cursor(consumer, shard).await?;
+            let mut lo = 0;
+            while lo < cursor {
+                let hi = (lo + PRUNE_WINDOW).min(cursor);
+                let (messages, replies) = self.prune_window(shard, lo, hi, before).await?;
+                report.messages += messages;
+                report.replies += replies;
+                lo = hi;
+            }
+        }
+        Ok(report)
+    }
+
+    /// One pruning transaction: messages of `shard` in offsets `(lo, hi]`.
+    async fn prune_window(
+        &self,
+        shard: Shard,
+        lo: u64,
+        hi: u64,
+        before: Timestamp,
+    ) -> Result<(u64, u64)> {
+        let (lo, hi) = (lo as i64, hi as i64);
+        macro_rules! window {
+            ($pool:expr) => {{
+                let mut tx = $pool.begin().await?;
+                let gone = sqlx::query(
+                    r#"DELETE FROM journal
+                        WHERE shard = $1 AND "offset" > $2 AND "offset" <= $3 AND kind = 1
+                          AND EXISTS (SELECT 1 FROM replies r
+                                       WHERE r.entity_type = journal.entity_type
+                                         AND r.entity_id = journal.entity_id
+                                         AND r.message_id = journal.message_id
+                                         AND r.created_at < $4)
+                    RETURNING entity_type, entity_id, message_id"#,
+                )
+                .bind(shard as i32)
+                .bind(lo)
+                .bind(hi)
+                .bind(before.0)
+                .fetch_all(&mut *tx)
+                .await?;
+                let mut replies = 0;
+                for r in &gone {
+                    let t: String = r.try_get(0)?;
+                    let id: String = r.try_get(1)?;
+                    let m: Uuid = r.try_get(2)?;
+                    replies += sqlx::query(
+                        "DELETE FROM replies WHERE entity_type = $1 AND entity_id = $2 AND message_id = $3",
+                    )
+                    .bind(t)
+                    .bind(id)
+                    .bind(m)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                }
+                tx.commit().await?;
+                Ok((gone.len() as u64, replies))
+            }};
+        }
+        match self {
+            AnyJournal::Postgres(j) => window!(j.pool()),
+            AnyJournal::Sqlite(j) => window!(j.writer()),
+        }
+    }
+}
