@@ -3,9 +3,22 @@
 //! Run with `cargo run --example quickstart`. It creates `quickstart.db` in the working
 //! directory, sends a few commands, stops the cluster, starts it again and shows that the
 //! state was rebuilt from the journal. Run it twice: balances carry over between runs.
+//!
+//! With arguments, the same binary is the entlog CLI with this file's types registered,
+//! so it decodes what it wrote:
+//!
+//! ```sh
+//! cargo run --example quickstart -- inspect account/alice   # messages, events, replies
+//! cargo run --example quickstart -- replay account/alice    # state after each event
+//! cargo run --example quickstart -- status                  # shards, cursors, poison
+//! cargo run --example quickstart -- demo postgres://postgres@127.0.0.1/test  # on PostgreSQL
+//! ```
 #![allow(clippy::unwrap_used)]
 
-use entlog::{Cluster, Config, Context, EngineError, Entity, Outcome, Rejection};
+use std::process::ExitCode;
+
+use entlog::cli::{Cli, Registry};
+use entlog::{Cluster, Config, Context, EngineError, Entity, Outcome, Rejection, StateProjection};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -64,21 +77,54 @@ impl Entity for Account {
     }
 }
 
-async fn start() -> Result<Cluster, EngineError> {
-    Cluster::builder()
-        .sqlite("quickstart.db")
+/// Where the demo keeps its journal: a SQLite file, or a PostgreSQL URL (in the schema
+/// `ENTLOG_SCHEMA`, default `entlog`, as the CLI reads it).
+const DEFAULT_DB: &str = "quickstart.db";
+
+async fn start(db: &str) -> Result<Cluster, EngineError> {
+    let builder = if db.starts_with("postgres") {
+        let schema = std::env::var("ENTLOG_SCHEMA").unwrap_or_else(|_| "entlog".into());
+        Cluster::builder().postgres_schema(db, schema)
+    } else {
+        Cluster::builder().sqlite(db)
+    };
+    builder
         .config(Config {
             shard_count: 8,
             ..Config::default()
         })
         .entity(Account)
+        // Every account's latest state as JSON in the `entity_state` table.
+        .projection(StateProjection::<Account>::new())
         .start()
         .await
 }
 
-#[tokio::main]
-async fn main() -> Result<(), EngineError> {
-    let cluster = start().await?;
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().collect();
+    let demo_db = match args.get(1).map(String::as_str) {
+        None => DEFAULT_DB,
+        Some("demo") => args.get(2).map_or(DEFAULT_DB, String::as_str),
+        // Anything else is a CLI command, run with this file's types.
+        Some(_) => {
+            let registry = Registry::new()
+                .entity::<Account>()
+                .projection(StateProjection::<Account>::new());
+            return Cli::new(registry).default_db(DEFAULT_DB).main();
+        }
+    };
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    match runtime.block_on(demo(demo_db)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn demo(db: &str) -> Result<(), EngineError> {
+    let cluster = start(db).await?;
     let alice = cluster.entity::<Account>("alice");
     let bob = cluster.entity::<Account>("bob");
 
@@ -111,7 +157,7 @@ async fn main() -> Result<(), EngineError> {
     cluster.shutdown().await?;
     println!("-- cluster stopped; starting again from the journal --");
 
-    let cluster = start().await?;
+    let cluster = start(db).await?;
     let alice = cluster.entity::<Account>("alice");
     let bob = cluster.entity::<Account>("bob");
     println!(
@@ -125,11 +171,10 @@ async fn main() -> Result<(), EngineError> {
     cluster.shutdown().await?;
 
     println!();
-    println!("The journal is in quickstart.db. Next:");
+    println!("The journal is in {db}. Next:");
     println!("  - run this again: balances carry over, rebuilt from snapshots and events;");
-    println!(
-        "  - look inside: sqlite3 quickstart.db 'SELECT shard, \"offset\", kind, entity_id, seq, type_tag FROM journal'"
-    );
+    println!("  - replay it: cargo run --example quickstart -- replay account/alice");
+    println!("  - look inside: cargo run --example quickstart -- inspect account/alice");
     println!("  - point Cluster::builder().postgres(url) at PostgreSQL and start several runners.");
     Ok(())
 }

@@ -5,12 +5,14 @@
 //! folded from the journal) and the journal ([`journal`]: the storage layer with
 //! its PostgreSQL and SQLite backends).
 
+pub use entlog_cli as cli;
 pub use entlog_engine as engine;
 pub use entlog_journal as journal;
 pub use entlog_projections as projections;
 
 pub use entlog_engine::{
     Cluster, ClusterBuilder, Config, Context, EngineError, Entity, EntityRef, Outcome, Rejection,
+    StateProjection, projected_state,
 };
 pub use entlog_journal::{
     AnyJournal, EntityKey, Entry, EntryKind, Journal, JournalError, NewMessage, Payload, PgJournal,

@@ -214,6 +214,20 @@ impl AnyJournal {
         })
     }
 
+    /// Messages of a shard past `offset` (a consumer's backlog).
+    pub async fn messages_after(&self, shard: Shard, offset: u64) -> Result<u64> {
+        on_pool!(self, pool => {
+            let n: i64 = sqlx::query_scalar(
+                r#"SELECT count(*) FROM journal WHERE shard = $1 AND "offset" > $2 AND kind = 1"#,
+            )
+            .bind(shard as i32)
+            .bind(offset as i64)
+            .fetch_one(pool)
+            .await?;
+            Ok(u64_of(n))
+        })
+    }
+
     /// Every registered runner, live or not, ordered by id.
     pub async fn runners(&self) -> Result<Vec<RunnerRow>> {
         let live: Vec<String> = match self {

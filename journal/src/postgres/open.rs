@@ -11,7 +11,7 @@ use tokio::sync::OnceCell;
 use super::{Inner, PgJournal};
 use crate::envelope::DEFAULT_MAX_PAYLOAD_BYTES;
 use crate::error::{JournalError, Result};
-use crate::meta::{FORMAT_VERSION, check_meta, parse_meta};
+use crate::meta::{FORMAT_VERSION, Meta, check_meta, parse_meta};
 use crate::wakeup::Wakeups;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
@@ -24,7 +24,7 @@ pub struct PgOptions {
     /// Schema holding the journal's tables. Default `entlog`.
     pub schema: String,
     /// Number of shards; fixed when the journal is created, checked on every later open.
-    /// Default 64.
+    /// Default 64; 0 adopts the count of an existing journal.
     pub shard_count: u32,
     /// Largest accepted payload in bytes. Default 1 MiB.
     pub max_payload_bytes: usize,
@@ -106,9 +106,9 @@ fn check_schema_name(schema: &str) -> Result<()> {
     }
 }
 
-pub(super) async fn open(options: PgOptions) -> Result<PgJournal> {
+pub(super) async fn open(mut options: PgOptions) -> Result<PgJournal> {
     check_schema_name(&options.schema)?;
-    if options.shard_count == 0 || options.shard_count > i32::MAX as u32 {
+    if options.shard_count > i32::MAX as u32 {
         return Err(JournalError::Config(format!(
             "shard count {} is out of range",
             options.shard_count
@@ -123,6 +123,7 @@ pub(super) async fn open(options: PgOptions) -> Result<PgJournal> {
     // Look before touching anything: a journal of another shard count or format version
     // is refused with nothing changed.
     let existing = read_meta(&pool).await?;
+    adopt_shard_count(&mut options, existing.as_ref())?;
     if let Some(meta) = &existing {
         check_meta(meta, options.shard_count)?;
     }
@@ -170,6 +171,16 @@ pub(super) async fn open(options: PgOptions) -> Result<PgJournal> {
 /// it was created with; changes nothing in the database (tools use this).
 pub(super) async fn open_existing(mut options: PgOptions) -> Result<PgJournal> {
     check_schema_name(&options.schema)?;
+    // One plain connection first: a pool would hide why the server cannot be reached
+    // behind a timeout.
+    let probe = options.connect_options()?;
+    let connect = <sqlx::PgConnection as sqlx::Connection>::connect_with(&probe);
+    let conn = tokio::time::timeout(Duration::from_secs(10), connect)
+        .await
+        .map_err(|_| {
+            JournalError::Config(format!("no answer from {} within 10 s", options.url))
+        })??;
+    sqlx::Connection::close(conn).await?;
     let pool = PgPoolOptions::new()
         .max_connections(options.max_connections)
         .acquire_timeout(Duration::from_secs(10))
@@ -196,7 +207,7 @@ pub(super) async fn open_existing(mut options: PgOptions) -> Result<PgJournal> {
     Ok(assemble(pool, options, meta))
 }
 
-fn assemble(pool: PgPool, options: PgOptions, meta: crate::meta::Meta) -> PgJournal {
+fn assemble(pool: PgPool, options: PgOptions, meta: Meta) -> PgJournal {
     let channel = format!("entlog_{}", options.schema);
     PgJournal {
         inner: Arc::new(Inner {
@@ -211,7 +222,7 @@ fn assemble(pool: PgPool, options: PgOptions, meta: crate::meta::Meta) -> PgJour
     }
 }
 
-async fn read_meta(pool: &PgPool) -> Result<Option<crate::meta::Meta>> {
+async fn read_meta(pool: &PgPool) -> Result<Option<Meta>> {
     let exists: Option<String> = sqlx::query_scalar("SELECT to_regclass('meta')::TEXT")
         .fetch_one(pool)
         .await?;
@@ -226,4 +237,16 @@ async fn read_meta(pool: &PgPool) -> Result<Option<crate::meta::Meta>> {
         .map(|r| Ok((r.try_get::<String, _>(0)?, r.try_get::<String, _>(1)?)))
         .collect::<Result<Vec<_>>>()?;
     parse_meta(&pairs)
+}
+
+/// Shard count 0 means "whatever the existing journal has"; a new journal needs one.
+fn adopt_shard_count(options: &mut PgOptions, existing: Option<&Meta>) -> Result<()> {
+    if options.shard_count == 0 {
+        options.shard_count = existing.map(|m| m.shard_count).ok_or_else(|| {
+            JournalError::Config(
+                "shard count 0 adopts an existing journal's; creating one needs a count".into(),
+            )
+        })?;
+    }
+    Ok(())
 }

@@ -42,7 +42,8 @@ pub enum Access {
 pub struct SqliteOptions {
     /// The database file; created if missing.
     pub path: PathBuf,
-    /// Number of shards; fixed when the journal is created. Default 64.
+    /// Number of shards; fixed when the journal is created. Default 64; 0 adopts the
+    /// count of an existing journal.
     pub shard_count: u32,
     /// Largest accepted payload in bytes. Default 1 MiB.
     pub max_payload_bytes: usize,
@@ -140,8 +141,8 @@ async fn take_owner_lock(options: &SqliteOptions) -> Result<File> {
     .map_err(|e| JournalError::Config(format!("owner-lock task failed: {e}")))?
 }
 
-pub(super) async fn open(options: SqliteOptions) -> Result<SqliteJournal> {
-    if options.shard_count == 0 || options.shard_count > i32::MAX as u32 {
+pub(super) async fn open(mut options: SqliteOptions) -> Result<SqliteJournal> {
+    if options.shard_count > i32::MAX as u32 {
         return Err(JournalError::Config(format!(
             "shard count {} is out of range",
             options.shard_count
@@ -166,6 +167,7 @@ pub(super) async fn open(options: SqliteOptions) -> Result<SqliteJournal> {
         .await?;
 
     let existing = read_meta(&writer).await?;
+    adopt_shard_count(&mut options, existing.as_ref())?;
     if let Some(meta) = &existing {
         check_meta(meta, options.shard_count)?;
     }
@@ -292,4 +294,16 @@ async fn read_meta(pool: &SqlitePool) -> Result<Option<Meta>> {
         .map(|r| Ok((r.try_get::<String, _>(0)?, r.try_get::<String, _>(1)?)))
         .collect::<Result<Vec<_>>>()?;
     parse_meta(&pairs)
+}
+
+/// Shard count 0 means "whatever the existing journal has"; a new journal needs one.
+fn adopt_shard_count(options: &mut SqliteOptions, existing: Option<&Meta>) -> Result<()> {
+    if options.shard_count == 0 {
+        options.shard_count = existing.map(|m| m.shard_count).ok_or_else(|| {
+            JournalError::Config(
+                "shard count 0 adopts an existing journal's; creating one needs a count".into(),
+            )
+        })?;
+    }
+    Ok(())
 }

@@ -1,0 +1,39 @@
+//! One module per command; [`run`] dispatches.
+
+mod inspect;
+mod migrate;
+mod projections;
+mod prune;
+mod replay;
+mod status;
+mod tail;
+
+use crate::args::{Command, ProjectionsAction};
+use crate::error::CliError;
+use crate::open::Location;
+use crate::registry::Registry;
+use crate::render::Out;
+
+/// What every command gets: the application's types, the journal's location, the output.
+pub(crate) struct Ctx {
+    pub registry: Registry,
+    pub location: Location,
+    pub out: Out,
+}
+
+pub(crate) async fn run(ctx: &Ctx, command: Command) -> Result<(), CliError> {
+    match command {
+        Command::Migrate { shards } => migrate::run(ctx, shards).await,
+        Command::Status { poison_limit } => status::run(ctx, poison_limit).await,
+        Command::Tail(args) => tail::run(ctx, args).await,
+        Command::Inspect { entity } => inspect::run(ctx, &entity).await,
+        Command::Replay(args) => replay::run(ctx, args).await,
+        Command::Projections { action } => match action {
+            None | Some(ProjectionsAction::Status) => projections::status(ctx).await,
+            Some(ProjectionsAction::Rebuild { name, batch }) => {
+                projections::rebuild(ctx, &name, batch).await
+            }
+        },
+        Command::Prune { older_than } => prune::run(ctx, &older_than).await,
+    }
+}

@@ -1,0 +1,202 @@
+//! `status`: runners, shards, projections and poison messages at a glance.
+
+use std::collections::BTreeSet;
+
+use entlog_engine::{MAILBOX, StoredOutcome};
+use entlog_journal::{AnyJournal, Journal, Timestamp};
+use serde_json::{Value, json};
+
+use super::Ctx;
+use crate::error::CliError;
+use crate::open::{self, Need};
+use crate::render;
+
+/// The encoded variant index of `StoredOutcome::Failed`: a failure reply starts with it.
+const FAILED_PREFIX: [u8; 1] = [2];
+
+pub(crate) async fn run(ctx: &Ctx, poison_limit: usize) -> Result<(), CliError> {
+    let journal = open::existing(&ctx.location, Need::Read).await?;
+    let result = gather(&journal, poison_limit).await;
+    journal.close().await;
+    let report = result?;
+    if ctx.out.json {
+        ctx.out.json_value(&report, false)
+    } else {
+        print(ctx, &report)
+    }
+}
+
+/// Projection names with checkpoints in the journal.
+pub(crate) async fn projection_names(journal: &AnyJournal) -> Result<BTreeSet<String>, CliError> {
+    Ok(journal
+        .cursors()
+        .await?
+        .into_iter()
+        .filter_map(|c| c.consumer.strip_prefix("projection:").map(str::to_owned))
+        .collect())
+}
+
+/// One projection's status over all shards, as JSON.
+pub(crate) async fn projection_json(journal: &AnyJournal, name: &str) -> Result<Value, CliError> {
+    let shards = entlog_projections::status(journal, name).await?;
+    let lag_events: u64 = shards.iter().map(|s| s.lag_events).sum();
+    let lag = shards.iter().map(|s| s.lag).max().unwrap_or_default();
+    let failing: Vec<Value> = shards
+        .iter()
+        .filter_map(|s| {
+            s.error.as_ref().map(
+                |(offset, error)| json!({ "shard": s.shard, "offset": offset, "error": error }),
+            )
+        })
+        .collect();
+    Ok(json!({
+        "name": name,
+        "lag_events": lag_events,
+        "lag_seconds": lag.as_secs_f64(),
+        "failing": failing,
+    }))
+}
+
+async fn gather(journal: &AnyJournal, poison_limit: usize) -> Result<Value, CliError> {
+    let now = Timestamp::now();
+    let runners = journal.runners().await?;
+    let live: BTreeSet<&str> = runners
+        .iter()
+        .filter(|r| r.live)
+        .map(|r| r.info.runner.as_str())
+        .collect();
+    let cursors = journal.cursors().await?;
+    let mut shards = Vec::new();
+    for s in journal.shards().await? {
+        let cursor = cursors
+            .iter()
+            .find(|c| c.consumer == MAILBOX && c.shard == s.shard)
+            .map_or(0, |c| c.offset);
+        let backlog = journal.messages_after(s.shard, cursor).await?;
+        shards.push(json!({
+            "shard": s.shard,
+            "owner": s.owner,
+            "owner_live": s.owner.as_deref().is_some_and(|o| live.contains(o)),
+            "head": s.head,
+            "cursor": cursor,
+            "backlog": backlog,
+            "scheduled": s.scheduled,
+            "epoch": s.epoch,
+        }));
+    }
+    let mut projections = Vec::new();
+    for name in projection_names(journal).await? {
+        projections.push(projection_json(journal, &name).await?);
+    }
+    let mut poison = Vec::new();
+    for (entity, reply) in journal
+        .replies_starting_with(&FAILED_PREFIX, poison_limit)
+        .await?
+    {
+        if let Ok(StoredOutcome::Failed(reason)) = reply.payload.decode::<StoredOutcome<()>>() {
+            poison.push(json!({
+                "shard": journal.shard_of(&entity),
+                "entity": entity.to_string(),
+                "message_id": reply.message_id.to_string(),
+                "offset": reply.offset,
+                "failed_at": render::time(reply.created_at),
+                "reason": reason,
+            }));
+        }
+    }
+    Ok(json!({
+        "shard_count": journal.shard_count(),
+        "runners": runners.iter().map(|r| json!({
+            "runner": r.info.runner,
+            "live": r.live,
+            "started_at": render::time(r.info.started_at),
+            "heartbeat_age_seconds": now.since(r.info.heartbeat_at).as_secs_f64(),
+        })).collect::<Vec<_>>(),
+        "shards": shards,
+        "projections": projections,
+        "poison": poison,
+    }))
+}
+
+fn print(ctx: &Ctx, r: &Value) -> Result<(), CliError> {
+    let out = &ctx.out;
+    let empty = Vec::new();
+    let list = |key: &str| r[key].as_array().unwrap_or(&empty).clone();
+    let runners = list("runners");
+    out.line(format_args!("runners ({}):", runners.len()))?;
+    for x in &runners {
+        out.line(format_args!(
+            "  {:<40} {:<5} heartbeat {:>7.1}s ago  started {}",
+            x["runner"].as_str().unwrap_or(""),
+            if x["live"].as_bool() == Some(true) {
+                "live"
+            } else {
+                "dead"
+            },
+            x["heartbeat_age_seconds"].as_f64().unwrap_or(0.0),
+            x["started_at"].as_str().unwrap_or("")
+        ))?;
+    }
+    let shards = list("shards");
+    out.line(format_args!("shards ({}):", shards.len()))?;
+    out.line(format_args!(
+        "  {:>5}  {:<40} {:>9} {:>9} {:>8} {:>9} {:>6}",
+        "SHARD", "OWNER", "HEAD", "CURSOR", "BACKLOG", "SCHEDULED", "EPOCH"
+    ))?;
+    for s in &shards {
+        let owner = match (s["owner"].as_str(), s["owner_live"].as_bool()) {
+            (Some(o), Some(true)) => o.to_owned(),
+            (Some(o), _) => format!("{o} (gone)"),
+            (None, _) => "-".to_owned(),
+        };
+        out.line(format_args!(
+            "  {:>5}  {:<40} {:>9} {:>9} {:>8} {:>9} {:>6}",
+            cell(&s["shard"]),
+            owner,
+            cell(&s["head"]),
+            cell(&s["cursor"]),
+            cell(&s["backlog"]),
+            cell(&s["scheduled"]),
+            cell(&s["epoch"])
+        ))?;
+    }
+    let projections = list("projections");
+    out.line(format_args!("projections ({}):", projections.len()))?;
+    for p in &projections {
+        out.line(format_args!(
+            "  {:<30} lag {} events ({})",
+            p["name"].as_str().unwrap_or(""),
+            p["lag_events"],
+            render::secs(std::time::Duration::from_secs_f64(
+                p["lag_seconds"].as_f64().unwrap_or(0.0)
+            ))
+        ))?;
+        for f in p["failing"].as_array().unwrap_or(&empty) {
+            out.line(format_args!(
+                "    failing at shard {} offset {}: {}",
+                f["shard"],
+                f["offset"],
+                f["error"].as_str().unwrap_or("")
+            ))?;
+        }
+    }
+    let poison = list("poison");
+    out.line(format_args!("poison messages ({}):", poison.len()))?;
+    for p in &poison {
+        out.line(format_args!(
+            "  {} message {} (shard {} offset {}) failed at {}: {}",
+            p["entity"].as_str().unwrap_or(""),
+            p["message_id"].as_str().unwrap_or(""),
+            p["shard"],
+            p["offset"],
+            p["failed_at"].as_str().unwrap_or(""),
+            p["reason"].as_str().unwrap_or("")
+        ))?;
+    }
+    Ok(())
+}
+
+/// A JSON value as a table cell (so that width and alignment apply).
+fn cell(v: &Value) -> String {
+    v.as_str().map_or_else(|| v.to_string(), str::to_owned)
+}

@@ -1,0 +1,111 @@
+//! entlog's command line, as a library an application's own binary calls with its types.
+//!
+//! ```no_run
+//! # use entlog_cli::{Cli, Registry};
+//! # struct Account;
+//! # fn with<E>(r: Registry) -> Registry { r }
+//! fn main() -> std::process::ExitCode {
+//!     // .entity::<Account>() for each entity type, .projection(p) for each projection
+//!     let registry = Registry::new();
+//!     Cli::new(registry).default_db("app.db").main()
+//! }
+//! ```
+//!
+//! The plain `entlog` binary is `Cli::new(Registry::new())`: it shows metadata and raw
+//! payload bytes, and refuses what needs the application's code (`replay`, `projections
+//! rebuild`) with a clear error.
+//!
+//! Commands: `migrate`, `status`, `tail`, `inspect TYPE/ID`, `replay TYPE/ID`,
+//! `projections [status | rebuild NAME]`, `prune --older-than AGE`; `entlog --help`
+//! lists them with examples.
+
+mod args;
+mod commands;
+mod error;
+mod open;
+mod registry;
+mod render;
+
+use std::ffi::OsString;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+pub use error::CliError;
+pub use registry::Registry;
+
+/// The CLI with an application's registry and defaults.
+pub struct Cli {
+    registry: Registry,
+    default_db: Option<String>,
+}
+
+impl Cli {
+    /// A CLI that decodes the registry's types.
+    pub fn new(registry: Registry) -> Self {
+        Cli {
+            registry,
+            default_db: None,
+        }
+    }
+
+    /// The journal used when neither `--db` nor `ENTLOG_DB` is given.
+    pub fn default_db(mut self, db: impl Into<String>) -> Self {
+        self.default_db = Some(db.into());
+        self
+    }
+
+    /// Parses the process's arguments, runs the command on a new tokio runtime, prints
+    /// any error, and returns the exit status (0 ok, 1 failed, 2 bad arguments).
+    pub fn main(self) -> ExitCode {
+        self.main_from(std::env::args_os())
+    }
+
+    /// [`Cli::main`] with explicit arguments (the first is the program name).
+    pub fn main_from(
+        self,
+        args: impl IntoIterator<Item = impl Into<OsString> + Clone>,
+    ) -> ExitCode {
+        let parsed = match args::Cli::try_parse_from(args) {
+            Ok(p) => p,
+            Err(e) => {
+                let _ = e.print();
+                return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+            }
+        };
+        let runtime = match tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+        {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("error: cannot start the async runtime: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        match runtime.block_on(self.run(parsed)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(CliError::Output(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    }
+
+    /// Runs parsed arguments.
+    async fn run(self, cli: args::Cli) -> Result<(), CliError> {
+        let db = cli.db.or(self.default_db).ok_or(CliError::NoDatabase)?;
+        let location = open::Location::parse(&db, &cli.schema);
+        let out = render::Out::new(cli.json);
+        let ctx = commands::Ctx {
+            registry: self.registry,
+            location,
+            out,
+        };
+        commands::run(&ctx, cli.command).await
+    }
+}

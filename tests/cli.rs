@@ -1,0 +1,525 @@
+//! The entlog CLI run end to end as processes, on journals the engine wrote: the
+//! quickstart's own binary (the CLI with its types registered) and the plain `entlog`
+//! binary (raw payloads), each against a SQLite file and a PostgreSQL schema.
+//!
+//! `replay` must agree with the state the engine reports, `prune` must keep what a
+//! duplicate send still needs, and every bad input gets a clear error and exit status 1.
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use entlog::journal::{Access, SqliteOptions};
+use entlog::{
+    AnyJournal, Cluster, Config, Context, EngineError, Entity, EntityKey, Outcome, PgJournal,
+    PgOptions, Rejection, SqliteJournal,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+/// The quickstart example binary, built once per test process.
+fn quickstart() -> PathBuf {
+    static EXE: OnceLock<PathBuf> = OnceLock::new();
+    EXE.get_or_init(|| {
+        let mut args = vec![
+            "build",
+            "-q",
+            "--manifest-path",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml"),
+            "-p",
+            "entlog",
+            "--example",
+            "quickstart",
+        ];
+        if !cfg!(debug_assertions) {
+            args.push("--release");
+        }
+        let built = Command::new(env!("CARGO")).args(&args).status().unwrap();
+        assert!(built.success(), "cargo {args:?} failed");
+        let exe = std::env::current_exe().unwrap();
+        exe.parent()
+            .unwrap()
+            .parent()
+            .unwrap()
+            .join("examples/quickstart")
+    })
+    .clone()
+}
+
+/// The plain `entlog` binary.
+fn entlog() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_entlog"))
+}
+
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
+/// A journal for one test: a SQLite file in a directory of its own, or a PostgreSQL
+/// schema of its own; removed on drop.
+struct Db {
+    dir: PathBuf,
+    /// `--db`.
+    db: String,
+    /// `--schema` (PostgreSQL).
+    schema: String,
+    postgres: bool,
+}
+
+impl Db {
+    fn sqlite() -> Db {
+        let dir = std::env::temp_dir().join(format!("entlog-cli-{}", Uuid::now_v7().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        Db {
+            db: dir.join("journal.db").display().to_string(),
+            dir,
+            schema: "entlog".into(),
+            postgres: false,
+        }
+    }
+
+    fn postgres() -> Db {
+        let mut db = Db::sqlite();
+        db.db = block_on(entlog::journal::testing::database_url());
+        db.schema = format!("cli_{}", Uuid::now_v7().simple());
+        db.postgres = true;
+        db
+    }
+
+    /// Runs `exe` with `--db`/`--schema` (through the environment) and `args`.
+    fn run(&self, exe: &Path, args: &[&str]) -> Output {
+        self.command(exe, args).output().unwrap()
+    }
+
+    fn command(&self, exe: &Path, args: &[&str]) -> Command {
+        let mut c = Command::new(exe);
+        c.args(args)
+            .current_dir(&self.dir)
+            .env("ENTLOG_DB", &self.db)
+            .env("ENTLOG_SCHEMA", &self.schema)
+            .stdin(Stdio::null());
+        c
+    }
+
+    /// Runs and expects success; returns stdout.
+    fn ok(&self, exe: &Path, args: &[&str]) -> String {
+        let out = self.run(exe, args);
+        assert!(
+            out.status.success(),
+            "{} {args:?} failed: {}\n{}",
+            exe.display(),
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Runs and expects exit status 1 with `needle` in the error.
+    fn fails(&self, exe: &Path, args: &[&str], needle: &str) {
+        let out = self.run(exe, args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains(needle),
+            "{args:?}: {stderr:?} lacks {needle:?}"
+        );
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+
+    fn json(&self, exe: &Path, args: &[&str]) -> Value {
+        let mut all = args.to_vec();
+        all.push("--json");
+        serde_json::from_str(&self.ok(exe, &all)).unwrap()
+    }
+
+    async fn journal(&self) -> AnyJournal {
+        if self.postgres {
+            PgJournal::open_existing(PgOptions::new(&self.db).schema(&self.schema))
+                .await
+                .unwrap()
+                .into()
+        } else {
+            SqliteJournal::open_existing(SqliteOptions::new(&self.db), Access::ReadOnly)
+                .await
+                .unwrap()
+                .into()
+        }
+    }
+
+    fn cluster(&self) -> entlog::ClusterBuilder {
+        let config = Config {
+            shard_count: 4,
+            ..Config::default()
+        };
+        let builder = if self.postgres {
+            Cluster::builder().postgres_schema(&self.db, &self.schema)
+        } else {
+            Cluster::builder().sqlite(&self.db)
+        };
+        builder.config(config)
+    }
+}
+
+impl Drop for Db {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+        if self.postgres {
+            let (url, schema) = (self.db.clone(), self.schema.clone());
+            block_on(async move {
+                if let Ok(pool) = sqlx::PgPool::connect(&url).await {
+                    let sql = format!("DROP SCHEMA IF EXISTS {schema} CASCADE");
+                    let _ = sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&pool).await;
+                    pool.close().await;
+                }
+            });
+        }
+    }
+}
+
+/// The demo's line `alice's balance after restart: N`.
+fn balance_after_restart(demo: &str) -> u64 {
+    demo.lines()
+        .find_map(|l| l.strip_prefix("alice's balance after restart: "))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// From the run command to `replay` on the quickstart's journal, every command checked.
+fn quickstart_journal(db: &Db) {
+    let qs = quickstart();
+    let demo = db.ok(&qs, &["demo", &db.db]);
+    let engine_balance = balance_after_restart(&demo);
+    assert_eq!(engine_balance, 75);
+
+    // replay: the state the engine holds, and what each event changed.
+    let replay = db.json(&qs, &["replay", "account/alice"]);
+    assert_eq!(replay["state"]["cents"], engine_balance);
+    assert_eq!(replay["state"]["operations"], 3);
+    let events = replay["events"].as_array().unwrap();
+    assert_eq!(events.len(), 3);
+    assert_eq!(
+        events[0]["event"]["value"],
+        serde_json::json!({"Deposited": 100})
+    );
+    let changes: Vec<&str> = events[1]["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(changes, ["cents", "operations"]);
+    assert_eq!(events[1]["changes"][0]["before"], 100);
+    assert_eq!(events[1]["changes"][0]["after"], 70);
+    let text = db.ok(&qs, &["replay", "account/alice"]);
+    assert!(text.contains("cents: 100 → 70"), "{text}");
+    assert!(
+        text.contains(r#"state after seq 3: {"cents":75,"operations":3}"#),
+        "{text}"
+    );
+
+    let to_two = db.json(&qs, &["replay", "account/alice", "--to-seq", "2"]);
+    assert_eq!(to_two["state"]["cents"], 70);
+    let at = events[1]["created_at"].as_str().unwrap();
+    let at_two = db.json(&qs, &["replay", "account/alice", "--at", at]);
+    assert_eq!(at_two["state"]["cents"], 70);
+    let snap = db.json(&qs, &["replay", "account/alice", "--from-snapshot"]);
+    assert_eq!(snap["matches"], true, "{snap}");
+    assert_eq!(snap["snapshot_state"], replay["state"]);
+
+    // inspect: messages with their replies, events, the snapshot — decoded.
+    let inspect = db.json(&qs, &["inspect", "account/alice"]);
+    let entries = inspect["entries"].as_array().unwrap();
+    let messages: Vec<&Value> = entries.iter().filter(|e| e["kind"] == "message").collect();
+    assert_eq!(
+        messages.len(),
+        4,
+        "the deposit sent twice with one id is stored once"
+    );
+    assert_eq!(entries.len(), 7);
+    assert_eq!(
+        messages[0]["payload"]["value"],
+        serde_json::json!({"Deposit": 100})
+    );
+    assert_eq!(
+        messages[0]["reply"]["payload"]["value"],
+        serde_json::json!({"Replied": 100})
+    );
+    assert!(messages.iter().all(|m| !m["reply"].is_null()));
+    assert_eq!(inspect["snapshot"]["checksum_ok"], true);
+    let bob = db.ok(&qs, &["inspect", "account/bob"]);
+    assert!(bob.contains(r#"{"Rejected":"insufficient funds"#), "{bob}");
+
+    // The plain binary: metadata and raw bytes, and a clear refusal where code is needed.
+    let raw = db.ok(&entlog(), &["inspect", "account/alice"]);
+    assert!(raw.contains("<account.command v1, 2 bytes: 0064>"), "{raw}");
+    db.fails(
+        &entlog(),
+        &["replay", "account/alice"],
+        "not registered in this binary",
+    );
+    db.fails(
+        &entlog(),
+        &["projections", "rebuild", "state.account"],
+        "not registered",
+    );
+    db.fails(&qs, &["inspect", "account/nobody"], "holds no messages");
+    db.fails(&qs, &["inspect", "alice"], "not an entity address");
+    db.fails(&qs, &["replay", "cart/c1"], "\"cart\" is not registered");
+    db.fails(
+        &qs,
+        &["replay", "account/alice", "--at", "noon"],
+        "bad time",
+    );
+    db.fails(
+        &qs,
+        &["tail", "--shard", "99"],
+        "the journal has shards 0..8",
+    );
+
+    // projections: a rebuild, then no lag.
+    let rebuilt = db.ok(&qs, &["projections", "rebuild", "state.account"]);
+    assert!(rebuilt.contains("rebuilt state.account"), "{rebuilt}");
+    let projections = db.json(&qs, &["projections"]);
+    assert_eq!(projections[0]["name"], "state.account");
+    assert_eq!(projections[0]["lag_events"], 0);
+
+    // status: heads add up to every entry, nothing is waiting, no poison.
+    let status = db.json(&entlog(), &["status"]);
+    assert_eq!(status["shard_count"], 8);
+    let shards = status["shards"].as_array().unwrap();
+    let heads: u64 = shards.iter().map(|s| s["head"].as_u64().unwrap()).sum();
+    assert_eq!(heads, 11, "alice 7 entries, bob 4");
+    assert!(shards.iter().all(|s| s["backlog"] == 0), "{status}");
+    assert_eq!(status["poison"], serde_json::json!([]));
+    assert_eq!(status["projections"][0]["name"], "state.account");
+    let text = db.ok(&entlog(), &["status"]);
+    assert!(
+        text.contains("shards (8):") && text.contains("poison messages (0):"),
+        "{text}"
+    );
+
+    // tail from the start, then live while the demo runs again.
+    let tail = db.ok(&qs, &["tail", "--from-start", "--count", "3", "--json"]);
+    let lines: Vec<Value> = tail
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3);
+    let mut follower = db
+        .command(
+            &qs,
+            &[
+                "tail",
+                "--entity",
+                "account/alice",
+                "--count",
+                "2",
+                "--json",
+            ],
+        )
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    db.ok(&qs, &["demo", &db.db]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while follower.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = follower.kill();
+            panic!("tail did not see the new entries");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = follower.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let live: Vec<Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(live.len(), 2);
+    for e in &live {
+        assert_eq!(e["entity"], "account/alice");
+        assert!(e["offset"].as_u64().unwrap() > 7, "only new entries: {e}");
+    }
+    assert_eq!(
+        live[0]["payload"]["value"],
+        serde_json::json!({"Deposit": 100})
+    );
+
+    // migrate on an existing journal keeps it.
+    assert!(db.ok(&entlog(), &["migrate"]).contains("8 shards"));
+}
+
+#[test]
+fn quickstart_journal_on_sqlite() {
+    quickstart_journal(&Db::sqlite());
+}
+
+#[test]
+fn quickstart_journal_on_postgres() {
+    quickstart_journal(&Db::postgres());
+}
+
+fn migrate(db: &Db) {
+    db.fails(&entlog(), &["status"], "no entlog journal at");
+    db.fails(&entlog(), &["inspect", "account/a"], "no entlog journal at");
+    let made = db.ok(&entlog(), &["migrate", "--shards", "4"]);
+    assert!(made.contains("journal ready: 4 shards"), "{made}");
+    assert!(db.ok(&entlog(), &["migrate"]).contains("4 shards"));
+    db.fails(
+        &entlog(),
+        &["migrate", "--shards", "5"],
+        "the journal has 4 shards",
+    );
+    let status = db.json(&entlog(), &["status"]);
+    assert_eq!(status["shards"].as_array().unwrap().len(), 4);
+}
+
+#[test]
+fn migrate_creates_and_keeps_on_sqlite() {
+    migrate(&Db::sqlite());
+}
+
+#[test]
+fn migrate_creates_and_keeps_on_postgres() {
+    migrate(&Db::postgres());
+}
+
+#[test]
+fn bad_addresses_are_clear_errors() {
+    let db = Db::sqlite();
+    let mut refused = Db::sqlite();
+    refused.db = "postgres://postgres@127.0.0.1:1/test".into();
+    refused.fails(&entlog(), &["status"], "Connection refused");
+    let mut bad = Db::sqlite();
+    bad.db = "postgres://:::bad".into();
+    bad.fails(&entlog(), &["status"], "bad PostgreSQL URL");
+    db.fails(&entlog(), &["prune", "--older-than", "soon"], "bad age");
+    let usage = db.run(&entlog(), &["frobnicate"]);
+    assert_eq!(usage.status.code(), Some(2));
+    let help = db.ok(&entlog(), &["replay", "--help"]);
+    assert!(help.contains("Examples:") && help.contains("--from-snapshot"));
+}
+
+/// A counter for the retention test.
+struct Counter;
+
+#[derive(Serialize, Deserialize)]
+struct Add(i64);
+
+#[derive(Serialize, Deserialize)]
+struct Added(i64);
+
+impl Entity for Counter {
+    const TYPE: &'static str = "counter";
+    type Command = Add;
+    type Event = Added;
+    type Reply = i64;
+    type State = i64;
+
+    async fn handle(&self, s: &i64, c: Add, _: &mut Context) -> Result<Outcome<Self>, Rejection> {
+        Ok(Outcome::new(vec![Added(c.0)], s + c.0))
+    }
+
+    fn apply(s: &mut i64, e: &Added) {
+        *s += e.0;
+    }
+}
+
+/// `prune` removes processed messages and replies past the age only: unprocessed
+/// messages and events stay, a duplicate within the window gets the stored reply, and a
+/// re-send after the window is a new message (the documented dedup window).
+fn prune(db: &Db) {
+    let key = EntityKey::new("counter", "c").unwrap();
+    let first = Uuid::now_v7();
+    block_on(async {
+        let cluster = db.cluster().entity(Counter).start().await.unwrap();
+        let c = cluster.entity::<Counter>("c");
+        assert_eq!(c.ask_with_id(first, Add(1)).await.unwrap(), 1);
+        cluster.shutdown().await.unwrap();
+        // Sent while no runner hosts the type: journaled, not processed.
+        let client = db.cluster().client_only().start().await.unwrap();
+        for _ in 0..3 {
+            client.entity::<Counter>("c").tell(Add(10)).await.unwrap();
+        }
+        client.shutdown().await.unwrap();
+    });
+
+    let kept = db.json(&entlog(), &["prune", "--older-than", "1h"]);
+    assert_eq!(kept["messages"], 0);
+    block_on(async {
+        // Within the window a duplicate is answered from the stored reply, not re-run.
+        let cluster = db.cluster().client_only().start().await.unwrap();
+        let again = cluster
+            .entity::<Counter>("c")
+            .ask_with_id(first, Add(1))
+            .await
+            .unwrap();
+        assert_eq!(again, 1);
+        cluster.shutdown().await.unwrap();
+    });
+
+    let pruned = db.json(&entlog(), &["prune", "--older-than", "0s"]);
+    assert_eq!(
+        pruned["messages"], 1,
+        "only the processed message: {pruned}"
+    );
+    assert_eq!(pruned["replies"], 1);
+    let records = block_on(async {
+        let j = db.journal().await;
+        let r = j.entity_records(&key).await.unwrap();
+        j.close().await;
+        r
+    });
+    let messages = records.entries.iter().filter(|e| e.seq.is_none()).count();
+    assert_eq!(messages, 3, "unprocessed messages are kept");
+    assert_eq!(
+        records.entries.len() - messages,
+        1,
+        "events are never pruned"
+    );
+    assert!(records.replies.is_empty());
+
+    block_on(async {
+        let cluster = db.cluster().entity(Counter).start().await.unwrap();
+        let c = cluster.entity::<Counter>("c");
+        // The kept messages are processed once each…
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let j = cluster.journal();
+            if j.entity_records(&key).await.unwrap().replies.len() == 3 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "kept messages not processed");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // …and past the window the old id is a new message.
+        assert_eq!(c.ask_with_id(first, Add(1)).await.unwrap(), 32);
+        match c.ask_with_id(first, Add(1)).await {
+            Ok(n) => assert_eq!(n, 32, "deduplicated again once re-sent"),
+            Err(e @ EngineError::Rejected { .. }) => panic!("{e}"),
+            Err(e) => panic!("{e}"),
+        }
+        cluster.shutdown().await.unwrap();
+    });
+}
+
+#[test]
+fn prune_keeps_what_dedup_needs_on_sqlite() {
+    prune(&Db::sqlite());
+}
+
+#[test]
+fn prune_keeps_what_dedup_needs_on_postgres() {
+    prune(&Db::postgres());
+}
