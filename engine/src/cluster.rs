@@ -22,6 +22,7 @@ use crate::exporter;
 use crate::metrics as m;
 use crate::registry::Registry;
 use crate::runner::{Hosted, Owned, Runner};
+use crate::singleton::{SingletonHost, Singletons};
 use crate::waiters::Waiters;
 
 /// A running cluster member: a client, and (unless client-only) a runner hosting entities.
@@ -55,6 +56,20 @@ pub struct ClusterBuilder {
     registry: Registry,
     projections: Vec<Arc<dyn entlog_projections::DynProjection>>,
     inline: Vec<Arc<dyn entlog_projections::DynProjection>>,
+    /// Singletons and cron drivers (registered by `singleton.rs` and `cron.rs`).
+    pub(crate) singletons: Singletons,
+}
+
+/// A cluster handle that does not keep the member alive: what its own runner holds, so
+/// that dropping every [`Cluster`] still shuts the member down.
+#[derive(Clone)]
+pub(crate) struct WeakCluster(std::sync::Weak<Inner>);
+
+impl WeakCluster {
+    /// The member, if it still exists.
+    pub(crate) fn upgrade(&self) -> Option<Cluster> {
+        self.0.upgrade().map(|inner| Cluster { inner })
+    }
 }
 
 impl Cluster {
@@ -66,6 +81,7 @@ impl Cluster {
             registry: Registry::default(),
             projections: Vec::new(),
             inline: Vec::new(),
+            singletons: Singletons::default(),
         }
     }
 
@@ -206,7 +222,8 @@ impl ClusterBuilder {
     }
 
     /// Opens the journal and starts the runner.
-    pub async fn start(self) -> Result<Cluster, EngineError> {
+    pub async fn start(mut self) -> Result<Cluster, EngineError> {
+        self.singletons.check()?;
         let config = self.config;
         let opened_here = !matches!(self.target, Some(Target::Journal(_)));
         let journal = match self.target {
@@ -252,6 +269,8 @@ impl ClusterBuilder {
         let config = Arc::new(config);
         let waiters = Arc::new(Waiters::default());
         let owned: Owned = Arc::default();
+        // The runner's singletons get the cluster handle once it exists (below).
+        let (member_tx, member_rx) = watch::channel(None);
         let runner = config.host_entities.then(|| {
             let runner = Runner::new(
                 runner_id.clone(),
@@ -260,6 +279,7 @@ impl ClusterBuilder {
                     registry: Arc::new(self.registry),
                     projections: self.projections,
                     inline: self.inline,
+                    singletons: SingletonHost::new(self.singletons, member_rx),
                 },
                 waiters.clone(),
                 config.clone(),
@@ -271,7 +291,7 @@ impl ClusterBuilder {
             Appender::start(journal.clone(), config.append_batch, shutdown_rx);
         tasks.extend(runner);
         tasks.extend(exporter);
-        Ok(Cluster {
+        let cluster = Cluster {
             inner: Arc::new(Inner {
                 appender,
                 journal,
@@ -282,7 +302,9 @@ impl ClusterBuilder {
                 shutdown,
                 tasks: Mutex::new(tasks),
             }),
-        })
+        };
+        member_tx.send_replace(Some(WeakCluster(Arc::downgrade(&cluster.inner))));
+        Ok(cluster)
     }
 }
 

@@ -46,6 +46,18 @@ pub struct Config {
     /// Where to serve the metrics in the Prometheus text format, at `http://ADDR/metrics`.
     /// Default `None`: no endpoint. At most one member per process can serve it.
     pub metrics_addr: Option<SocketAddr>,
+    /// How long a singleton may take to return after its stop signal (its shard moves, or
+    /// the runner shuts down) before it is aborted. Default 5 s.
+    pub singleton_stop_timeout: Duration,
+    /// Pause before restarting a singleton that returned or panicked while its shard is
+    /// still owned; doubles on each consecutive failure up to 1 minute, and starts over
+    /// after a run of a minute or more. Default 1 s.
+    pub singleton_restart_backoff: Duration,
+    /// When a singleton's previous run did not stop cleanly (its runner died or lost its
+    /// lock connection), how long the new owner waits before starting it, so that the old
+    /// runner has noticed its lost lock and aborted its copy. Must exceed the journal's
+    /// lock ping interval (250 ms by default) plus a round trip. Default 1 s.
+    pub singleton_takeover_grace: Duration,
 }
 
 impl Default for Config {
@@ -65,6 +77,9 @@ impl Default for Config {
             runner_id: None,
             host_entities: true,
             metrics_addr: None,
+            singleton_stop_timeout: Duration::from_secs(5),
+            singleton_restart_backoff: Duration::from_secs(1),
+            singleton_takeover_grace: Duration::from_secs(1),
         }
     }
 }

@@ -46,6 +46,16 @@ pub enum EngineError {
         /// Why it failed.
         reason: String,
     },
+    /// A cron schedule that cannot be used: a bad expression or name.
+    #[error("cron schedule {name:?} ({expression:?}): {reason}")]
+    InvalidSchedule {
+        /// The schedule's name.
+        name: String,
+        /// Its cron expression.
+        expression: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// An inline projection failed, so the batch it belongs to did not commit.
     #[error("inline projection failed: {0}")]
     Projection(#[from] entlog_projections::ProjectionError),

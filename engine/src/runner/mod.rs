@@ -34,6 +34,8 @@ pub(crate) struct Hosted {
     pub registry: Arc<Registry>,
     pub projections: Vec<Arc<dyn DynProjection>>,
     pub inline: Vec<Arc<dyn DynProjection>>,
+    /// Singletons (and cron drivers), started on the shard their name falls in.
+    pub singletons: crate::singleton::SingletonHost,
 }
 
 struct Worker {
@@ -42,6 +44,9 @@ struct Worker {
     task: JoinHandle<Exit>,
     /// One projector per registered projection, stopped with the shard.
     projectors: Vec<JoinHandle<()>>,
+    /// Supervisors of the singletons on this shard: told to stop with the shard; the
+    /// lease is released only once they have finished (no overlap on a graceful move).
+    singletons: Vec<JoinHandle<()>>,
 }
 
 pub(crate) struct Runner {
@@ -120,6 +125,10 @@ impl Runner {
     fn abort_all(&mut self) {
         for (_, w) in self.workers.drain() {
             w.task.abort();
+            // The shard is no longer ours: its singletons are aborted now, without a grace.
+            for s in &w.singletons {
+                s.abort();
+            }
             // Projectors are told to stop, not aborted: a projector cut off inside a
             // transaction can hand its pooled connection back mid-transaction, where the
             // next user's statements would silently join it. A stale projector finishing
@@ -139,6 +148,14 @@ impl Runner {
             .map(|(s, _)| *s)
             .collect();
         for shard in finished {
+            if let Some(w) = self.workers.get(&shard) {
+                // Singletons stop with the shard and may take up to their stop timeout:
+                // keep the lease until they are done, without blocking this loop.
+                let _ = w.stop.send(true);
+                if !w.singletons.iter().all(|s| s.is_finished()) {
+                    continue;
+                }
+            }
             if let Some(w) = self.workers.remove(&shard) {
                 let _ = w.stop.send(true);
                 for p in w.projectors {
@@ -211,6 +228,10 @@ impl Runner {
                 tokio::spawn(projector.run(stop.subscribe(), self.config.poll_interval))
             })
             .collect();
+        let singletons =
+            self.hosted
+                .singletons
+                .start(lease.shard, &self.id, &self.journal, &self.config, &stop);
         self.workers.insert(
             lease.shard,
             Worker {
@@ -218,6 +239,7 @@ impl Runner {
                 stop,
                 task,
                 projectors,
+                singletons,
             },
         );
     }
@@ -229,6 +251,19 @@ impl Runner {
             let _ = w.stop.send(true);
         }
         let deadline = tokio::time::Instant::now() + self.config.shutdown_timeout;
+        // Singletons first (each aborts its task after its own stop timeout), and at once
+        // if the lock session is lost meanwhile: another runner may own them already.
+        let singletons: Vec<_> = self
+            .workers
+            .values_mut()
+            .flat_map(|w| w.singletons.drain(..))
+            .collect();
+        let aborts: Vec<_> = singletons.iter().map(|s| s.abort_handle()).collect();
+        tokio::select! {
+            _ = futures_util::future::join_all(singletons) => {}
+            _ = locks.lost() => aborts.iter().for_each(|a| a.abort()),
+            _ = tokio::time::sleep_until(deadline) => aborts.iter().for_each(|a| a.abort()),
+        }
         for (shard, w) in self.workers.drain() {
             for p in w.projectors {
                 let abort = p.abort_handle();

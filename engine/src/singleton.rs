@@ -1,0 +1,461 @@
+//! Singletons: one long-running task per cluster, run by the runner that owns its shard.
+//!
+//! A singleton is a named task registered on every runner with
+//! [`ClusterBuilder::singleton`] (like an entity type: a runner that did not register it
+//! does not run it, even when it owns its shard). Its name picks a shard,
+//! [`shard_of`]`(name, shard_count)`, and the runner that owns that shard runs it:
+//!
+//! - **Start.** When a runner acquires the shard, it starts the task with a
+//!   [`SingletonContext`]: a stop signal, and a [`Cluster`] handle to send messages with.
+//! - **Graceful stop.** When the shard moves to another runner (one joined) or the runner
+//!   shuts down, the task gets its stop signal and has `Config::singleton_stop_timeout`
+//!   (5 s) to return; then it is aborted. The run is recorded as stopped cleanly, and only
+//!   then is the shard's lock released: the next owner starts it at once, and the two
+//!   never overlap.
+//! - **Restart.** A task that returns or panics while its shard is still owned is started
+//!   again after `Config::singleton_restart_backoff` (1 s, doubling up to a minute).
+//! - **Failover.** When a runner dies, the server frees its locks, another runner acquires
+//!   the shard within `rebalance_interval` and starts the task.
+//!
+//! # At most one owner, and when two copies can overlap
+//!
+//! The owner is whoever holds the shard's advisory lock, so there is at most one owner at
+//! a time. A *task* can still outlive its ownership for a moment: when a runner's lock
+//! connection dies (the server frees its locks at once), the runner notices only at its
+//! next ping — within the journal's `lock_ping_interval` (250 ms), or, when the connection
+//! dies silently, when the ping times out (`max(lock_ping_interval, 2 s)`) — and then
+//! aborts its singletons without waiting. To cover that window, a new owner that finds the
+//! previous run not stopped cleanly (it records starts and clean stops in the
+//! `singletons` table) waits `Config::singleton_takeover_grace` (1 s) before starting.
+//! Copies overlap only if the old runner takes longer than that to notice and abort: a
+//! connection that died silently, a stalled process, or a task that does not reach an
+//! `.await` (abort takes effect there). A task whose side effects must never be doubled
+//! needs its own fencing on top — deterministic message ids (the journal drops a repeated
+//! id, which is how [cron](crate::CronSchedule) fires once per tick), or a
+//! compare-and-set on a row.
+//!
+//! Failover takes, with the default settings, the time the server needs to notice the
+//! dead connection (at once when the process died or the connection was terminated),
+//! then up to `rebalance_interval` (250 ms), then the takeover grace (1 s): about 1.3 s.
+//! On SQLite one process owns every shard and runs every singleton.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), entlog_engine::EngineError> {
+//! use entlog_engine::Cluster;
+//! use std::time::Duration;
+//!
+//! let cluster = Cluster::builder()
+//!     .postgres("postgres://app@db/app")
+//!     .singleton("reaper", |ctx| async move {
+//!         // Runs on one runner at a time until told to stop.
+//!         while !ctx.sleep(Duration::from_secs(10)).await {
+//!             // ... look for expired carts and tell them to close ...
+//!         }
+//!     })
+//!     .start()
+//!     .await?;
+//! # Ok(()) }
+//! ```
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use entlog_journal::{AnyJournal, JournalError, MAX_NAME_BYTES, Timestamp, shard_of};
+use tokio::sync::watch;
+use tokio::task::{AbortHandle, JoinHandle};
+
+use crate::cluster::{Cluster, ClusterBuilder, WeakCluster};
+use crate::config::Config;
+use crate::error::EngineError;
+
+/// A boxed, sendable future of a singleton's run.
+pub(crate) type BoxFuture = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
+
+/// A singleton's task, as registered.
+pub(crate) type TaskFn = Arc<dyn Fn(SingletonContext) -> BoxFuture + Send + Sync>;
+
+/// Longest pause between restarts of a singleton that keeps failing.
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+/// A run at least this long counts as healthy: the next failure starts the back-off over.
+const HEALTHY_RUN: Duration = Duration::from_secs(60);
+
+/// What a running singleton is given: its name, a cluster handle and its stop signal.
+///
+/// The task should return soon after [`stopped`](Self::stopped) resolves (or
+/// [`is_stopping`](Self::is_stopping) turns true); it is aborted after
+/// `Config::singleton_stop_timeout`. The [`Cluster`] handle keeps the member alive while
+/// the task holds it: stop members with [`Cluster::shutdown`], not by dropping handles.
+#[derive(Clone)]
+pub struct SingletonContext {
+    name: Arc<str>,
+    cluster: Cluster,
+    stop: watch::Receiver<bool>,
+}
+
+impl std::fmt::Debug for SingletonContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SingletonContext")
+            .field("name", &self.name)
+            .field("runner", &self.cluster.runner_id())
+            .field("stopping", &self.is_stopping())
+            .finish()
+    }
+}
+
+impl SingletonContext {
+    /// The singleton's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The cluster member running the singleton, to send messages to entities.
+    pub fn cluster(&self) -> &Cluster {
+        &self.cluster
+    }
+
+    /// Whether the singleton was asked to stop (its shard moves, or the runner stops).
+    pub fn is_stopping(&self) -> bool {
+        *self.stop.borrow()
+    }
+
+    /// Resolves once the singleton is asked to stop.
+    pub async fn stopped(&self) {
+        stopped(self.stop.clone()).await
+    }
+
+    /// Sleeps for `d`, or less if asked to stop first; returns whether it was asked to stop.
+    pub async fn sleep(&self, d: Duration) -> bool {
+        tokio::select! {
+            _ = tokio::time::sleep(d) => self.is_stopping(),
+            _ = self.stopped() => true,
+        }
+    }
+
+    /// A receiver of the stop signal (true once asked to stop), to pass to other tasks.
+    pub fn stop_signal(&self) -> watch::Receiver<bool> {
+        self.stop.clone()
+    }
+}
+
+/// One registered singleton.
+pub(crate) struct Spec {
+    pub name: String,
+    pub task: TaskFn,
+}
+
+/// The singletons registered with a builder, and any registration error (reported by
+/// `start`).
+#[derive(Default)]
+pub(crate) struct Singletons {
+    specs: Vec<Arc<Spec>>,
+    errors: Vec<EngineError>,
+}
+
+impl Singletons {
+    /// Registers a singleton.
+    pub(crate) fn add(&mut self, name: String, task: TaskFn) {
+        self.specs.push(Arc::new(Spec { name, task }));
+    }
+
+    /// Records a registration error, for `start` to report.
+    pub(crate) fn error(&mut self, e: EngineError) {
+        self.errors.push(e);
+    }
+
+    /// The first registration error: a bad or repeated name, or one recorded by `error`.
+    pub(crate) fn check(&mut self) -> Result<(), EngineError> {
+        if !self.errors.is_empty() {
+            return Err(self.errors.remove(0));
+        }
+        let mut seen = HashSet::new();
+        for spec in &self.specs {
+            if spec.name.is_empty() || spec.name.len() > MAX_NAME_BYTES {
+                return Err(EngineError::Config(format!(
+                    "singleton name {:?} must be 1 to {MAX_NAME_BYTES} bytes",
+                    spec.name
+                )));
+            }
+            if !seen.insert(spec.name.as_str()) {
+                return Err(EngineError::Config(format!(
+                    "singleton {:?} is registered twice",
+                    spec.name
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl ClusterBuilder {
+    /// Registers a singleton: `task` runs on exactly one runner at a time, the owner of
+    /// the shard of `name`, and is stopped, restarted and moved with that shard (see
+    /// [`SingletonContext`] and the guarantees in the crate's README). Register it on
+    /// every runner. Names must be unique and 1 to 255 bytes; `start` reports a bad one.
+    pub fn singleton<F, Fut>(mut self, name: impl Into<String>, task: F) -> Self
+    where
+        F: Fn(SingletonContext) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let task: TaskFn = Arc::new(move |ctx| Box::pin(task(ctx)));
+        self.singletons.add(name.into(), task);
+        self
+    }
+}
+
+/// The runner's side: starts the singletons of each shard it acquires.
+pub(crate) struct SingletonHost {
+    specs: Vec<Arc<Spec>>,
+    /// This member's cluster handle, set once the member is built.
+    member: watch::Receiver<Option<WeakCluster>>,
+}
+
+impl SingletonHost {
+    /// A host for `singletons`; `member` gets the cluster handle once it exists.
+    pub(crate) fn new(
+        singletons: Singletons,
+        member: watch::Receiver<Option<WeakCluster>>,
+    ) -> Self {
+        SingletonHost {
+            specs: singletons.specs,
+            member,
+        }
+    }
+
+    /// Starts a supervisor for each singleton whose name falls in `shard`. Each one stops
+    /// (gracefully) when `stop` turns true, and aborts its task when it is aborted itself.
+    pub(crate) fn start(
+        &self,
+        shard: u32,
+        runner: &str,
+        journal: &AnyJournal,
+        config: &Arc<Config>,
+        stop: &watch::Sender<bool>,
+    ) -> Vec<JoinHandle<()>> {
+        use entlog_journal::Journal;
+        let shard_count = journal.shard_count();
+        self.specs
+            .iter()
+            .filter(|s| shard_of(&s.name, shard_count) == shard)
+            .map(|spec| {
+                let supervisor = Supervisor {
+                    spec: spec.clone(),
+                    runner: runner.to_owned(),
+                    journal: journal.clone(),
+                    config: config.clone(),
+                    member: self.member.clone(),
+                    stop: stop.subscribe(),
+                };
+                tokio::spawn(supervisor.run())
+            })
+            .collect()
+    }
+}
+
+/// Aborts a task when dropped: a supervisor aborted by its runner takes its task along.
+struct AbortOnDrop(AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Runs one singleton on one owned shard: waits out an unclean previous run, starts the
+/// task, restarts it after failures, stops it when told to.
+struct Supervisor {
+    spec: Arc<Spec>,
+    runner: String,
+    journal: AnyJournal,
+    config: Arc<Config>,
+    member: watch::Receiver<Option<WeakCluster>>,
+    stop: watch::Receiver<bool>,
+}
+
+impl Supervisor {
+    async fn run(mut self) {
+        let name = self.spec.name.clone();
+        // The previous run must be over before this one starts. A run that was not
+        // stopped cleanly may still be going on a runner that has not yet noticed it lost
+        // its lock: give it the grace to notice.
+        let unclean = match previous_run(&self.journal, &name).await {
+            Ok(Some((runner, running))) => running && runner != self.runner,
+            Ok(None) => false,
+            Err(e) => {
+                tracing::warn!(singleton = %name, error = %e, "cannot read the previous run; assuming it did not stop cleanly");
+                true
+            }
+        };
+        if unclean {
+            tracing::info!(singleton = %name, grace = ?self.config.singleton_takeover_grace,
+                "previous run did not stop cleanly; waiting out the takeover grace");
+            if self
+                .sleep_or_stop(self.config.singleton_takeover_grace)
+                .await
+            {
+                return;
+            }
+        }
+        let Some(cluster) = self.member().await else {
+            return;
+        };
+        if *self.stop.borrow() {
+            return;
+        }
+        if let Err(e) = mark_started(&self.journal, &name, &self.runner).await {
+            tracing::warn!(singleton = %name, error = %e, "cannot record the start");
+        }
+        tracing::info!(singleton = %name, runner = %self.runner, "singleton started");
+        let base = self.config.singleton_restart_backoff;
+        let mut backoff = base;
+        loop {
+            let ctx = SingletonContext {
+                name: Arc::from(name.as_str()),
+                cluster: cluster.clone(),
+                stop: self.stop.clone(),
+            };
+            let began = Instant::now();
+            let mut task = tokio::spawn((self.spec.task)(ctx));
+            let _abort = AbortOnDrop(task.abort_handle());
+            tokio::select! {
+                ended = &mut task => {
+                    if *self.stop.borrow() {
+                        break;
+                    }
+                    if began.elapsed() >= HEALTHY_RUN {
+                        backoff = base;
+                    }
+                    match ended {
+                        Ok(()) => tracing::warn!(singleton = %name, ?backoff,
+                            "singleton returned while its shard is still owned; restarting"),
+                        Err(e) => tracing::error!(singleton = %name, error = %e, ?backoff,
+                            "singleton failed; restarting"),
+                    }
+                    if self.sleep_or_stop(backoff).await {
+                        break;
+                    }
+                    backoff = (backoff * 2).min(MAX_BACKOFF).max(base);
+                }
+                _ = stopped(self.stop.clone()) => {
+                    let abort = task.abort_handle();
+                    if tokio::time::timeout(self.config.singleton_stop_timeout, &mut task)
+                        .await
+                        .is_err()
+                    {
+                        abort.abort();
+                        tracing::warn!(singleton = %name, "singleton did not stop in time; aborted");
+                    }
+                    break;
+                }
+            }
+        }
+        drop(cluster);
+        if let Err(e) = mark_stopped(&self.journal, &name, &self.runner).await {
+            tracing::warn!(singleton = %name, error = %e, "cannot record the clean stop");
+        }
+        tracing::info!(singleton = %name, runner = %self.runner, "singleton stopped");
+    }
+
+    /// The member's cluster handle; `None` if the member is gone.
+    async fn member(&mut self) -> Option<Cluster> {
+        let weak = self.member.wait_for(|m| m.is_some()).await.ok()?.clone()?;
+        weak.upgrade()
+    }
+
+    /// Sleeps, or returns `true` early if asked to stop.
+    async fn sleep_or_stop(&self, d: Duration) -> bool {
+        tokio::select! {
+            _ = tokio::time::sleep(d) => *self.stop.borrow(),
+            _ = stopped(self.stop.clone()) => true,
+        }
+    }
+}
+
+/// Resolves once `stop` turns true (or its sender is gone, which is a stop too).
+async fn stopped(mut stop: watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+/// The runner that last started singleton `name`, and whether that run is still marked
+/// running (not stopped cleanly).
+async fn previous_run(
+    journal: &AnyJournal,
+    name: &str,
+) -> Result<Option<(String, bool)>, JournalError> {
+    Ok(match journal {
+        AnyJournal::Postgres(j) => {
+            sqlx::query_as("SELECT runner, running FROM singletons WHERE name = $1")
+                .bind(name)
+                .fetch_optional(j.pool())
+                .await?
+        }
+        AnyJournal::Sqlite(j) => {
+            sqlx::query_as("SELECT runner, running FROM singletons WHERE name = ?1")
+                .bind(name)
+                .fetch_optional(j.reader())
+                .await?
+        }
+    })
+}
+
+async fn mark_started(journal: &AnyJournal, name: &str, runner: &str) -> Result<(), JournalError> {
+    let now = Timestamp::now().as_micros();
+    match journal {
+        AnyJournal::Postgres(j) => {
+            sqlx::query(
+                "INSERT INTO singletons (name, runner, running, started_at) VALUES ($1, $2, TRUE, $3)
+                 ON CONFLICT (name) DO UPDATE
+                   SET runner = $2, running = TRUE, started_at = $3, stopped_at = NULL",
+            )
+            .bind(name)
+            .bind(runner)
+            .bind(now)
+            .execute(j.pool())
+            .await?;
+        }
+        AnyJournal::Sqlite(j) => {
+            sqlx::query(
+                "INSERT INTO singletons (name, runner, running, started_at) VALUES (?1, ?2, 1, ?3)
+                 ON CONFLICT (name) DO UPDATE
+                   SET runner = ?2, running = 1, started_at = ?3, stopped_at = NULL",
+            )
+            .bind(name)
+            .bind(runner)
+            .bind(now)
+            .execute(j.writer())
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+/// Marks this runner's run stopped cleanly; a later run by another runner is left alone.
+async fn mark_stopped(journal: &AnyJournal, name: &str, runner: &str) -> Result<(), JournalError> {
+    let now = Timestamp::now().as_micros();
+    match journal {
+        AnyJournal::Postgres(j) => {
+            sqlx::query(
+                "UPDATE singletons SET running = FALSE, stopped_at = $3 WHERE name = $1 AND runner = $2",
+            )
+            .bind(name)
+            .bind(runner)
+            .bind(now)
+            .execute(j.pool())
+            .await?;
+        }
+        AnyJournal::Sqlite(j) => {
+            sqlx::query(
+                "UPDATE singletons SET running = 0, stopped_at = ?3 WHERE name = ?1 AND runner = ?2",
+            )
+            .bind(name)
+            .bind(runner)
+            .bind(now)
+            .execute(j.writer())
+            .await?;
+        }
+    }
+    Ok(())
+}
