@@ -74,7 +74,7 @@ impl Projection for Balances {
             ));
         };
         for e in events {
-            let delta = match e.payload.decode::<Event>()? {
+            let delta = match entlog::engine::decode_event::<Account>(e)? {
                 Event::Deposited(n) => n,
                 Event::Withdrew(n) => -n,
             };

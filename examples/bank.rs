@@ -189,7 +189,7 @@ impl Projection for BankBalances {
         let mut deltas: BTreeMap<&str, (i64, i64, i64)> = BTreeMap::new();
         for e in events {
             let d = deltas.entry(e.entity.entity_id()).or_default();
-            match e.payload.decode::<Event>()? {
+            match entlog::engine::decode_event::<Account>(e)? {
                 Event::Opened { initial } => d.0 += initial as i64,
                 Event::Debited { amount, .. } => {
                     d.0 -= amount as i64;

@@ -3,11 +3,22 @@
 //! Tags are `"<TYPE>.command"`, `"<TYPE>.event"`, `"<TYPE>.reply"` and `"<TYPE>.state"`;
 //! the version comes from the entity's `*_VERSION` constants. A stored reply is a
 //! [`StoredOutcome`], so a rejection or a failure is remembered like an answer.
+//!
+//! # Reading older versions
+//!
+//! Every read of a stored event or command goes through [`decode_event`] /
+//! [`decode_command`]: a payload of the current version decodes as the current type; an
+//! older one is handed to the entity's upcaster ([`Entity::upcast_event`],
+//! [`Entity::upcast_command`]); anything else is a typed error
+//! ([`EngineError::NoUpcaster`]). Nothing is skipped and nothing is decoded as the wrong
+//! shape. Snapshots are not upcast: one of another state version is ignored, and the
+//! state is rebuilt by a full replay.
 
-use entlog_journal::{Payload, Result};
-use serde::{Deserialize, Serialize};
+use entlog_journal::{Entry, JournalError, Payload, Result, Shard};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 use crate::entity::Entity;
+use crate::error::EngineError;
 
 /// A reply as stored: the handler's answer, its rejection, or the failure that ended
 /// the message's retries.
@@ -44,4 +55,126 @@ pub(crate) fn failure(entity_type: &str, version: u32, reason: String) -> Result
         version,
         &StoredOutcome::<()>::Failed(reason),
     )
+}
+
+/// Why a stored payload cannot be read as the entity's current type (without its place
+/// in the journal; [`decode_event`] and [`decode_command`] add it).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PayloadError {
+    /// The payload has another schema version than the current one and the entity has no
+    /// upcaster for it (or it is newer than the current one: written by a newer build).
+    #[error(
+        "{type_tag} version {version} cannot be read: this build reads version {current} and has no upcaster from {version}"
+    )]
+    NoUpcaster {
+        /// The stored type tag.
+        type_tag: String,
+        /// The stored schema version.
+        version: u32,
+        /// The version this build writes.
+        current: u32,
+    },
+    /// The bytes do not decode as the type their version names (or the upcaster failed).
+    #[error("{type_tag} version {version} does not decode: {source}")]
+    Undecodable {
+        /// The stored type tag.
+        type_tag: String,
+        /// The stored schema version.
+        version: u32,
+        /// The codec's error.
+        source: JournalError,
+    },
+}
+
+impl PayloadError {
+    /// The engine error for this failure at `shard`/`offset`.
+    fn at(self, shard: Shard, offset: u64) -> EngineError {
+        match self {
+            PayloadError::NoUpcaster {
+                type_tag,
+                version,
+                current,
+            } => EngineError::NoUpcaster {
+                type_tag,
+                version,
+                current,
+                shard,
+                offset,
+            },
+            PayloadError::Undecodable {
+                type_tag,
+                version,
+                source,
+            } => EngineError::Undecodable {
+                type_tag,
+                version,
+                shard,
+                offset,
+                source,
+            },
+        }
+    }
+}
+
+/// The one versioned read: the current version decodes as `T`; an older one goes to the
+/// upcaster; a missing upcaster or a newer version is an error, never a skip.
+fn versioned<T: DeserializeOwned>(
+    payload: &Payload,
+    current: u32,
+    upcast: impl FnOnce(&Payload) -> Option<Result<T>>,
+) -> std::result::Result<T, PayloadError> {
+    let undecodable = |source| PayloadError::Undecodable {
+        type_tag: payload.type_tag.clone(),
+        version: payload.version,
+        source,
+    };
+    if payload.version == current {
+        return payload.decode().map_err(undecodable);
+    }
+    let upcast = if payload.version < current {
+        upcast(payload)
+    } else {
+        None
+    };
+    match upcast {
+        Some(result) => result.map_err(undecodable),
+        None => Err(PayloadError::NoUpcaster {
+            type_tag: payload.type_tag.clone(),
+            version: payload.version,
+            current,
+        }),
+    }
+}
+
+/// Reads an event payload of `E` of any known version (see [`decode_event`]).
+pub fn event_from_payload<E: Entity>(
+    payload: &Payload,
+) -> std::result::Result<E::Event, PayloadError> {
+    versioned(payload, E::EVENT_VERSION, E::upcast_event)
+}
+
+/// Reads a command payload of `E` of any known version (see [`decode_command`]).
+pub fn command_from_payload<E: Entity>(
+    payload: &Payload,
+) -> std::result::Result<E::Command, PayloadError> {
+    versioned(payload, E::COMMAND_VERSION, E::upcast_command)
+}
+
+/// Reads a stored event of `E` as its current `Event` type, whatever version wrote it.
+///
+/// The version [`Entity::EVENT_VERSION`] decodes directly; an older one goes through
+/// [`Entity::upcast_event`]. Without an upcaster for the stored version, or for a
+/// version newer than this build's, the result is [`EngineError::NoUpcaster`] naming the
+/// type tag, both versions, the shard and the offset. Application projections that read
+/// an entity's events should decode them with this function too.
+pub fn decode_event<E: Entity>(entry: &Entry) -> std::result::Result<E::Event, EngineError> {
+    event_from_payload::<E>(&entry.payload).map_err(|e| e.at(entry.shard, entry.offset))
+}
+
+/// Reads a stored message to `E` as its current `Command` type, whatever version wrote
+/// it (messages queued before a deploy); the rules of [`decode_event`] apply, with
+/// [`Entity::COMMAND_VERSION`] and [`Entity::upcast_command`].
+pub fn decode_command<E: Entity>(entry: &Entry) -> std::result::Result<E::Command, EngineError> {
+    command_from_payload::<E>(&entry.payload).map_err(|e| e.at(entry.shard, entry.offset))
 }

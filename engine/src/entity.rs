@@ -2,7 +2,7 @@
 
 use std::future::Future;
 
-use entlog_journal::{EntityKey, NewMessage, Payload, Timestamp};
+use entlog_journal::{EntityKey, JournalError, NewMessage, Payload, Timestamp};
 use serde::{Serialize, de::DeserializeOwned};
 
 use crate::error::EngineError;
@@ -43,6 +43,40 @@ pub trait Entity: Send + Sync + 'static {
 
     /// Folds one event into the state.
     fn apply(state: &mut Self::State, event: &Self::Event);
+
+    /// Reads an event stored with an older `EVENT_VERSION` as the current `Event`.
+    ///
+    /// Called for every stored event whose version is below [`Entity::EVENT_VERSION`]
+    /// (never for the current version, never for a newer one), on every read path:
+    /// activation, the state projection, [`decode_event`](crate::decode_event), the CLI.
+    /// It receives the stored payload (type tag, version, bytes) and typically decodes the
+    /// old shape, kept in the application as e.g. `EventV1`, and converts it:
+    ///
+    /// ```ignore
+    /// fn upcast_event(payload: &Payload) -> Option<Result<Event, JournalError>> {
+    ///     match payload.version {
+    ///         1 => Some(payload.decode::<EventV1>().map(Event::from)),
+    ///         _ => None,
+    ///     }
+    /// }
+    /// ```
+    ///
+    /// `None` (the default) means no upcaster for that version: the read fails with
+    /// [`EngineError::NoUpcaster`] naming the type tag, the version, the shard and the
+    /// offset. `Some(Err(_))` fails it with [`EngineError::Undecodable`]. Upcasting must
+    /// be deterministic, like `apply`: replays must rebuild the same state.
+    fn upcast_event(payload: &Payload) -> Option<Result<Self::Event, JournalError>> {
+        let _ = payload;
+        None
+    }
+
+    /// Reads a command stored with an older `COMMAND_VERSION` as the current `Command`
+    /// (messages queued before a deploy). Same contract as [`Entity::upcast_event`];
+    /// without an upcaster the message gets a failure reply naming the problem.
+    fn upcast_command(payload: &Payload) -> Option<Result<Self::Command, JournalError>> {
+        let _ = payload;
+        None
+    }
 }
 
 /// What handling a command produced: events (applied and journaled), and the reply.

@@ -56,10 +56,62 @@ pub enum EngineError {
         /// What is wrong with it.
         reason: String,
     },
+    /// A stored event or command has a schema version this build cannot read: older than
+    /// the current one with no upcaster for it ([`Entity::upcast_event`],
+    /// [`Entity::upcast_command`]), or newer (written by a newer build).
+    ///
+    /// [`Entity::upcast_event`]: crate::Entity::upcast_event
+    /// [`Entity::upcast_command`]: crate::Entity::upcast_command
+    #[error(
+        "{type_tag} version {version} at shard {shard}, offset {offset} cannot be read: this build reads version {current} and has no upcaster from {version}"
+    )]
+    NoUpcaster {
+        /// The stored type tag (`"account.event"`).
+        type_tag: String,
+        /// The stored schema version.
+        version: u32,
+        /// The version this build reads and writes.
+        current: u32,
+        /// Shard of the entry.
+        shard: u32,
+        /// Offset of the entry in its shard.
+        offset: u64,
+    },
+    /// A stored event or command does not decode as the type its version names (or its
+    /// upcaster failed).
+    #[error(
+        "{type_tag} version {version} at shard {shard}, offset {offset} does not decode: {source}"
+    )]
+    Undecodable {
+        /// The stored type tag.
+        type_tag: String,
+        /// The stored schema version.
+        version: u32,
+        /// Shard of the entry.
+        shard: u32,
+        /// Offset of the entry in its shard.
+        offset: u64,
+        /// The codec's error.
+        source: JournalError,
+    },
     /// An inline projection failed, so the batch it belongs to did not commit.
     #[error("inline projection failed: {0}")]
     Projection(#[from] entlog_projections::ProjectionError),
     /// The journal failed (storage, codec, validation).
     #[error(transparent)]
     Journal(#[from] JournalError),
+}
+
+/// For application projections: `decode_event::<E>(entry)?` inside `Projection::apply`.
+/// Journal and projection errors keep their variant; the others become
+/// [`ProjectionError::Handler`](entlog_projections::ProjectionError::Handler) with their
+/// message (which names the type tag, version, shard and offset for a decode failure).
+impl From<EngineError> for entlog_projections::ProjectionError {
+    fn from(e: EngineError) -> Self {
+        match e {
+            EngineError::Journal(e) => entlog_projections::ProjectionError::Journal(e),
+            EngineError::Projection(e) => e,
+            other => entlog_projections::ProjectionError::Handler(other.to_string()),
+        }
+    }
 }

@@ -63,7 +63,10 @@ mod state_projection;
 mod waiters;
 
 pub use cluster::{Cluster, ClusterBuilder, EntityRef};
-pub use codec::StoredOutcome;
+pub use codec::{
+    PayloadError, StoredOutcome, command_from_payload, decode_command, decode_event,
+    event_from_payload,
+};
 pub use config::Config;
 pub use cron::{CronSchedule, DEFAULT_MAX_CATCH_UP, firing_id};
 pub use entity::{Context, Entity, Outcome, Rejection, command_payload};

@@ -113,7 +113,7 @@ impl<E: Entity> EntityType for Registered<E> {
                         }
                         .into());
                     }
-                    let event: E::Event = entry.payload.decode()?;
+                    let event = codec::decode_event::<E>(&entry)?;
                     E::apply(&mut state, &event);
                     seq = at;
                     replayed += 1;
@@ -156,7 +156,7 @@ impl<E: Entity> Live<E> {
             reason,
             state_lost: false,
         };
-        let cmd: E::Command = match command.decode() {
+        let cmd = match codec::command_from_payload::<E>(command) {
             Ok(c) => c,
             Err(e) => return broken(format!("undecodable command: {e}")),
         };

@@ -77,7 +77,7 @@ impl<E: Entity> Projection for StateProjection<E> {
                 if at <= seq {
                     continue;
                 }
-                let event: E::Event = e.payload.decode()?;
+                let event = crate::codec::decode_event::<E>(e)?;
                 E::apply(&mut state, &event);
                 seq = at;
             }
