@@ -11,8 +11,8 @@ pub use entlog_journal as journal;
 pub use entlog_projections as projections;
 
 pub use entlog_engine::{
-    Cluster, ClusterBuilder, Config, Context, EngineError, Entity, EntityRef, Outcome, Rejection,
-    StateProjection, projected_state,
+    Cluster, ClusterBuilder, Config, Context, CronSchedule, EngineError, Entity, EntityRef,
+    Outcome, Rejection, SingletonContext, StateProjection, projected_state,
 };
 pub use entlog_journal::{
     AnyJournal, EntityKey, Entry, EntryKind, Journal, JournalError, NewMessage, Payload, PgJournal,
