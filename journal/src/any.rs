@@ -137,6 +137,14 @@ impl Journal for AnyJournal {
         both!(self, j => j.next_due(shard).await)
     }
 
+    async fn cancel_scheduled(&self, entity: &EntityKey, message_id: Uuid) -> Result<bool> {
+        both!(self, j => j.cancel_scheduled(entity, message_id).await)
+    }
+
+    fn take_schedule_changed(&self, shard: Shard) -> bool {
+        both!(self, j => j.take_schedule_changed(shard))
+    }
+
     async fn wait_for_entries(&self, shard: Shard, timeout: Duration) -> bool {
         both!(self, j => j.wait_for_entries(shard, timeout).await)
     }

@@ -58,6 +58,19 @@ pub const EVENT_PAGE: usize = 1_000;
 /// [`promote_due`](Journal::promote_due) runs at or after its due time. The partition thus
 /// holds only due entries, and a far-future message never holds a cursor back.
 ///
+/// - Promotion MUST move each scheduled message exactly once, in (`deliver_at`,
+///   `created_at`, message id) order, and never before its `deliver_at`: `promote_due(s, t)`
+///   moves exactly those with `deliver_at <= t`.
+/// - [`cancel_scheduled`](Journal::cancel_scheduled) and promotion MUST NOT both win: a
+///   message that cancel reports removed (`true`) never enters the partition; one it reports
+///   not found (`false`) was either never scheduled or already promoted (and is then
+///   delivered as usual).
+/// - A cancelled id is forgotten, not tombstoned: appending the same (entity, message id)
+///   again schedules it anew. Cancel then re-send is how a timer is moved.
+/// - The times are wall-clock microseconds of the appending process and of the promoting
+///   caller: clocks of different machines should agree to well under the lateness a
+///   caller can tolerate.
+///
 /// # What a reader never sees
 ///
 /// Uncommitted entries, entries of a rolled-back batch, and entries whose checksum fails:
@@ -143,6 +156,26 @@ pub trait Journal: Send + Sync + 'static {
 
     /// When the shard's earliest scheduled message is due, if it has one.
     fn next_due(&self, shard: Shard) -> impl Future<Output = Result<Option<Timestamp>>> + Send;
+
+    /// Removes a message that is still scheduled. `true` if it was in the schedule and is now
+    /// gone for good; `false` if the entity has no scheduled message with this id (never
+    /// sent, sent due at once, already promoted, or already cancelled). Atomic with respect
+    /// to [`promote_due`](Journal::promote_due): see the trait docs.
+    fn cancel_scheduled(
+        &self,
+        entity: &EntityKey,
+        message_id: Uuid,
+    ) -> impl Future<Output = Result<bool>> + Send;
+
+    /// Whether a message was scheduled on the shard since the last call — by an append or
+    /// commit of this process, or, on PostgreSQL with notifications on, of any process (a
+    /// lost notification connection reports every shard). The shard's owner calls it to
+    /// learn when to read [`next_due`](Journal::next_due) again instead of polling it: a
+    /// newly scheduled message may be due before the one its timer waits for. Such a
+    /// message also wakes [`wait_for_entries`](Journal::wait_for_entries). A hint, for one
+    /// consumer per shard: a cross-process announcement can be lost with its process, so
+    /// the owner still reads `next_due` now and then.
+    fn take_schedule_changed(&self, shard: Shard) -> bool;
 
     /// Waits until new entries may have been committed to the shard, or `timeout` passed.
     /// Returns `true` on a wake-up. Wake-ups may be spurious; a caller still reads to see.

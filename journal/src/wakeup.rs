@@ -4,36 +4,107 @@
 //! other processes' notifications into wake-ups. A wake-up is a hint: a permit is stored if
 //! nobody waits, so a tailer that reads and then waits never misses one; a spurious
 //! wake-up only costs a read.
+//!
+//! # Several waiters per shard
+//!
+//! A shard has more than one tailer in a runner: its worker and a projector per
+//! projection. A wake-up reaches every task waiting at that moment, and also stores one
+//! permit for the next to wait. (Waking only one waiter would let a projector swallow the
+//! wake-up of a newly appended or scheduled message, leaving the worker asleep until its
+//! poll interval.)
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::sync::Notify;
 
+use crate::columns::{EntryColumns, Placed};
+use crate::records::{AppendOutcome, CommitReceipt};
 use crate::shard::Shard;
 
-/// One `Notify` per shard.
+/// One `Notify` per shard, and per shard a flag saying its schedule changed.
 #[derive(Debug)]
 pub(crate) struct Wakeups {
     shards: Vec<Notify>,
+    /// Set when a message was scheduled on the shard; taken by its owner, which then reads
+    /// the shard's next due time again.
+    scheduled: Vec<AtomicBool>,
 }
 
 impl Wakeups {
     pub(crate) fn new(shard_count: u32) -> Self {
         Wakeups {
             shards: (0..shard_count).map(|_| Notify::new()).collect(),
+            scheduled: (0..shard_count).map(|_| AtomicBool::new(false)).collect(),
         }
     }
 
-    /// Wakes the tailer of one shard.
+    /// A message was scheduled on `shard`: flags its schedule and wakes its tailers.
+    pub(crate) fn scheduled(&self, shard: Shard) {
+        if let Some(f) = self.scheduled.get(shard as usize) {
+            f.store(true, Ordering::Release);
+        }
+        self.wake(shard);
+    }
+
+    /// Wakes the shards an append wrote to, flagging those that got a scheduled message.
+    pub(crate) fn after_append(&self, entries: &EntryColumns, placed: &[Placed]) {
+        let mut shards: Vec<(i32, bool)> = entries
+            .shard
+            .iter()
+            .enumerate()
+            .map(|(i, &s)| (s, placed.get(i).is_some_and(|p| p.scheduled)))
+            .collect();
+        // Per shard, a scheduled row sorts last and is the one kept.
+        shards.sort_unstable();
+        shards.reverse();
+        shards.dedup_by_key(|(s, _)| *s);
+        for (s, scheduled) in shards {
+            if scheduled {
+                self.scheduled(s as Shard);
+            } else {
+                self.wake(s as Shard);
+            }
+        }
+    }
+
+    /// Wakes the shard of a committed batch and those its outgoing messages went to,
+    /// flagging those that got a scheduled message.
+    pub(crate) fn after_commit(&self, shard: Shard, receipt: &CommitReceipt) {
+        self.wake(shard);
+        for o in receipt.outgoing.iter().flatten() {
+            match o {
+                AppendOutcome::Scheduled { shard } => self.scheduled(*shard),
+                AppendOutcome::Appended { shard, .. } | AppendOutcome::Duplicate { shard, .. } => {
+                    self.wake(*shard)
+                }
+            }
+        }
+    }
+
+    /// Whether a message was scheduled on `shard` since the last call.
+    pub(crate) fn take_scheduled(&self, shard: Shard) -> bool {
+        self.scheduled
+            .get(shard as usize)
+            .is_some_and(|f| f.swap(false, Ordering::AcqRel))
+    }
+
+    /// Wakes the tailers of one shard: all that wait now, and the next to wait.
     pub(crate) fn wake(&self, shard: Shard) {
         if let Some(n) = self.shards.get(shard as usize) {
+            n.notify_waiters();
             n.notify_one();
         }
     }
 
-    /// Wakes every shard's tailer (after a lost notification connection).
+    /// Wakes every shard's tailers and flags every schedule (after a lost notification
+    /// connection, which may have dropped announcements of scheduled messages).
     pub(crate) fn wake_all(&self) {
+        for f in &self.scheduled {
+            f.store(true, Ordering::Release);
+        }
         for n in &self.shards {
+            n.notify_waiters();
             n.notify_one();
         }
     }

@@ -113,6 +113,8 @@ conformance! {
     bad_input;
     wrong_shard_count_and_format;
     scheduled_messages;
+    cancel_scheduled;
+    cancel_races_promotion(400);
     event_stream;
     cursors_move_forward;
     wakeups;

@@ -279,10 +279,16 @@ BEGIN
     -- Wake the owners of shards that got messages. Events need no wake-up (their
     -- projectors run beside the shard's owner, which wakes them in-process), and every
     -- NOTIFY takes a database-wide lock at commit: a batch of only events sends none.
+    -- 's<shard>' tells the owner of a shard that got a scheduled message to read its next
+    -- due time again (it may be earlier than the one its timer waits for).
     IF p_channel IS NOT NULL THEN
         PERFORM pg_notify(p_channel, d.shard::TEXT)
            FROM (SELECT DISTINCT t.s AS shard FROM unnest(p_shard, p_kind) AS t(s, k)
                   WHERE t.k = 1) d;
+        PERFORM pg_notify(p_channel, 's' || d.shard::TEXT)
+           FROM (SELECT DISTINCT t.s AS shard
+                   FROM unnest(p_shard, p_kind, p_deliver_at) AS t(s, k, d)
+                  WHERE t.k = 1 AND t.d > p_now) d;
     END IF;
 END;
 $$;

@@ -1,8 +1,10 @@
 //! LISTEN side of wake-ups: notifications from any process become per-shard wake-ups.
 //!
 //! `append_entries` sends `NOTIFY <channel>, '<shard>'` once per shard per transaction
-//! (PostgreSQL folds identical notifications of one transaction). A lost listener
-//! connection may have dropped notifications, so every shard is woken when it is noticed.
+//! (PostgreSQL folds identical notifications of one transaction), and `'s<shard>'` for a
+//! shard that got a scheduled message, so that its owner reads the shard's next due time
+//! again. A lost listener connection may have dropped notifications, so every shard is
+//! woken (and its schedule flagged) when it is noticed.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,9 +39,15 @@ impl ListenerTask {
         let handle = tokio::spawn(async move {
             loop {
                 match listener.try_recv().await {
-                    Ok(Some(n)) => match n.payload().parse::<Shard>() {
-                        Ok(shard) => wakeups.wake(shard),
-                        Err(_) => wakeups.wake_all(),
+                    Ok(Some(n)) => match n.payload().strip_prefix('s') {
+                        Some(s) => match s.parse::<Shard>() {
+                            Ok(shard) => wakeups.scheduled(shard),
+                            Err(_) => wakeups.wake_all(),
+                        },
+                        None => match n.payload().parse::<Shard>() {
+                            Ok(shard) => wakeups.wake(shard),
+                            Err(_) => wakeups.wake_all(),
+                        },
                     },
                     Ok(None) => wakeups.wake_all(),
                     Err(e) => {

@@ -24,7 +24,9 @@ use uuid::Uuid;
 pub use locks::PgLocks;
 pub use open::PgOptions;
 
-use crate::columns::{BatchColumns, EntryColumns, append_columns, append_outcomes, receipt};
+use crate::columns::{
+    BatchColumns, EntryColumns, Placed, append_columns, append_outcomes, receipt,
+};
 use crate::envelope::{CrcDomain, EntityKey, Entry, EntryKind, NewMessage, checksum};
 use crate::error::{Field, JournalError, Result};
 use crate::journal::Journal;
@@ -172,18 +174,11 @@ impl PgJournal {
 
     /// Wakes, in this process, the shards a committed batch wrote to.
     pub(crate) fn wake_after(&self, shard: Shard, receipt: &CommitReceipt) {
-        for s in std::iter::once(shard).chain(receipt.shards()) {
-            self.inner.wakeups.wake(s);
-        }
+        self.inner.wakeups.after_commit(shard, receipt);
     }
 
-    fn wake(&self, entries: &EntryColumns) {
-        let mut shards = entries.shard.clone();
-        shards.sort_unstable();
-        shards.dedup();
-        for s in shards {
-            self.inner.wakeups.wake(s as Shard);
-        }
+    fn wake(&self, entries: &EntryColumns, placed: &[Placed]) {
+        self.inner.wakeups.after_append(entries, placed);
     }
 }
 
@@ -249,7 +244,7 @@ impl Journal for PgJournal {
             .fetch_all(&self.inner.pool)
             .await?,
         )?;
-        self.wake(&entries);
+        self.wake(&entries, &rows);
         append_outcomes(self, &entries, &rows, &sources).await
     }
 
@@ -428,6 +423,27 @@ impl Journal for PgJournal {
                 .fetch_one(&self.inner.pool)
                 .await?;
         Ok(due.map(Timestamp))
+    }
+
+    async fn cancel_scheduled(&self, entity: &EntityKey, message_id: Uuid) -> Result<bool> {
+        // `promote_due` deletes the rows it moves in the same statement that inserts them
+        // into the partition. Whichever DELETE reaches the row first wins; the other waits
+        // for its row lock and then finds the row gone (READ COMMITTED re-checks it), so a
+        // message is either cancelled or promoted, never both.
+        let removed = sqlx::query(
+            "DELETE FROM scheduled WHERE entity_type = $1 AND entity_id = $2 AND message_id = $3",
+        )
+        .bind(entity.entity_type())
+        .bind(entity.entity_id())
+        .bind(message_id)
+        .execute(&self.inner.pool)
+        .await?
+        .rows_affected();
+        Ok(removed > 0)
+    }
+
+    fn take_schedule_changed(&self, shard: Shard) -> bool {
+        self.inner.wakeups.take_scheduled(shard)
     }
 
     async fn wait_for_entries(&self, shard: Shard, timeout: Duration) -> bool {

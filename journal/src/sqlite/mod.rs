@@ -23,7 +23,9 @@ use uuid::Uuid;
 
 pub use open::{Access, Durability, SqliteOptions};
 
-use crate::columns::{BatchColumns, EntryColumns, append_columns, append_outcomes, receipt};
+use crate::columns::{
+    BatchColumns, EntryColumns, Placed, append_columns, append_outcomes, receipt,
+};
 use crate::envelope::{CrcDomain, EntityKey, Entry, EntryKind, NewMessage, checksum};
 use crate::error::{Field, JournalError, Result};
 use crate::journal::Journal;
@@ -162,18 +164,11 @@ impl SqliteJournal {
 
     /// Wakes the shards a committed batch wrote to.
     pub(crate) fn wake_after(&self, shard: Shard, receipt: &CommitReceipt) {
-        for s in std::iter::once(shard).chain(receipt.shards()) {
-            self.inner.wakeups.wake(s);
-        }
+        self.inner.wakeups.after_commit(shard, receipt);
     }
 
-    fn wake(&self, entries: &EntryColumns) {
-        let mut shards = entries.shard.clone();
-        shards.sort_unstable();
-        shards.dedup();
-        for s in shards {
-            self.inner.wakeups.wake(s as Shard);
-        }
+    fn wake(&self, entries: &EntryColumns, placed: &[Placed]) {
+        self.inner.wakeups.after_append(entries, placed);
     }
 }
 
@@ -224,7 +219,7 @@ impl Journal for SqliteJournal {
             }
         };
         tx.commit().await?;
-        self.wake(&entries);
+        self.wake(&entries, &placed);
         append_outcomes(self, &entries, &placed, &sources).await
     }
 
@@ -393,6 +388,24 @@ impl Journal for SqliteJournal {
                 .fetch_one(&self.inner.reader)
                 .await?;
         Ok(due.map(Timestamp))
+    }
+
+    async fn cancel_scheduled(&self, entity: &EntityKey, message_id: Uuid) -> Result<bool> {
+        // On the single writer connection, so it is serialized with promotion.
+        let removed = sqlx::query(
+            "DELETE FROM scheduled WHERE entity_type = ?1 AND entity_id = ?2 AND message_id = ?3",
+        )
+        .bind(entity.entity_type())
+        .bind(entity.entity_id())
+        .bind(message_id)
+        .execute(&self.inner.writer)
+        .await?
+        .rows_affected();
+        Ok(removed > 0)
+    }
+
+    fn take_schedule_changed(&self, shard: Shard) -> bool {
+        self.inner.wakeups.take_scheduled(shard)
     }
 
     async fn wait_for_entries(&self, shard: Shard, timeout: Duration) -> bool {
