@@ -439,11 +439,51 @@ impl<E: Entity> EntityRef<E> {
         Ok(id)
     }
 
-    /// Sends a command to be delivered at `at`; returns its id.
+    /// Sends a command to be delivered at `at` (at once if `at` is not in the future);
+    /// returns its id. The message is durable on return, survives restarts and failover,
+    /// and is delivered once, not before `at`.
     pub async fn tell_at(&self, at: Timestamp, command: E::Command) -> Result<Uuid, EngineError> {
         let id = Uuid::now_v7();
-        self.append(self.message(id, &command, Some(at))?).await?;
+        self.tell_at_with_id(id, at, command).await?;
         Ok(id)
+    }
+
+    /// Sends a command to be delivered `after` from now; returns its id.
+    pub async fn tell_after(
+        &self,
+        after: Duration,
+        command: E::Command,
+    ) -> Result<Uuid, EngineError> {
+        self.tell_at(Timestamp::now().after(after), command).await
+    }
+
+    /// [`tell_at`](Self::tell_at) under a caller-chosen id: re-sending an id that is
+    /// scheduled, or was delivered, writes nothing (`Duplicate`). An id that was cancelled
+    /// is forgotten, so sending it again schedules it anew (cancel + re-send moves a timer).
+    pub async fn tell_at_with_id(
+        &self,
+        id: Uuid,
+        at: Timestamp,
+        command: E::Command,
+    ) -> Result<AppendOutcome, EngineError> {
+        self.append(self.message(id, &command, Some(at))?).await
+    }
+
+    /// Cancels a scheduled message. `Ok(true)`: it was still scheduled and will never be
+    /// delivered. `Ok(false)`: the entity has no scheduled message with this id — unknown,
+    /// cancelled already, or already due and moved to the entity's mailbox, in which case
+    /// it is delivered once as usual.
+    pub async fn cancel(&self, message_id: Uuid) -> Result<bool, EngineError> {
+        if *self.cluster.inner.shutdown.borrow() {
+            return Err(EngineError::ShutDown);
+        }
+        let key = self.key()?;
+        Ok(self
+            .cluster
+            .inner
+            .journal
+            .cancel_scheduled(&key, message_id)
+            .await?)
     }
 
     /// The stored reply to an earlier message, if it was processed.

@@ -1,9 +1,11 @@
 //! What an application writes: entity types with typed commands, events, replies, state.
 
 use std::future::Future;
+use std::time::Duration;
 
 use entlog_journal::{EntityKey, JournalError, NewMessage, Payload, Timestamp};
 use serde::{Serialize, de::DeserializeOwned};
+use uuid::Uuid;
 
 use crate::error::EngineError;
 
@@ -118,10 +120,12 @@ impl Rejection {
     }
 }
 
-/// What a handler may do besides deciding events: send messages to other entities.
+/// What a handler may do besides deciding events: send messages to other entities, now
+/// or later (durable timers).
 ///
 /// Sent messages are journaled in the same transaction as the handler's events (a
-/// built-in outbox): they exist exactly when the events do.
+/// built-in outbox): they exist exactly when the events do. A handler that is rejected,
+/// panics on every attempt, or whose batch fails to commit sends nothing, timers included.
 #[derive(Debug, Default)]
 pub struct Context {
     pub(crate) entity: Option<EntityKey>,
@@ -141,13 +145,21 @@ impl Context {
     }
 
     /// Sends `command` to be delivered at `at` (a durable timer), journaled with this
-    /// message's outcome.
-    pub fn send_at<T: Entity>(&mut self, id: &str, command: &T::Command, at: Option<Timestamp>) {
+    /// message's outcome; returns the sent message's id.
+    pub fn send_at<T: Entity>(
+        &mut self,
+        id: &str,
+        command: &T::Command,
+        at: Option<Timestamp>,
+    ) -> Uuid {
+        let message_id = Uuid::now_v7();
         let message = EntityKey::new(T::TYPE, id)
             .and_then(|key| {
                 Ok(NewMessage {
+                    entity: key,
+                    message_id,
+                    payload: crate::codec::command::<T>(command)?,
                     deliver_at: at,
-                    ..NewMessage::new(key, crate::codec::command::<T>(command)?)
                 })
             })
             .map_err(EngineError::from);
@@ -155,6 +167,19 @@ impl Context {
             Ok(m) => self.outgoing.push(m),
             Err(e) => self.error = self.error.take().or(Some(e)),
         }
+        message_id
+    }
+
+    /// A durable timer: sends `command` to entity `id` of type `T` (this entity too) to be
+    /// delivered `after` from now. It is journaled with this message's outcome, survives
+    /// restarts and failover, and is delivered once, not before its time. Returns the
+    /// timer's message id, with which a client can cancel it
+    /// ([`EntityRef::cancel`](crate::EntityRef::cancel)).
+    ///
+    /// To send the timer to this entity, copy its id first (`let me =
+    /// ctx.entity_id().to_owned();`): `ctx` is borrowed mutably by the call.
+    pub fn schedule<T: Entity>(&mut self, after: Duration, id: &str, command: &T::Command) -> Uuid {
+        self.send_at::<T>(id, command, Some(Timestamp::now().after(after)))
     }
 }
 

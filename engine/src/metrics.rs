@@ -16,8 +16,8 @@ pub const MESSAGES_REDELIVERED: &str = "entlog_messages_redelivered_total";
 pub const MESSAGES_DEDUPLICATED: &str = "entlog_messages_deduplicated_total";
 /// Counter: messages given a failure reply after their retries (poison messages).
 pub const MESSAGES_FAILED: &str = "entlog_messages_failed_total";
-/// Histogram (seconds): from a message's append to the end of its handling (its batch
-/// commits right after).
+/// Histogram (seconds): from a message's append (a scheduled message's due time) to the
+/// end of its handling (its batch commits right after).
 pub const PROCESSING_LATENCY: &str = "entlog_processing_latency_seconds";
 /// Counter: events replayed while activating entities.
 pub const EVENTS_REPLAYED: &str = "entlog_events_replayed_total";
@@ -44,7 +44,7 @@ pub fn describe() {
     describe_histogram!(
         PROCESSING_LATENCY,
         Unit::Seconds,
-        "append to handled (its batch commits right after)"
+        "append (or due time) to handled (its batch commits right after)"
     );
     describe_counter!(EVENTS_REPLAYED, "events replayed during activation");
     describe_counter!(SNAPSHOTS_WRITTEN, "snapshots saved");

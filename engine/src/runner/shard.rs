@@ -32,6 +32,36 @@ use crate::waiters::Waiters;
 /// The consumer name of the entities' mailbox cursor.
 pub const MAILBOX: &str = "mailbox";
 
+/// The shard's timer for scheduled messages: the owner sleeps exactly until the earliest
+/// due time (not a coarse poll), then promotes what is due into the partition.
+///
+/// `next_due` is read from the journal when the worker starts, after every promotion,
+/// when the journal reports that a message was scheduled on the shard (an append or
+/// commit in this process, or a `NOTIFY` from another), and otherwise every
+/// `poll_interval`, the fallback for an announcement lost with its sender.
+#[derive(Debug, Default)]
+struct Timer {
+    /// When the shard's earliest scheduled message is due, as last read.
+    next_due: Option<Timestamp>,
+    /// When `next_due` was read; `None`: read it before going on.
+    checked: Option<Instant>,
+}
+
+impl Timer {
+    /// How long an idle worker may wait for a wake-up: until the next due time, or until
+    /// the schedule is to be read again, whichever comes first. Tokio rounds a sleep up
+    /// to its next millisecond tick, so the worker wakes at or just after the due time.
+    fn wait(&self, poll_interval: Duration) -> Duration {
+        let recheck = self.checked.map_or(Duration::ZERO, |t| {
+            poll_interval.saturating_sub(t.elapsed())
+        });
+        match self.next_due {
+            Some(due) => recheck.min(due.since(Timestamp::now())),
+            None => recheck,
+        }
+    }
+}
+
 /// Why a worker stopped.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Exit {
@@ -110,24 +140,39 @@ impl ShardWorker {
                 }
             }
         };
-        let mut next_due: Option<Timestamp> = None;
-        let mut due_checked: Option<Instant> = None;
+        let mut timer = Timer::default();
         loop {
             if *self.stop.borrow() {
                 self.snapshot_all().await;
                 return Exit::Stopped;
             }
-            // Scheduled messages: check the schedule every poll interval, and promote
-            // what is due into the partition.
-            if due_checked.is_none_or(|t| t.elapsed() >= self.config.poll_interval) {
-                due_checked = Some(Instant::now());
-                next_due = self.journal.next_due(self.shard).await.unwrap_or(None);
+            if self.journal.take_schedule_changed(self.shard) {
+                timer.checked = None;
             }
-            if next_due.is_some_and(|t| t <= Timestamp::now()) {
-                if let Err(e) = self.journal.promote_due(self.shard, Timestamp::now()).await {
-                    tracing::warn!(shard = self.shard, error = %e, "promoting due messages failed");
+            if timer
+                .checked
+                .is_none_or(|t| t.elapsed() >= self.config.poll_interval)
+            {
+                match self.journal.next_due(self.shard).await {
+                    Ok(due) => timer.next_due = due,
+                    Err(e) => {
+                        tracing::warn!(shard = self.shard, error = %e, "cannot read the schedule")
+                    }
                 }
-                next_due = self.journal.next_due(self.shard).await.unwrap_or(None);
+                timer.checked = Some(Instant::now());
+            }
+            if timer.next_due.is_some_and(|t| t <= Timestamp::now()) {
+                match self.journal.promote_due(self.shard, Timestamp::now()).await {
+                    // Deliver what was promoted first; read the next due time after.
+                    Ok(_) => timer.checked = None,
+                    Err(e) => {
+                        tracing::warn!(shard = self.shard, error = %e, "promoting due messages failed");
+                        if self.sleep_or_stop(Duration::from_millis(200)).await {
+                            return Exit::Stopped;
+                        }
+                        continue;
+                    }
+                }
             }
 
             let batch = match self
@@ -151,19 +196,11 @@ impl ShardWorker {
             };
             let Some(last) = batch.last().map(|e| e.offset) else {
                 self.sweep().await;
-                let mut wait = self.config.poll_interval;
-                if let Some(due) = next_due {
-                    wait = wait.min(due.since(Timestamp::now()));
-                }
+                let wait = timer.wait(self.config.poll_interval);
                 let mut stop = self.stop.clone();
-                let woken = tokio::select! {
-                    woken = self.journal.wait_for_entries(self.shard, wait) => woken,
-                    _ = stop.changed() => false,
-                };
-                if woken {
-                    // A wake-up with nothing new to read may be a newly scheduled message:
-                    // look at the schedule again now rather than at the next poll.
-                    due_checked = None;
+                tokio::select! {
+                    _ = self.journal.wait_for_entries(self.shard, wait) => {}
+                    _ = stop.changed() => {}
                 }
                 continue;
             };
@@ -386,7 +423,11 @@ async fn handle_entity(
                 other => break other,
             }
         };
-        let latency = Timestamp::now().since(entry.created_at);
+        // A scheduled message counts from its due time, not from when it was sent.
+        let since = entry
+            .deliver_at
+            .map_or(entry.created_at, |due| due.max(entry.created_at));
+        let latency = Timestamp::now().since(since);
         metrics::histogram!(m::PROCESSING_LATENCY).record(latency.as_secs_f64());
         match outcome {
             Handled::Done {
