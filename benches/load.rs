@@ -9,7 +9,7 @@
 //! ENTLOG_LOAD_ONLY=failover,activation cargo bench --bench load   # some scenarios only
 //! ```
 //!
-//! Scenario keys: throughput, variants, sequential, failover, activation, sqlite.
+//! Scenario keys: throughput, variants, sequential, failover, activation, sqlite, lateness.
 //!
 //! Scenarios, each on a fresh PostgreSQL schema `bench_load_<pid>_<name>` (dropped after):
 //!
@@ -29,7 +29,11 @@
 //! 5. memory: the process RSS after scenario 1;
 //! 6. raw PostgreSQL baseline: the rows a persisted ask writes (message, event, reply),
 //!    inserted with multi-row `INSERT … SELECT … FROM UNNEST` into plain copies of the
-//!    journal's tables, 4 connections, 256 asks' worth per transaction.
+//!    journal's tables, 4 connections, 256 asks' worth per transaction;
+//! 7. lateness: on an idle runner, 200 messages scheduled with `tell_at` at random times
+//!    50–2,000 ms ahead (to 200 entities over the 64 shards); each handler records its wall
+//!    clock minus the message's due time. p50/p99/max on PostgreSQL and SQLite; the target
+//!    is a p99 under 50 ms, and a message handled early is an anomaly.
 //!
 //! Run without `--bench` (that is, by `cargo test --all-targets`), it runs in quick mode.
 //! Errors and timeouts are reported, not hidden: the program exits with status 1 after
@@ -38,11 +42,11 @@
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use entlog_engine::{Cluster, Config, Context, Entity, Outcome, Rejection};
-use entlog_journal::{PgJournal, PgOptions, shard_of};
+use entlog_journal::{PgJournal, PgOptions, Timestamp, shard_of};
 use serde::{Deserialize, Serialize};
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{AssertSqlSafe, PgPool};
@@ -136,6 +140,8 @@ struct Settings {
     failover_attempts: usize,
     activation_events: u64,
     activation_reps: usize,
+    late_messages: usize,
+    late_spread_ms: (u64, u64),
 }
 
 impl Settings {
@@ -158,6 +164,8 @@ impl Settings {
                 failover_attempts: 3,
                 activation_events: 1_000,
                 activation_reps: 2,
+                late_messages: 60,
+                late_spread_ms: (50, 800),
             }
         } else {
             Settings {
@@ -174,6 +182,8 @@ impl Settings {
                 failover_attempts: 12,
                 activation_events: 10_000,
                 activation_reps: 5,
+                late_messages: 200,
+                late_spread_ms: (50, 2_000),
             }
         }
     }
@@ -293,6 +303,8 @@ struct Report {
     failover_process: Vec<FailoverRun>,
     variants: Vec<(&'static str, Load)>,
     activation: Option<Activation>,
+    /// Scheduled-message lateness per backend.
+    lateness: Vec<(&'static str, Lat)>,
     anomalies: Vec<String>,
 }
 
@@ -1622,6 +1634,139 @@ async fn activation(url: &str, admin: &PgPool, s: &Settings, report: &mut Report
 }
 
 // ---------------------------------------------------------------------------------------
+// Scenario 7: scheduled-message lateness on an idle runner
+
+/// How late each scheduled message ran, in microseconds (negative: early).
+static LATENESS: Mutex<Vec<i64>> = Mutex::new(Vec::new());
+
+/// Records how late it runs: its wall clock minus the due time its command carries (the
+/// instant its message was scheduled for).
+struct Late;
+
+#[derive(Serialize, Deserialize)]
+struct Due(i64);
+
+impl Entity for Late {
+    const TYPE: &'static str = "late";
+    type Command = Due;
+    type Event = ();
+    type Reply = ();
+    type State = ();
+
+    async fn handle(&self, _: &(), due: Due, _: &mut Context) -> Result<Outcome<Self>, Rejection> {
+        let late = Timestamp::now().as_micros() - due.0;
+        LATENESS.lock().unwrap().push(late);
+        Ok(Outcome::reply(()))
+    }
+
+    fn apply(_: &mut (), _: &()) {}
+}
+
+/// A small deterministic generator (xorshift64*): the bench needs spread, not quality.
+struct Spread(u64);
+
+impl Spread {
+    fn next(&mut self, lo: u64, hi: u64) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        lo + self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) % (hi - lo + 1)
+    }
+}
+
+/// Schedules `late_messages` messages on `cluster` (its runner idle otherwise) and waits
+/// for them; returns the lateness of each.
+async fn lateness_run(cluster: &Cluster, s: &Settings, what: &str, report: &mut Report) -> Lat {
+    LATENESS.lock().unwrap().clear();
+    let (lo, hi) = s.late_spread_ms;
+    let mut spread = Spread(0x9E37_79B9_7F4A_7C15);
+    for i in 0..s.late_messages {
+        let at = Timestamp::now().after(Duration::from_millis(spread.next(lo, hi)));
+        let sent = cluster
+            .entity::<Late>(&format!("late-{i:03}"))
+            .tell_at(at, Due(at.as_micros()))
+            .await;
+        if let Err(e) = sent {
+            report.anomaly(format!("lateness ({what}): tell_at failed: {e}"));
+            return Lat::new(Vec::new());
+        }
+    }
+    let all_in = wait_until(Duration::from_millis(hi + 10_000), || {
+        LATENESS.lock().unwrap().len() >= s.late_messages
+    })
+    .await;
+    // A little longer, for a duplicate delivery to show.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let late = std::mem::take(&mut *LATENESS.lock().unwrap());
+    if !all_in || late.len() != s.late_messages {
+        report.anomaly(format!(
+            "lateness ({what}): {} deliveries of {} scheduled messages",
+            late.len(),
+            s.late_messages
+        ));
+    }
+    let early = late.iter().filter(|&&l| l < 0).count();
+    if early > 0 {
+        report.anomaly(format!("lateness ({what}): {early} messages handled early"));
+    }
+    let lat = Lat::new(
+        late.iter()
+            .map(|&l| Duration::from_micros(l.max(0) as u64))
+            .collect(),
+    );
+    println!(
+        "  {what}: {} scheduled messages {lo}–{hi} ms ahead: lateness p50 {}  p99 {}  max {}  \
+         (target p99 < 50 ms: {})",
+        lat.0.len(),
+        ms(lat.pct(0.5)),
+        ms(lat.pct(0.99)),
+        ms(lat.max()),
+        if lat.pct(0.99) < Duration::from_millis(50) {
+            "met"
+        } else {
+            "MISSED"
+        }
+    );
+    lat
+}
+
+async fn lateness(url: &str, admin: &PgPool, s: &Settings, report: &mut Report) {
+    let schema = schema_name("late");
+    drop_schema(admin, &schema).await;
+    let cluster = Cluster::builder()
+        .postgres_schema(url, &schema)
+        .config(config())
+        .entity(Late)
+        .start()
+        .await
+        .unwrap_or_else(|e| panic!("cannot start a cluster on schema {schema}: {e}"));
+    ready(&cluster, report, "lateness (postgres)").await;
+    let lat = lateness_run(&cluster, s, "postgres", report).await;
+    report.lateness.push(("postgres", lat));
+    cluster.shutdown().await.unwrap();
+    drop_schema(admin, &schema).await;
+
+    let dir = std::env::temp_dir().join(format!(
+        "entlog-late-{}-{}",
+        std::process::id(),
+        Uuid::now_v7().simple()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cluster = Cluster::builder()
+        .sqlite(dir.join("late.db"))
+        .config(config())
+        .entity(Late)
+        .start()
+        .await
+        .unwrap_or_else(|e| panic!("cannot start a SQLite cluster: {e}"));
+    ready(&cluster, report, "lateness (sqlite)").await;
+    let lat = lateness_run(&cluster, s, "sqlite", report).await;
+    report.lateness.push(("sqlite", lat));
+    cluster.shutdown().await.unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+// ---------------------------------------------------------------------------------------
 // Main
 
 /// Runs a scenario with a time limit; false when it did not finish (a hang).
@@ -1744,6 +1889,19 @@ fn print_summary(r: &Report, s: &Settings, wall: Duration) {
             ),
         );
     }
+    for (backend, lat) in &r.lateness {
+        let (lo, hi) = s.late_spread_ms;
+        col(
+            &format!("scheduled-message lateness, idle runner, {backend}"),
+            format!(
+                "p50 {}  p99 {}  max {}  ({} messages {lo}–{hi} ms ahead)",
+                ms(lat.pct(0.5)),
+                ms(lat.pct(0.99)),
+                ms(lat.max()),
+                lat.0.len()
+            ),
+        );
+    }
     if let Some(kb) = r.rss_after_kb {
         col(
             &format!("RSS after {ENTITIES} active entities"),
@@ -1836,6 +1994,12 @@ fn main() {
         if run("sqlite") {
             let name = "1'. throughput on SQLite";
             if !timed(name, limit(90), throughput_sqlite(s, r)).await {
+                r.anomaly(format!("{name}: did not finish within {:?}", limit(90)));
+            }
+        }
+        if run("lateness") {
+            let name = "7. scheduled-message lateness";
+            if !timed(name, limit(90), lateness(url, admin, s, r)).await {
                 r.anomaly(format!("{name}: did not finish within {:?}", limit(90)));
             }
         }
