@@ -8,9 +8,9 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use common::{block_on, database_url, example};
 use entlog::journal::{Access, SqliteOptions};
 use entlog::{
     AnyJournal, Cluster, Config, Context, EngineError, Entity, EntityKey, Outcome, PgJournal,
@@ -20,46 +20,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
-/// The quickstart example binary, built once per test process.
-fn quickstart() -> PathBuf {
-    static EXE: OnceLock<PathBuf> = OnceLock::new();
-    EXE.get_or_init(|| {
-        let mut args = vec![
-            "build",
-            "-q",
-            "--manifest-path",
-            concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml"),
-            "-p",
-            "entlog",
-            "--example",
-            "quickstart",
-        ];
-        if !cfg!(debug_assertions) {
-            args.push("--release");
-        }
-        let built = Command::new(env!("CARGO")).args(&args).status().unwrap();
-        assert!(built.success(), "cargo {args:?} failed");
-        let exe = std::env::current_exe().unwrap();
-        exe.parent()
-            .unwrap()
-            .parent()
-            .unwrap()
-            .join("examples/quickstart")
-    })
-    .clone()
-}
+mod common;
 
 /// The plain `entlog` binary.
 fn entlog() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_entlog"))
-}
-
-fn block_on<F: std::future::Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(f)
 }
 
 /// A journal for one test: a SQLite file in a directory of its own, or a PostgreSQL
@@ -87,7 +52,7 @@ impl Db {
 
     fn postgres() -> Db {
         let mut db = Db::sqlite();
-        db.db = block_on(entlog::journal::testing::database_url());
+        db.db = database_url();
         db.schema = format!("cli_{}", Uuid::now_v7().simple());
         db.postgres = true;
         db
@@ -195,7 +160,7 @@ fn balance_after_restart(demo: &str) -> u64 {
 
 /// From the run command to `replay` on the quickstart's journal, every command checked.
 fn quickstart_journal(db: &Db) {
-    let qs = quickstart();
+    let qs = example("quickstart");
     let demo = db.ok(&qs, &["demo", &db.db]);
     let engine_balance = balance_after_restart(&demo);
     assert_eq!(engine_balance, 75);

@@ -10,57 +10,16 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::OnceLock;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
+use common::{block_on, database_url, example};
 use uuid::Uuid;
+
+mod common;
 
 /// Accounts and opening balance of `bank --quick`.
 const QUICK_TOTAL: i64 = 8 * 1_000;
-
-/// Builds the two examples (once per test binary) and returns the path of `name`.
-fn example(name: &str) -> PathBuf {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    let dir = DIR.get_or_init(|| {
-        let mut args = vec![
-            "build",
-            "-q",
-            "--manifest-path",
-            concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml"),
-            "-p",
-            "entlog",
-            "--example",
-            "bank",
-            "--example",
-            "cluster",
-        ];
-        if !cfg!(debug_assertions) {
-            args.push("--release");
-        }
-        // A stale binary would test old code: always ask cargo (a no-op when up to date).
-        let built = Command::new(env!("CARGO")).args(&args).status().unwrap();
-        assert!(built.success(), "cargo {args:?} failed");
-        // target/<profile>/deps/examples-<hash> → target/<profile>/examples
-        let exe = std::env::current_exe().unwrap();
-        exe.parent().unwrap().parent().unwrap().join("examples")
-    });
-    let exe = dir.join(name);
-    assert!(exe.exists(), "no {}", exe.display());
-    exe
-}
-
-fn block_on<F: std::future::Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(f)
-}
-
-fn database_url() -> String {
-    block_on(entlog::journal::testing::database_url())
-}
 
 /// A child process with its stdout read line by line; killed and reaped on drop.
 struct Proc {

@@ -26,25 +26,6 @@ const PROJECTION_METRICS: &str = include_str!("../../projections/src/metrics.rs"
 /// batch whose commit failed, which takes a broken database.
 const NOT_PRODUCED: &[&str] = &["entlog_messages_redelivered_total"];
 
-struct TempDir(std::path::PathBuf);
-
-impl TempDir {
-    fn new() -> Self {
-        let p = std::env::temp_dir().join(format!("entlog-metrics-{}", Uuid::now_v7()));
-        std::fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-    fn db(&self) -> std::path::PathBuf {
-        self.0.join("app.db")
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// A projection that fails on every event, so `entlog_projection_failures_total` moves.
 struct Broken;
 
@@ -164,12 +145,12 @@ async fn start(db: &std::path::Path, addr: SocketAddr) -> Result<Cluster, Engine
 /// 4. shutdown stops the endpoint.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn endpoint_serves_the_documented_metrics() {
-    let dir = TempDir::new();
+    let dir = common::TempDir::new();
 
     // 1. Taken by someone else.
     let squatter = TcpListener::bind("127.0.0.1:0").unwrap();
     let taken = squatter.local_addr().unwrap();
-    let other = TempDir::new();
+    let other = common::TempDir::new();
     match start(&other.db(), taken).await {
         Err(EngineError::Metrics { addr, reason }) => {
             assert_eq!(addr, taken);

@@ -439,26 +439,7 @@ async fn cron_fires_once_per_tick_across_runners_on_postgres() {
     db.drop().await;
 }
 
-struct TempDir(std::path::PathBuf);
-
-impl TempDir {
-    fn new() -> Self {
-        let p = std::env::temp_dir().join(format!("entlog-singletons-{}", Uuid::now_v7()));
-        std::fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-    fn db(&self) -> std::path::PathBuf {
-        self.0.join("app.db")
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn sqlite(dir: &TempDir) -> entlog_engine::ClusterBuilder {
+fn sqlite(dir: &common::TempDir) -> entlog_engine::ClusterBuilder {
     Cluster::builder()
         .sqlite(dir.db())
         .config(Config {
@@ -474,7 +455,7 @@ fn sqlite(dir: &TempDir) -> entlog_engine::ClusterBuilder {
 /// aborted after the stop timeout. Bad registrations are refused at start.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn singletons_restart_and_stop_on_sqlite() {
-    let dir = TempDir::new();
+    let dir = common::TempDir::new();
     let starts = Arc::new(AtomicU32::new(0));
     let stops = Arc::new(AtomicU32::new(0));
     let (s1, s2) = (starts.clone(), stops.clone());
@@ -552,7 +533,7 @@ async fn singletons_restart_and_stop_on_sqlite() {
 /// missed tick older than `max_catch_up` is skipped.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cron_catches_up_once_or_skips_on_sqlite() {
-    let dir = TempDir::new();
+    let dir = common::TempDir::new();
     let task_ticks = Arc::new(std::sync::Mutex::new(Vec::new()));
     let start = |task_ticks: Arc<std::sync::Mutex<Vec<u64>>>| {
         sqlite(&dir)

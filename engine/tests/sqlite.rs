@@ -11,30 +11,11 @@ use entlog_engine::{Cluster, EngineError};
 use entlog_journal::{EntityKey, EntryKind, Journal};
 use uuid::Uuid;
 
-struct TempDir(std::path::PathBuf);
-
-impl TempDir {
-    fn new() -> Self {
-        let p = std::env::temp_dir().join(format!("entlog-engine-{}", Uuid::now_v7()));
-        std::fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-    fn db(&self) -> std::path::PathBuf {
-        self.0.join("app.db")
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// Asks get replies; state survives a restart, rebuilt from snapshot + later events and
 /// equal to a full replay (invariant 8).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ask_restart_and_replay() {
-    let dir = TempDir::new();
+    let dir = common::TempDir::new();
     let cluster = sqlite_cluster(&dir.db(), 4).await;
     let c = cluster.entity::<Counter>("c-1");
     let mut expected = 0;
@@ -111,7 +92,7 @@ async fn ask_restart_and_replay() {
 /// Invariant 1: `tell` returns only once the message is in the journal.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tell_is_durable_on_return() {
-    let dir = TempDir::new();
+    let dir = common::TempDir::new();
     let cluster = Cluster::builder()
         .sqlite(dir.db())
         .config(config(4))
@@ -139,7 +120,7 @@ async fn tell_is_durable_on_return() {
 /// concurrently from many tasks.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn per_entity_order() {
-    let dir = TempDir::new();
+    let dir = common::TempDir::new();
     let cluster = sqlite_cluster(&dir.db(), 2).await;
     let tasks: Vec<_> = (0..200u64)
         .map(|tag| {
@@ -185,7 +166,7 @@ async fn per_entity_order() {
 /// the first outcome and never executes twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ask_with_id_executes_once() {
-    let dir = TempDir::new();
+    let dir = common::TempDir::new();
     let cluster = Arc::new(sqlite_cluster(&dir.db(), 4).await);
     let c = cluster.entity::<Counter>("once");
     let id = Uuid::now_v7();
@@ -219,7 +200,7 @@ async fn ask_with_id_executes_once() {
 /// succeeds on retry, once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rejections_poison_and_retries() {
-    let dir = TempDir::new();
+    let dir = common::TempDir::new();
     let cluster = sqlite_cluster(&dir.db(), 1).await;
     let err = cluster
         .entity::<Counter>("r")
@@ -264,7 +245,7 @@ async fn rejections_poison_and_retries() {
 /// Messages sent by a handler are journaled with its events and delivered once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outbox_delivers_with_the_events() {
-    let dir = TempDir::new();
+    let dir = common::TempDir::new();
     let cluster = sqlite_cluster(&dir.db(), 4).await;
     let a = cluster.entity::<Counter>("a");
     for tag in 0..20u64 {
@@ -326,7 +307,7 @@ impl entlog_engine::Entity for Unhosted {
 /// errors.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_is_typed() {
-    let dir = TempDir::new();
+    let dir = common::TempDir::new();
     let cluster = sqlite_cluster(&dir.db(), 2).await;
     let err = cluster
         .entity::<Counter>("")
@@ -367,7 +348,7 @@ async fn bad_input_is_typed() {
 /// and survives a restart in between.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scheduled_tell_is_delivered_when_due() {
-    let dir = TempDir::new();
+    let dir = common::TempDir::new();
     let cluster = sqlite_cluster(&dir.db(), 2).await;
     let c = cluster.entity::<Counter>("timer");
     let due = entlog_journal::Timestamp::now().after(std::time::Duration::from_millis(400));
@@ -402,7 +383,7 @@ async fn scheduled_tell_is_delivered_when_due() {
 /// read right after an ask sees it — every time, with no waiting.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn inline_projection_reads_its_writes() {
-    let dir = TempDir::new();
+    let dir = common::TempDir::new();
     let cluster = Cluster::builder()
         .sqlite(dir.db())
         .config(config(2))

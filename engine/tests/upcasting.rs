@@ -11,6 +11,8 @@
 //! the offset, never skip or misread.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -207,25 +209,6 @@ mod v2 {
     }
 }
 
-struct TempDir(std::path::PathBuf);
-
-impl TempDir {
-    fn new() -> Self {
-        let p = std::env::temp_dir().join(format!("entlog-upcast-{}", Uuid::now_v7()));
-        std::fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-    fn db(&self) -> std::path::PathBuf {
-        self.0.join("app.db")
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 fn config() -> Config {
     Config {
         shard_count: 2,
@@ -290,7 +273,7 @@ async fn write_v1(db: &std::path::Path) -> Uuid {
 /// queued v1 command is upcast too; new events are written as version 2.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn v2_reads_a_v1_journal() {
-    let dir = TempDir::new();
+    let dir = common::TempDir::new();
     let queued = write_v1(&dir.db()).await;
 
     // The v1 run left a snapshot of state version 1, which version 2 must not use.
@@ -390,7 +373,7 @@ async fn v2_reads_a_v1_journal() {
 /// The state projection, rebuilt by version 2, reads the v1 events through the upcaster.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn state_projection_rebuild_upcasts() {
-    let dir = TempDir::new();
+    let dir = common::TempDir::new();
     write_v1(&dir.db()).await;
     let c = client(&dir.db()).await;
     let journal = c.journal();
@@ -438,7 +421,7 @@ async fn state_projection_rebuild_upcasts() {
 /// skipped: the entity's messages fail with the reason, its history is untouched.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_upcaster_reads_fail_with_the_place() {
-    let dir = TempDir::new();
+    let dir = common::TempDir::new();
     let queued = write_v1(&dir.db()).await;
     let c = cluster(&dir.db(), v2::Forgetful).await;
 

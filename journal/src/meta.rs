@@ -65,3 +65,24 @@ pub(crate) fn check_meta(meta: &Meta, shard_count: u32) -> Result<()> {
     }
     Ok(())
 }
+
+/// Counts the migrations applied to a journal's database.
+pub(crate) const APPLIED_MIGRATIONS: &str = "SELECT count(*) FROM _sqlx_migrations WHERE success";
+
+/// Refuses a journal with fewer migrations applied than `migrator` knows.
+pub(crate) fn check_migrated(
+    location: &str,
+    applied: i64,
+    migrator: &sqlx::migrate::Migrator,
+) -> Result<()> {
+    let applied = u64::try_from(applied).unwrap_or(0);
+    let expected = migrator.iter().count() as u64;
+    if applied < expected {
+        return Err(JournalError::Outdated {
+            location: location.to_owned(),
+            applied,
+            expected,
+        });
+    }
+    Ok(())
+}

@@ -11,7 +11,9 @@ use sqlx::{Row, SqlitePool};
 use super::{Inner, SqliteJournal};
 use crate::envelope::DEFAULT_MAX_PAYLOAD_BYTES;
 use crate::error::{JournalError, Result};
-use crate::meta::{FORMAT_VERSION, Meta, check_meta, parse_meta};
+use crate::meta::{
+    APPLIED_MIGRATIONS, FORMAT_VERSION, Meta, check_meta, check_migrated, parse_meta,
+};
 use crate::wakeup::Wakeups;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
@@ -224,17 +226,12 @@ pub(super) async fn open_existing(
         probe.close().await;
         return Err(JournalError::NotFound { location });
     };
-    let applied: i64 = sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations WHERE success")
+    let applied: i64 = sqlx::query_scalar(APPLIED_MIGRATIONS)
         .fetch_one(&probe)
         .await?;
-    let expected = MIGRATOR.iter().count() as u64;
-    if (applied as u64) < expected {
+    if let Err(e) = check_migrated(&location, applied, &MIGRATOR) {
         probe.close().await;
-        return Err(JournalError::Outdated {
-            location,
-            applied: applied as u64,
-            expected,
-        });
+        return Err(e);
     }
     options.shard_count = meta.shard_count;
     if access == Access::ReadWrite {
