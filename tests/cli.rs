@@ -393,6 +393,7 @@ impl Entity for Counter {
     type State = i64;
 
     async fn handle(&self, s: &i64, c: Add, _: &mut Context) -> Result<Outcome<Self>, Rejection> {
+        assert!(c.0 != i64::MIN, "poison: cannot add i64::MIN");
         Ok(Outcome::new(vec![Added(c.0)], s + c.0))
     }
 
@@ -411,6 +412,11 @@ fn prune(db: &Db) {
         let cluster = db.cluster().entity(Counter).start().await.unwrap();
         let c = cluster.entity::<Counter>("c");
         assert_eq!(c.ask_with_id(first, Add(1)).await.unwrap(), 1);
+        let poisoned = c.ask(Add(i64::MIN)).await;
+        assert!(
+            matches!(poisoned, Err(EngineError::Failed { .. })),
+            "{poisoned:?}"
+        );
         cluster.shutdown().await.unwrap();
         // Sent while no runner hosts the type: journaled, not processed.
         let client = db.cluster().client_only().start().await.unwrap();
@@ -419,6 +425,28 @@ fn prune(db: &Db) {
         }
         client.shutdown().await.unwrap();
     });
+
+    let status = db.json(&entlog(), &["status"]);
+    let poison = status["poison"].as_array().unwrap();
+    assert_eq!(poison.len(), 1, "{status}");
+    assert_eq!(poison[0]["entity"], "counter/c");
+    assert!(
+        poison[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("cannot add i64::MIN")
+    );
+    assert!(
+        db.ok(&entlog(), &["status"])
+            .contains("poison messages (1):")
+    );
+    let backlog: u64 = status["shards"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["backlog"].as_u64().unwrap())
+        .sum();
+    assert_eq!(backlog, 3, "the three unprocessed sends");
 
     let kept = db.json(&entlog(), &["prune", "--older-than", "1h"]);
     assert_eq!(kept["messages"], 0);
@@ -435,11 +463,8 @@ fn prune(db: &Db) {
     });
 
     let pruned = db.json(&entlog(), &["prune", "--older-than", "0s"]);
-    assert_eq!(
-        pruned["messages"], 1,
-        "only the processed message: {pruned}"
-    );
-    assert_eq!(pruned["replies"], 1);
+    assert_eq!(pruned["messages"], 2, "only the processed ones: {pruned}");
+    assert_eq!(pruned["replies"], 2);
     let records = block_on(async {
         let j = db.journal().await;
         let r = j.entity_records(&key).await.unwrap();
