@@ -90,7 +90,10 @@ pub(crate) async fn migrate(
         })
     };
     match open(count).await {
-        Err(entlog_journal::JournalError::Config(_)) if shards.is_none() => Ok(open(64).await?),
+        // No journal to adopt a count from: create one with the default.
+        Err(entlog_journal::JournalError::NotFound { .. }) if shards.is_none() => {
+            Ok(open(64).await?)
+        }
         other => Ok(other?),
     }
 }

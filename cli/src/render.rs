@@ -107,23 +107,19 @@ pub(crate) fn show(registry: &Registry, entity_type: &str, payload: &Payload) ->
 /// A payload as one piece of text: decoded JSON, or tag, version and raw bytes.
 pub(crate) fn payload_text(registry: &Registry, entity_type: &str, payload: &Payload) -> String {
     let shown = show(registry, entity_type, payload);
-    match (shown.value, shown.error) {
-        (Some(v), _) => v.to_string(),
-        (None, Some(e)) => format!(
-            "<{} v{}, {} bytes: {} — undecodable: {e}>",
-            payload.type_tag,
-            payload.version,
-            payload.bytes.len(),
-            hex(&payload.bytes)
-        ),
-        (None, None) => format!(
-            "<{} v{}, {} bytes: {}>",
-            payload.type_tag,
-            payload.version,
-            payload.bytes.len(),
-            hex(&payload.bytes)
-        ),
+    if let Some(v) = shown.value {
+        return v.to_string();
     }
+    let why = shown
+        .error
+        .map_or(String::new(), |e| format!(" — undecodable: {e}"));
+    format!(
+        "<{} v{}, {} bytes: {}{why}>",
+        payload.type_tag,
+        payload.version,
+        payload.bytes.len(),
+        hex(&payload.bytes)
+    )
 }
 
 /// A payload as JSON fields: type, version, and `value` or `raw_hex` (+ `decode_error`).

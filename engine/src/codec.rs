@@ -57,6 +57,22 @@ pub(crate) fn failure(entity_type: &str, version: u32, reason: String) -> Result
     )
 }
 
+/// The first byte of every stored failure reply (postcard's index of
+/// [`StoredOutcome::Failed`]): tools find poison messages by it without the reply type.
+pub const FAILURE_PREFIX: [u8; 1] = [2];
+
+/// The reason of a stored failure reply, whatever the entity's reply type; `None` for a
+/// reply or a rejection.
+pub fn failure_reason(payload: &Payload) -> Option<String> {
+    if !payload.bytes.starts_with(&FAILURE_PREFIX) {
+        return None;
+    }
+    match payload.decode::<StoredOutcome<()>>() {
+        Ok(StoredOutcome::Failed(reason)) => Some(reason),
+        _ => None,
+    }
+}
+
 /// Why a stored payload cannot be read as the entity's current type (without its place
 /// in the journal; [`decode_event`] and [`decode_command`] add it).
 #[derive(Debug, thiserror::Error)]
@@ -177,4 +193,28 @@ pub fn decode_event<E: Entity>(entry: &Entry) -> std::result::Result<E::Event, E
 /// [`Entity::COMMAND_VERSION`] and [`Entity::upcast_command`].
 pub fn decode_command<E: Entity>(entry: &Entry) -> std::result::Result<E::Command, EngineError> {
     command_from_payload::<E>(&entry.payload).map_err(|e| e.at(entry.shard, entry.offset))
+}
+
+#[cfg(test)]
+mod failure_tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn failure_replies_are_found_by_their_prefix() {
+        let failed = failure("account", 1, "poison".into()).unwrap();
+        assert!(failed.bytes.starts_with(&FAILURE_PREFIX));
+        assert_eq!(failure_reason(&failed).as_deref(), Some("poison"));
+        let replied = Payload::encode("account.reply", 1, &StoredOutcome::Replied(2u8)).unwrap();
+        let rejected = Payload::encode(
+            "account.reply",
+            1,
+            &StoredOutcome::<u8>::Rejected("no".into()),
+        )
+        .unwrap();
+        assert!(!replied.bytes.starts_with(&FAILURE_PREFIX));
+        assert_eq!(failure_reason(&replied), None);
+        assert_eq!(failure_reason(&rejected), None);
+    }
 }

@@ -64,8 +64,8 @@ mod waiters;
 
 pub use cluster::{Cluster, ClusterBuilder, EntityRef};
 pub use codec::{
-    PayloadError, StoredOutcome, command_from_payload, decode_command, decode_event,
-    event_from_payload,
+    FAILURE_PREFIX, PayloadError, StoredOutcome, command_from_payload, decode_command,
+    decode_event, event_from_payload, failure_reason,
 };
 pub use config::Config;
 pub use cron::{CronSchedule, DEFAULT_MAX_CATCH_UP, firing_id};

@@ -86,3 +86,19 @@ pub(crate) fn check_migrated(
     }
     Ok(())
 }
+
+/// The shard count to open with: `requested`, or for 0 the existing journal's; 0 with no
+/// journal there is [`JournalError::NotFound`] (creating one needs a count).
+pub(crate) fn adopt_shard_count(
+    requested: u32,
+    existing: Option<&Meta>,
+    location: impl FnOnce() -> String,
+) -> Result<u32> {
+    match (requested, existing) {
+        (0, Some(meta)) => Ok(meta.shard_count),
+        (0, None) => Err(JournalError::NotFound {
+            location: location(),
+        }),
+        (n, _) => Ok(n),
+    }
+}

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeSet;
 
-use entlog_engine::{MAILBOX, StoredOutcome};
+use entlog_engine::{FAILURE_PREFIX, MAILBOX, failure_reason};
 use entlog_journal::{AnyJournal, Journal, Timestamp};
 use serde_json::{Value, json};
 
@@ -10,9 +10,6 @@ use super::Ctx;
 use crate::error::CliError;
 use crate::open::{self, Need};
 use crate::render;
-
-/// The encoded variant index of `StoredOutcome::Failed`: a failure reply starts with it.
-const FAILED_PREFIX: [u8; 1] = [2];
 
 pub(crate) async fn run(ctx: &Ctx, poison_limit: usize) -> Result<(), CliError> {
     let journal = open::existing(&ctx.location, Need::Read).await?;
@@ -90,10 +87,10 @@ async fn gather(journal: &AnyJournal, poison_limit: usize) -> Result<Value, CliE
     }
     let mut poison = Vec::new();
     for (entity, reply) in journal
-        .replies_starting_with(&FAILED_PREFIX, poison_limit)
+        .replies_starting_with(&FAILURE_PREFIX, poison_limit)
         .await?
     {
-        if let Ok(StoredOutcome::Failed(reason)) = reply.payload.decode::<StoredOutcome<()>>() {
+        if let Some(reason) = failure_reason(&reply.payload) {
             poison.push(json!({
                 "shard": journal.shard_of(&entity),
                 "entity": entity.to_string(),

@@ -12,7 +12,8 @@ use super::{Inner, PgJournal};
 use crate::envelope::DEFAULT_MAX_PAYLOAD_BYTES;
 use crate::error::{JournalError, Result};
 use crate::meta::{
-    APPLIED_MIGRATIONS, FORMAT_VERSION, Meta, check_meta, check_migrated, parse_meta,
+    APPLIED_MIGRATIONS, FORMAT_VERSION, Meta, adopt_shard_count, check_meta, check_migrated,
+    parse_meta,
 };
 use crate::wakeup::Wakeups;
 
@@ -125,7 +126,9 @@ pub(super) async fn open(mut options: PgOptions) -> Result<PgJournal> {
     // Look before touching anything: a journal of another shard count or format version
     // is refused with nothing changed.
     let existing = read_meta(&pool).await?;
-    adopt_shard_count(&mut options, existing.as_ref())?;
+    options.shard_count = adopt_shard_count(options.shard_count, existing.as_ref(), || {
+        format!("schema {:?}", options.schema)
+    })?;
     if let Some(meta) = &existing {
         check_meta(meta, options.shard_count)?;
     }
@@ -234,16 +237,4 @@ async fn read_meta(pool: &PgPool) -> Result<Option<Meta>> {
         .map(|r| Ok((r.try_get::<String, _>(0)?, r.try_get::<String, _>(1)?)))
         .collect::<Result<Vec<_>>>()?;
     parse_meta(&pairs)
-}
-
-/// Shard count 0 means "whatever the existing journal has"; a new journal needs one.
-fn adopt_shard_count(options: &mut PgOptions, existing: Option<&Meta>) -> Result<()> {
-    if options.shard_count == 0 {
-        options.shard_count = existing.map(|m| m.shard_count).ok_or_else(|| {
-            JournalError::Config(
-                "shard count 0 adopts an existing journal's; creating one needs a count".into(),
-            )
-        })?;
-    }
-    Ok(())
 }

@@ -12,7 +12,8 @@ use super::{Inner, SqliteJournal};
 use crate::envelope::DEFAULT_MAX_PAYLOAD_BYTES;
 use crate::error::{JournalError, Result};
 use crate::meta::{
-    APPLIED_MIGRATIONS, FORMAT_VERSION, Meta, check_meta, check_migrated, parse_meta,
+    APPLIED_MIGRATIONS, FORMAT_VERSION, Meta, adopt_shard_count, check_meta, check_migrated,
+    parse_meta,
 };
 use crate::wakeup::Wakeups;
 
@@ -169,7 +170,9 @@ pub(super) async fn open(mut options: SqliteOptions) -> Result<SqliteJournal> {
         .await?;
 
     let existing = read_meta(&writer).await?;
-    adopt_shard_count(&mut options, existing.as_ref())?;
+    options.shard_count = adopt_shard_count(options.shard_count, existing.as_ref(), || {
+        options.path.display().to_string()
+    })?;
     if let Some(meta) = &existing {
         check_meta(meta, options.shard_count)?;
     }
@@ -291,16 +294,4 @@ async fn read_meta(pool: &SqlitePool) -> Result<Option<Meta>> {
         .map(|r| Ok((r.try_get::<String, _>(0)?, r.try_get::<String, _>(1)?)))
         .collect::<Result<Vec<_>>>()?;
     parse_meta(&pairs)
-}
-
-/// Shard count 0 means "whatever the existing journal has"; a new journal needs one.
-fn adopt_shard_count(options: &mut SqliteOptions, existing: Option<&Meta>) -> Result<()> {
-    if options.shard_count == 0 {
-        options.shard_count = existing.map(|m| m.shard_count).ok_or_else(|| {
-            JournalError::Config(
-                "shard count 0 adopts an existing journal's; creating one needs a count".into(),
-            )
-        })?;
-    }
-    Ok(())
 }
