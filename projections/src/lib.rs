@@ -12,6 +12,6 @@ mod projection;
 mod projector;
 mod rebuild;
 
-pub use projection::{DynProjection, Projection, ProjectionError, checkpoint_name};
+pub use projection::{DynProjection, Projection, ProjectionError, checkpoint_name, projection_of};
 pub use projector::{Projector, ShardStatus, Step, status};
 pub use rebuild::{Progress, rebuild};

@@ -84,7 +84,15 @@ impl<P: Projection> DynProjection for P {
     }
 }
 
+/// Prefix of every projection's checkpoint consumer name.
+const CHECKPOINT_PREFIX: &str = "projection:";
+
 /// The checkpoint consumer name of a projection.
 pub fn checkpoint_name(projection: &str) -> String {
-    format!("projection:{projection}")
+    format!("{CHECKPOINT_PREFIX}{projection}")
+}
+
+/// The projection a checkpoint consumer name belongs to, if it is one's.
+pub fn projection_of(consumer: &str) -> Option<&str> {
+    consumer.strip_prefix(CHECKPOINT_PREFIX)
 }

@@ -14,8 +14,9 @@ pub(crate) async fn status(ctx: &Ctx) -> Result<(), CliError> {
     let journal = open::existing(&ctx.location, Need::Read).await?;
     let gathered = async {
         let mut out = Vec::new();
-        for name in projection_names(&journal).await? {
-            out.push(projection_json(&journal, &name).await?);
+        let cursors = journal.cursors().await?;
+        for name in projection_names(&cursors) {
+            out.push(projection_json(&journal, name).await?);
         }
         Ok::<_, CliError>(out)
     }

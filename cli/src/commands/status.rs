@@ -3,7 +3,7 @@
 use std::collections::BTreeSet;
 
 use entlog_engine::{FAILURE_PREFIX, MAILBOX, failure_reason};
-use entlog_journal::{AnyJournal, Journal, Timestamp};
+use entlog_journal::{AnyJournal, CursorInfo, Journal, Timestamp};
 use serde_json::{Value, json};
 
 use super::Ctx;
@@ -23,14 +23,12 @@ pub(crate) async fn run(ctx: &Ctx, poison_limit: usize) -> Result<(), CliError> 
     }
 }
 
-/// Projection names with checkpoints in the journal.
-pub(crate) async fn projection_names(journal: &AnyJournal) -> Result<BTreeSet<String>, CliError> {
-    Ok(journal
-        .cursors()
-        .await?
-        .into_iter()
-        .filter_map(|c| c.consumer.strip_prefix("projection:").map(str::to_owned))
-        .collect())
+/// Names of the projections that have checkpoints among `cursors`.
+pub(crate) fn projection_names(cursors: &[CursorInfo]) -> BTreeSet<&str> {
+    cursors
+        .iter()
+        .filter_map(|c| entlog_projections::projection_of(&c.consumer))
+        .collect()
 }
 
 /// One projection's status over all shards, as JSON.
@@ -82,8 +80,8 @@ async fn gather(journal: &AnyJournal, poison_limit: usize) -> Result<Value, CliE
         }));
     }
     let mut projections = Vec::new();
-    for name in projection_names(journal).await? {
-        projections.push(projection_json(journal, &name).await?);
+    for name in projection_names(&cursors) {
+        projections.push(projection_json(journal, name).await?);
     }
     let mut poison = Vec::new();
     for (entity, reply) in journal
