@@ -555,3 +555,13 @@ async fn bad_url_is_a_config_error() {
             .unwrap_err();
     assert!(matches!(err, JournalError::Config(_)), "got {err:?}");
 }
+
+#[tokio::test]
+async fn unreachable_server_says_why_at_once() {
+    let err = PgJournal::open(PgOptions::new("postgres://postgres@127.0.0.1:1/test"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, JournalError::Persistence(_)), "got {err:?}");
+    // The server's answer, not the pool's "timed out" after 10 s.
+    assert!(err.to_string().contains("refused"), "got {err}");
+}

@@ -117,11 +117,7 @@ pub(super) async fn open(mut options: PgOptions) -> Result<PgJournal> {
             options.shard_count
         )));
     }
-    let pool = PgPoolOptions::new()
-        .max_connections(options.max_connections)
-        .acquire_timeout(Duration::from_secs(10))
-        .connect_with(options.connect_options()?)
-        .await?;
+    let pool = connect(&options).await?;
 
     // Look before touching anything: a journal of another shard count or format version
     // is refused with nothing changed.
@@ -176,21 +172,7 @@ pub(super) async fn open(mut options: PgOptions) -> Result<PgJournal> {
 /// it was created with; changes nothing in the database (tools use this).
 pub(super) async fn open_existing(mut options: PgOptions) -> Result<PgJournal> {
     check_schema_name(&options.schema)?;
-    // One plain connection first: a pool would hide why the server cannot be reached
-    // behind a timeout.
-    let probe = options.connect_options()?;
-    let connect = <sqlx::PgConnection as sqlx::Connection>::connect_with(&probe);
-    let conn = tokio::time::timeout(Duration::from_secs(10), connect)
-        .await
-        .map_err(|_| {
-            JournalError::Config(format!("no answer from {} within 10 s", options.url))
-        })??;
-    sqlx::Connection::close(conn).await?;
-    let pool = PgPoolOptions::new()
-        .max_connections(options.max_connections)
-        .acquire_timeout(Duration::from_secs(10))
-        .connect_with(options.connect_options()?)
-        .await?;
+    let pool = connect(&options).await?;
     let location = format!("schema {:?}", options.schema);
     let Some(meta) = read_meta(&pool).await? else {
         pool.close().await;
@@ -205,6 +187,24 @@ pub(super) async fn open_existing(mut options: PgOptions) -> Result<PgJournal> {
     }
     options.shard_count = meta.shard_count;
     Ok(assemble(pool, options, meta))
+}
+
+/// The journal's pool, after one plain connection: a pool alone would report an
+/// unreachable server or a refused login only as a 10 s acquire timeout.
+async fn connect(options: &PgOptions) -> Result<PgPool> {
+    let connect_options = options.connect_options()?;
+    let probe = <sqlx::PgConnection as sqlx::Connection>::connect_with(&connect_options);
+    let conn = tokio::time::timeout(Duration::from_secs(10), probe)
+        .await
+        .map_err(|_| {
+            JournalError::Config(format!("no answer from {} within 10 s", options.url))
+        })??;
+    sqlx::Connection::close(conn).await?;
+    Ok(PgPoolOptions::new()
+        .max_connections(options.max_connections)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect_with(connect_options)
+        .await?)
 }
 
 fn assemble(pool: PgPool, options: PgOptions, meta: Meta) -> PgJournal {
