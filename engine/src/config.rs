@@ -10,13 +10,23 @@ pub struct Config {
     /// Shards of a journal created by this cluster (fixed at creation). Default 64: enough
     /// to spread over a few dozen runners; fewer shards mean bigger commit batches.
     pub shard_count: u32,
-    /// Messages read and committed per shard transaction (group commit). Default 256.
-    /// This is also each shard's mailbox: a shard reads its next batch only after the last
-    /// committed, and the journal holds the backlog.
+    /// Messages read per shard at a time, and each shard's mailbox: a runner reads no more
+    /// of a shard while this many of its messages are read but not yet committed (the
+    /// journal holds the backlog). The runner commits what every shard handled in one
+    /// transaction, so a commit can carry many batches. Default 256.
     pub batch_size: usize,
     /// An entity unused this long is dropped from memory (snapshotted first if it has
-    /// events since its last snapshot). Default 5 minutes.
+    /// events since its last snapshot), checked on a timer under any load. Default 5 minutes.
     pub passivate_after: Duration,
+    /// Most entities a runner keeps in memory; past it, the least recently used are
+    /// passivated. Bounds a runner's memory whatever the number of distinct entities.
+    /// Default 100,000.
+    pub max_active_entities: usize,
+    /// How long a handler may take for one message before the message fails with a
+    /// stored failure reply ("handler timed out"); the entity keeps its state and goes on
+    /// with its next message. Only the entity waits meanwhile: other entities of the
+    /// shard commit without it. Default 10 s.
+    pub handler_timeout: Duration,
     /// A snapshot is saved when this many events were applied since the last one.
     /// Default 100.
     pub snapshot_every: u64,
@@ -66,6 +76,8 @@ impl Default for Config {
             shard_count: 64,
             batch_size: 256,
             passivate_after: Duration::from_secs(300),
+            max_active_entities: 100_000,
+            handler_timeout: Duration::from_secs(10),
             snapshot_every: 100,
             poll_interval: Duration::from_secs(1),
             rebalance_interval: Duration::from_millis(250),

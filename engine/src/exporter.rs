@@ -32,6 +32,12 @@ use crate::metrics as m;
 /// Bucket bounds (seconds) of `entlog_processing_latency_seconds`, so it is exported as
 /// a Prometheus histogram (aggregatable across runners) rather than a summary. From half
 /// a millisecond (an in-memory handler on SQLite) to the default ask timeout of 30 s.
+/// Buckets of `entlog_messages_per_commit`: one message per commit up to a runner's worth
+/// of full batches.
+const COMMIT_SIZE_BUCKETS: &[f64] = &[
+    1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1_000.0, 2_000.0, 5_000.0,
+];
+
 const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
@@ -50,6 +56,12 @@ pub(crate) fn serve(
             Matcher::Full(m::PROCESSING_LATENCY.to_owned()),
             LATENCY_BUCKETS,
         )
+        .and_then(|b| {
+            b.set_buckets_for_metric(
+                Matcher::Full(m::MESSAGES_PER_COMMIT.to_owned()),
+                COMMIT_SIZE_BUCKETS,
+            )
+        })
         .and_then(PrometheusBuilder::build)
         .map_err(|e| fail(e.to_string()))?;
     // On failure the recorder and the exporter (with its bound socket) are dropped here.

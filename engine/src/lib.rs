@@ -72,6 +72,6 @@ pub use cron::{CronSchedule, DEFAULT_MAX_CATCH_UP, firing_id};
 pub use entity::{Context, Entity, Outcome, Rejection, command_payload};
 pub use entlog_projections::{Projection, ProjectionError};
 pub use error::EngineError;
-pub use runner::shard::MAILBOX;
+pub use runner::pipeline::MAILBOX;
 pub use singleton::SingletonContext;
 pub use state_projection::{StateProjection, projected_state};

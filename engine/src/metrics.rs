@@ -1,6 +1,6 @@
 //! The engine's metrics, named and described in one place.
 
-/// Gauge: entity instances in memory.
+/// Gauge: entity instances in memory (this runner, all shards).
 pub const ENTITIES_ACTIVE: &str = "entlog_entities_active";
 /// Gauge: shards this runner owns.
 pub const SHARDS_OWNED: &str = "entlog_shards_owned";
@@ -23,6 +23,12 @@ pub const PROCESSING_LATENCY: &str = "entlog_processing_latency_seconds";
 pub const EVENTS_REPLAYED: &str = "entlog_events_replayed_total";
 /// Counter: snapshots saved.
 pub const SNAPSHOTS_WRITTEN: &str = "entlog_snapshots_written_total";
+/// Counter: damaged entries (checksum failed) recorded and passed by a mailbox.
+pub const ENTRIES_DAMAGED: &str = "entlog_entries_damaged_total";
+/// Counter: failed reads, commits or activations that a shard retries after a back-off.
+pub const SHARD_RETRIES: &str = "entlog_shard_retries_total";
+/// Histogram: handled messages per commit of the runner's pipeline (all shards together).
+pub const MESSAGES_PER_COMMIT: &str = "entlog_messages_per_commit";
 
 /// Registers the descriptions of every metric with the installed recorder.
 pub fn describe() {
@@ -48,4 +54,16 @@ pub fn describe() {
     );
     describe_counter!(EVENTS_REPLAYED, "events replayed during activation");
     describe_counter!(SNAPSHOTS_WRITTEN, "snapshots saved");
+    describe_counter!(
+        ENTRIES_DAMAGED,
+        "damaged entries recorded and passed by a mailbox"
+    );
+    describe_counter!(
+        SHARD_RETRIES,
+        "failed reads, commits or activations retried after a back-off"
+    );
+    describe_histogram!(
+        MESSAGES_PER_COMMIT,
+        "handled messages per pipeline commit (all shards together)"
+    );
 }

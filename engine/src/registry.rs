@@ -50,8 +50,11 @@ pub(crate) enum Handled {
 
 /// One entity in memory.
 pub(crate) trait Instance: Send + Sync {
-    /// Handles one command: decides, applies the events in memory, encodes the outcome.
-    fn handle<'a>(&'a mut self, command: &'a Payload) -> BoxFuture<'a, Handled>;
+    /// Handles one command: decides, encodes the outcome, checks every payload against
+    /// `max_payload` bytes (an oversized event, reply or outgoing message fails the message
+    /// and leaves the state untouched), then applies the events in memory.
+    fn handle<'a>(&'a mut self, command: &'a Payload, max_payload: usize)
+    -> BoxFuture<'a, Handled>;
     /// Events applied since the last snapshot.
     fn since_snapshot(&self) -> u64;
     /// The current state as a snapshot to save.
@@ -143,7 +146,8 @@ struct Live<E: Entity> {
     snapshot_seq: u64,
 }
 
-fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+/// The text of a caught panic.
+pub(crate) fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
     p.downcast_ref::<&str>()
         .map(|s| (*s).to_owned())
         .or_else(|| p.downcast_ref::<String>().cloned())
@@ -151,7 +155,7 @@ fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
 }
 
 impl<E: Entity> Live<E> {
-    async fn handle_inner(&mut self, command: &Payload) -> Handled {
+    async fn handle_inner(&mut self, command: &Payload, max_payload: usize) -> Handled {
         let broken = |reason: String| Handled::Broken {
             reason,
             state_lost: false,
@@ -198,6 +202,9 @@ impl<E: Entity> Live<E> {
             Ok(r) => r,
             Err(e) => return broken(format!("unencodable reply: {e}")),
         };
+        if let Some(reason) = oversized(&events, &reply, &ctx.outgoing, max_payload) {
+            return broken(reason);
+        }
         let state = &mut self.state;
         let applied = std::panic::catch_unwind(AssertUnwindSafe(|| {
             for ev in &outcome.events {
@@ -219,9 +226,48 @@ impl<E: Entity> Live<E> {
     }
 }
 
+/// Names the first payload of a handled message that the journal would refuse, with its
+/// size and the limit: the message fails alone instead of failing its batch's commit.
+fn oversized(
+    events: &[NewEvent],
+    reply: &Payload,
+    outgoing: &[NewMessage],
+    limit: usize,
+) -> Option<String> {
+    let too_large = |what: String, size: usize| {
+        Some(format!(
+            "PayloadTooLarge: {what} is {size} bytes, the limit is {limit}"
+        ))
+    };
+    for (i, ev) in events.iter().enumerate() {
+        if ev.payload.bytes.len() > limit {
+            return too_large(
+                format!("event {} of {}", i + 1, events.len()),
+                ev.payload.bytes.len(),
+            );
+        }
+    }
+    if reply.bytes.len() > limit {
+        return too_large("the reply".into(), reply.bytes.len());
+    }
+    for m in outgoing {
+        if m.payload.bytes.len() > limit {
+            return too_large(
+                format!("the message to {}", m.entity),
+                m.payload.bytes.len(),
+            );
+        }
+    }
+    None
+}
+
 impl<E: Entity> Instance for Live<E> {
-    fn handle<'a>(&'a mut self, command: &'a Payload) -> BoxFuture<'a, Handled> {
-        Box::pin(self.handle_inner(command))
+    fn handle<'a>(
+        &'a mut self,
+        command: &'a Payload,
+        max_payload: usize,
+    ) -> BoxFuture<'a, Handled> {
+        Box::pin(self.handle_inner(command, max_payload))
     }
 
     fn since_snapshot(&self) -> u64 {

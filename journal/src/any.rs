@@ -57,6 +57,35 @@ impl AnyJournal {
     }
 }
 
+/// Wake-ups for a tailer of many shards (a runner's message pipeline).
+impl AnyJournal {
+    /// A receiver that changes after every wake-up of any shard in this process (an
+    /// append or commit here, or on PostgreSQL another process's notification). Compare
+    /// [`wake_count`](Self::wake_count) per shard to learn which shards woke.
+    pub async fn watch_wakeups(&self) -> tokio::sync::watch::Receiver<u64> {
+        match self {
+            AnyJournal::Postgres(j) => j.watch_wakeups().await,
+            AnyJournal::Sqlite(j) => j.watch_wakeups(),
+        }
+    }
+
+    /// How many wake-ups `shard` has had; it only grows.
+    pub fn wake_count(&self, shard: Shard) -> u64 {
+        match self {
+            AnyJournal::Postgres(j) => j.wake_count(shard),
+            AnyJournal::Sqlite(j) => j.wake_count(shard),
+        }
+    }
+
+    /// The largest payload (command, event, reply, state) the journal stores, in bytes.
+    pub fn max_payload_bytes(&self) -> usize {
+        match self {
+            AnyJournal::Postgres(j) => j.max_payload_bytes(),
+            AnyJournal::Sqlite(j) => j.max_payload_bytes(),
+        }
+    }
+}
+
 /// Calls the same method on whichever backend is inside.
 macro_rules! both {
     ($self:expr, $j:ident => $call:expr) => {

@@ -13,10 +13,10 @@
 //! wake-up of a newly appended or scheduled message, leaving the worker asleep until its
 //! poll interval.)
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 
 use crate::columns::{EntryColumns, Placed};
 use crate::records::{AppendOutcome, CommitReceipt};
@@ -29,6 +29,11 @@ pub(crate) struct Wakeups {
     /// Set when a message was scheduled on the shard; taken by its owner, which then reads
     /// the shard's next due time again.
     scheduled: Vec<AtomicBool>,
+    /// Per shard, how many wake-ups it has had: a runner-wide tailer compares them with
+    /// the counts it last saw to learn which of its shards to read.
+    counts: Vec<AtomicU64>,
+    /// Bumped after every wake-up of any shard; each runner-wide tailer holds a receiver.
+    any: watch::Sender<u64>,
 }
 
 impl Wakeups {
@@ -36,6 +41,8 @@ impl Wakeups {
         Wakeups {
             shards: (0..shard_count).map(|_| Notify::new()).collect(),
             scheduled: (0..shard_count).map(|_| AtomicBool::new(false)).collect(),
+            counts: (0..shard_count).map(|_| AtomicU64::new(0)).collect(),
+            any: watch::Sender::new(0),
         }
     }
 
@@ -95,6 +102,10 @@ impl Wakeups {
             n.notify_waiters();
             n.notify_one();
         }
+        if let Some(c) = self.counts.get(shard as usize) {
+            c.fetch_add(1, Ordering::AcqRel);
+            self.any.send_modify(|n| *n = n.wrapping_add(1));
+        }
     }
 
     /// Wakes every shard's tailers and flags every schedule (after a lost notification
@@ -107,6 +118,23 @@ impl Wakeups {
             n.notify_waiters();
             n.notify_one();
         }
+        for c in &self.counts {
+            c.fetch_add(1, Ordering::AcqRel);
+        }
+        self.any.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// How many wake-ups `shard` has had (a tailer reads it when it wakes and again before
+    /// it reads the shard: a change means new entries may be there).
+    pub(crate) fn count(&self, shard: Shard) -> u64 {
+        self.counts
+            .get(shard as usize)
+            .map_or(0, |c| c.load(Ordering::Acquire))
+    }
+
+    /// A receiver that changes after every wake-up of any shard.
+    pub(crate) fn watch(&self) -> watch::Receiver<u64> {
+        self.any.subscribe()
     }
 
     /// Waits for a wake-up of `shard`, at most `timeout`; `true` if woken.

@@ -1,18 +1,18 @@
 //! Inline projections: read-model writes committed in the same transaction as the
 //! entity's events, so a read right after an ask sees them.
 //!
-//! The shard's worker is the only writer of its events, so it can hand each committed
-//! batch's events straight to the inline projections. Before processing, it brings each
-//! inline projection up to the shard's head (a projection added later catches up first).
-//! A failing inline projection fails the batch's commit: the batch is retried, and its
-//! messages wait — that is the price of reads that always see the write.
+//! The shard's owner is the only writer of its events, so it can hand each committed
+//! batch's events straight to the inline projections. Before delivering a newly owned
+//! shard, it brings each inline projection up to the shard's head (a projection added
+//! later catches up first). A failing inline projection fails its shard's commit: the
+//! shard's messages are redelivered after a back-off and wait — that is the price of
+//! reads that always see the write. Other shards commit without it.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use entlog_journal::{
-    AnyJournal, CommitReceipt, Entry, EntryKind, Journal, JournalError, ProcessedBatch, Shard,
-    Timestamp,
+    AnyJournal, AnyTx, CommitReceipt, Entry, EntryKind, Journal, JournalError, ProcessedBatch,
+    Shard, Timestamp,
 };
 use entlog_projections::{DynProjection, Projector, Step, checkpoint_name};
 
@@ -22,6 +22,8 @@ use crate::error::EngineError;
 pub(crate) struct Inline {
     shard: Shard,
     projections: Vec<(Arc<dyn DynProjection>, u64)>,
+    /// Where the last `commit_in` moved every checkpoint, until its transaction commits.
+    moved: Option<u64>,
 }
 
 impl Inline {
@@ -29,6 +31,7 @@ impl Inline {
         Inline {
             shard,
             projections: projections.iter().map(|p| (p.clone(), 0)).collect(),
+            moved: None,
         }
     }
 
@@ -36,48 +39,47 @@ impl Inline {
         self.projections.is_empty()
     }
 
-    /// Brings every inline projection up to the shard's head; retries a failing event
-    /// with back-off until it succeeds.
+    /// Brings every inline projection up to the shard's head. `Ok(false)`: a projection
+    /// failed on an event (recorded in its status); call again later.
     pub(crate) async fn catch_up(
         &mut self,
         journal: &AnyJournal,
         batch: usize,
-    ) -> Result<(), JournalError> {
+    ) -> Result<bool, JournalError> {
         for (p, checkpoint) in &mut self.projections {
             let mut projector = Projector::new(journal.clone(), p.clone(), self.shard, batch);
             projector.init().await?;
-            let mut backoff = Duration::from_millis(100);
             loop {
                 match projector.step().await? {
                     Step::Idle => break,
                     Step::Applied { .. } | Step::Raced => {}
-                    Step::Failed { .. } => {
-                        tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(Duration::from_secs(5));
-                    }
+                    Step::Failed { .. } => return Ok(false),
                 }
             }
             *checkpoint = journal
                 .cursor(&checkpoint_name(p.name()), self.shard)
                 .await?;
         }
-        Ok(())
+        Ok(true)
     }
 
-    /// Commits `batch` and the inline projections' writes for its events together.
-    pub(crate) async fn commit(
+    /// Commits `batch` inside `tx`, with the inline projections' writes for its events.
+    /// The checkpoints they moved count once the caller committed `tx` and called
+    /// [`committed`](Self::committed).
+    pub(crate) async fn commit_in(
         &mut self,
         journal: &AnyJournal,
+        tx: &mut AnyTx,
         batch: ProcessedBatch,
     ) -> Result<CommitReceipt, EngineError> {
+        self.moved = None;
         let shard = batch.shard;
         let events: Vec<_> = batch
             .messages
             .iter()
             .map(|p| (p.entity.clone(), p.message_id, p.events.clone()))
             .collect();
-        let mut tx = journal.begin().await?;
-        let receipt = journal.commit_in(&mut tx, batch).await?;
+        let receipt = journal.commit_in(tx, batch).await?;
         let now = Timestamp::now();
         let mut entries = Vec::new();
         for ((entity, message_id, evs), offsets) in events.into_iter().zip(&receipt.event_offsets) {
@@ -96,7 +98,6 @@ impl Inline {
             }
         }
         entries.sort_by_key(|e| e.offset);
-        let mut moved = Vec::new();
         if let Some(last) = entries.last().map(|e| e.offset) {
             for (p, checkpoint) in &self.projections {
                 let wanted: Vec<Entry> = entries
@@ -105,18 +106,22 @@ impl Inline {
                     .cloned()
                     .collect();
                 if !wanted.is_empty() {
-                    p.apply(&mut tx, &wanted).await?;
+                    p.apply(tx, &wanted).await?;
                 }
                 tx.move_checkpoint(&checkpoint_name(p.name()), shard, *checkpoint, last)
                     .await?;
-                moved.push(last);
+            }
+            self.moved = Some(last);
+        }
+        Ok(receipt)
+    }
+
+    /// The transaction of the last [`commit_in`](Self::commit_in) committed.
+    pub(crate) fn committed(&mut self) {
+        if let Some(last) = self.moved.take() {
+            for (_, checkpoint) in &mut self.projections {
+                *checkpoint = last;
             }
         }
-        tx.commit().await?;
-        for ((_, checkpoint), last) in self.projections.iter_mut().zip(moved) {
-            *checkpoint = last;
-        }
-        journal.wake_after(shard, &receipt);
-        Ok(receipt)
     }
 }

@@ -1,15 +1,17 @@
-//! A runner: owns shards through the journal's lock session and runs a worker per shard.
+//! A runner: owns shards through the journal's lock session and delivers their messages
+//! through one pipeline.
 //!
 //! Every `rebalance_interval` the runner reads the live runners (those whose lock
-//! connections are alive), computes its shards by rendezvous hashing, stops the workers of
-//! shards it should no longer own (each finishes its batch and snapshots, then the lease is
-//! released so the new owner starts at once), and tries to acquire the shards it should
-//! own. When the lock connection dies, every worker is aborted at once — the runner no
-//! longer owns anything — and a new lock session is opened.
+//! connections are alive), computes its shards by rendezvous hashing, stops the shards it
+//! should no longer own (the pipeline finishes what it read of them and snapshots, then
+//! the lease is released so the new owner starts at once), and tries to acquire the
+//! shards it should own. When the lock connection dies, the pipeline forgets every shard
+//! at once — the runner no longer owns anything — and a new lock session is opened.
+//! Nothing is aborted inside a transaction: the pipeline is told, never killed.
 
 mod assign;
 mod inline;
-pub(crate) mod shard;
+pub(crate) mod pipeline;
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, RwLock};
@@ -17,14 +19,14 @@ use std::time::Duration;
 
 use entlog_journal::{AnyJournal, AnyLocks, Journal, Lease, ShardLocks};
 use entlog_projections::{DynProjection, Projector};
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::config::Config;
 use crate::metrics as m;
 use crate::registry::Registry;
 use crate::waiters::Waiters;
-use shard::{Exit, ShardWorker};
+use pipeline::{Control, Exit, PipelineHandle};
 
 /// Shards owned by this process's runner, for clients deciding how to wait for replies.
 pub(crate) type Owned = Arc<RwLock<BTreeSet<u32>>>;
@@ -40,8 +42,13 @@ pub(crate) struct Hosted {
 
 struct Worker {
     lease: Lease,
+    /// Told to the shard's projectors and singletons.
     stop: watch::Sender<bool>,
-    task: JoinHandle<Exit>,
+    /// Whether the pipeline was told to stop the shard.
+    stopping: bool,
+    /// Learns when the pipeline has let go of the shard, and why.
+    exit: oneshot::Receiver<Exit>,
+    exited: Option<Exit>,
     /// One projector per registered projection, stopped with the shard.
     projectors: Vec<JoinHandle<()>>,
     /// Supervisors of the singletons on this shard: told to stop with the shard; the
@@ -57,6 +64,7 @@ pub(crate) struct Runner {
     pub config: Arc<Config>,
     pub owned: Owned,
     workers: HashMap<u32, Worker>,
+    pipeline: Option<PipelineHandle>,
 }
 
 impl Runner {
@@ -76,11 +84,25 @@ impl Runner {
             config,
             owned,
             workers: HashMap::new(),
+            pipeline: None,
         }
     }
 
     /// Runs until `shutdown` turns true, then hands every shard over gracefully.
     pub(crate) async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+        self.pipeline = Some(PipelineHandle::start(
+            self.journal.clone(),
+            self.hosted.registry.clone(),
+            self.waiters.clone(),
+            self.config.clone(),
+        ));
+        self.run_sessions(&mut shutdown).await;
+        if let Some(p) = self.pipeline.take() {
+            p.finish().await;
+        }
+    }
+
+    async fn run_sessions(&mut self, shutdown: &mut watch::Receiver<bool>) {
         loop {
             if *shutdown.borrow() {
                 return;
@@ -102,7 +124,7 @@ impl Runner {
                 tokio::select! {
                     _ = locks.lost() => {
                         tracing::warn!(runner = %self.id, "lock session lost: stopping every shard");
-                        self.abort_all();
+                        self.drop_all();
                         break;
                     }
                     _ = shutdown.changed() => {
@@ -122,9 +144,19 @@ impl Runner {
         metrics::gauge!(m::SHARDS_OWNED).set(self.workers.len() as f64);
     }
 
-    fn abort_all(&mut self) {
+    fn control(&self, c: Control) {
+        if let Some(p) = &self.pipeline {
+            p.send(c);
+        }
+    }
+
+    /// The lock is lost: every shard is forgotten at once, nothing more is written.
+    fn drop_all(&mut self) {
+        let shards: Vec<u32> = self.workers.keys().copied().collect();
+        for shard in shards {
+            self.control(Control::Drop(shard));
+        }
         for (_, w) in self.workers.drain() {
-            w.task.abort();
             // The shard is no longer ours: its singletons are aborted now, without a grace.
             for s in &w.singletons {
                 s.abort();
@@ -140,11 +172,20 @@ impl Runner {
     }
 
     async fn rebalance(&mut self, locks: &AnyLocks) {
-        // Reap workers that finished: release their leases so others may take the shards.
+        // Reap shards the pipeline let go of: release their leases so others may take them.
+        for w in self.workers.values_mut() {
+            if w.exited.is_none() {
+                match w.exit.try_recv() {
+                    Ok(exit) => w.exited = Some(exit),
+                    Err(oneshot::error::TryRecvError::Closed) => w.exited = Some(Exit::Dropped),
+                    Err(oneshot::error::TryRecvError::Empty) => {}
+                }
+            }
+        }
         let finished: Vec<u32> = self
             .workers
             .iter()
-            .filter(|(_, w)| w.task.is_finished())
+            .filter(|(_, w)| w.exited.is_some())
             .map(|(s, _)| *s)
             .collect();
         for shard in finished {
@@ -161,8 +202,7 @@ impl Runner {
                 for p in w.projectors {
                     let _ = p.await;
                 }
-                let exit = w.task.await;
-                tracing::info!(runner = %self.id, shard, ?exit, "shard worker finished");
+                tracing::info!(runner = %self.id, shard, exit = ?w.exited, "shard left the pipeline");
                 if let Err(e) = locks.release(w.lease).await {
                     tracing::warn!(runner = %self.id, shard, error = %e, "release failed");
                 }
@@ -184,9 +224,12 @@ impl Runner {
         }
         for shard in 0..self.journal.shard_count() {
             let mine = assign::owner(&live, shard) == Some(self.id.as_str());
-            match (mine, self.workers.get(&shard)) {
-                (false, Some(w)) => {
-                    let _ = w.stop.send(true);
+            match (mine, self.workers.get_mut(&shard)) {
+                (false, Some(w)) if !w.stopping => {
+                    w.stopping = true;
+                    if let Some(p) = &self.pipeline {
+                        p.send(Control::Stop(shard));
+                    }
                 }
                 (true, None) => match locks.try_acquire(shard).await {
                     Ok(Some(lease)) => self.spawn(lease),
@@ -203,17 +246,13 @@ impl Runner {
     }
 
     fn spawn(&mut self, lease: Lease) {
-        let (stop, stop_rx) = watch::channel(false);
-        let worker = ShardWorker::new(
+        let (stop, _) = watch::channel(false);
+        let (exit_tx, exit) = oneshot::channel();
+        self.control(Control::Add {
             lease,
-            self.journal.clone(),
-            self.hosted.registry.clone(),
-            self.waiters.clone(),
-            self.config.clone(),
-            stop_rx,
-            inline::Inline::new(lease.shard, &self.hosted.inline),
-        );
-        let task = tokio::spawn(worker.run());
+            inline: inline::Inline::new(lease.shard, &self.hosted.inline),
+            exit: exit_tx,
+        });
         let projectors = self
             .hosted
             .projections
@@ -237,7 +276,9 @@ impl Runner {
             Worker {
                 lease,
                 stop,
-                task,
+                stopping: false,
+                exit,
+                exited: None,
                 projectors,
                 singletons,
             },
@@ -247,8 +288,14 @@ impl Runner {
     /// Graceful shutdown: stop intake, let each shard finish its batch and snapshot,
     /// release every lease and close the session.
     async fn hand_over(&mut self, locks: AnyLocks) {
-        for w in self.workers.values() {
+        for (shard, w) in &mut self.workers {
             let _ = w.stop.send(true);
+            if !w.stopping {
+                w.stopping = true;
+                if let Some(p) = &self.pipeline {
+                    p.send(Control::Stop(*shard));
+                }
+            }
         }
         let deadline = tokio::time::Instant::now() + self.config.shutdown_timeout;
         // Singletons first (each aborts its task after its own stop timeout), and at once
@@ -264,19 +311,28 @@ impl Runner {
             _ = locks.lost() => aborts.iter().for_each(|a| a.abort()),
             _ = tokio::time::sleep_until(deadline) => aborts.iter().for_each(|a| a.abort()),
         }
-        for (shard, w) in self.workers.drain() {
+        let workers: Vec<(u32, Worker)> = self.workers.drain().collect();
+        for (shard, w) in workers {
             for p in w.projectors {
                 let abort = p.abort_handle();
                 if tokio::time::timeout_at(deadline, p).await.is_err() {
                     abort.abort();
                 }
             }
-            let abort = w.task.abort_handle();
-            match tokio::time::timeout_at(deadline, w.task).await {
-                Ok(exit) => tracing::info!(runner = %self.id, shard, ?exit, "shard handed over"),
+            let exit = match w.exited {
+                Some(exit) => Ok(Ok(exit)),
+                None => tokio::time::timeout_at(deadline, w.exit).await,
+            };
+            match exit {
+                Ok(Ok(exit)) => {
+                    tracing::info!(runner = %self.id, shard, ?exit, "shard handed over")
+                }
+                Ok(Err(_)) => {}
                 Err(_) => {
-                    abort.abort();
-                    tracing::warn!(runner = %self.id, shard, "shard did not stop in time; aborted");
+                    // Its lease is released below all the same: a late commit of this
+                    // runner is then fenced by the next owner's epoch.
+                    self.control(Control::Drop(shard));
+                    tracing::warn!(runner = %self.id, shard, "shard did not stop in time; dropped");
                 }
             }
         }

@@ -155,6 +155,44 @@ impl PgJournal {
         receipt(self, &cols, &rows).await
     }
 
+    /// Starts listening for other processes' notifications (once), when they are on.
+    async fn listen(&self) {
+        if !self.inner.options.notify {
+            return;
+        }
+        let started = self
+            .inner
+            .listener
+            .get_or_try_init(|| {
+                listen::ListenerTask::start(
+                    self.inner.pool.clone(),
+                    self.inner.channel.clone(),
+                    self.inner.wakeups.clone(),
+                )
+            })
+            .await;
+        if let Err(e) = started {
+            tracing::warn!(error = %e, "LISTEN failed; falling back to polling");
+        }
+    }
+
+    /// A receiver that changes after every wake-up of any shard (see
+    /// [`AnyJournal::watch_wakeups`](crate::AnyJournal::watch_wakeups)).
+    pub(crate) async fn watch_wakeups(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.listen().await;
+        self.inner.wakeups.watch()
+    }
+
+    /// How many wake-ups `shard` has had in this process.
+    pub(crate) fn wake_count(&self, shard: Shard) -> u64 {
+        self.inner.wakeups.count(shard)
+    }
+
+    /// The largest payload this journal stores, in bytes.
+    pub fn max_payload_bytes(&self) -> usize {
+        self.inner.options.max_payload_bytes
+    }
+
     fn check_shard(&self, shard: Shard) -> Result<()> {
         if shard >= self.inner.shard_count {
             return Err(JournalError::ShardOutOfRange {
@@ -447,22 +485,7 @@ impl Journal for PgJournal {
     }
 
     async fn wait_for_entries(&self, shard: Shard, timeout: Duration) -> bool {
-        if self.inner.options.notify {
-            let started = self
-                .inner
-                .listener
-                .get_or_try_init(|| {
-                    listen::ListenerTask::start(
-                        self.inner.pool.clone(),
-                        self.inner.channel.clone(),
-                        self.inner.wakeups.clone(),
-                    )
-                })
-                .await;
-            if let Err(e) = started {
-                tracing::warn!(error = %e, "LISTEN failed; falling back to polling");
-            }
-        }
+        self.listen().await;
         self.inner.wakeups.wait(shard, timeout).await
     }
 

@@ -152,6 +152,21 @@ impl SqliteJournal {
         receipt(self, &cols, &placed).await
     }
 
+    /// A receiver that changes after every wake-up of any shard.
+    pub(crate) fn watch_wakeups(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.wakeups.watch()
+    }
+
+    /// How many wake-ups `shard` has had.
+    pub(crate) fn wake_count(&self, shard: Shard) -> u64 {
+        self.inner.wakeups.count(shard)
+    }
+
+    /// The largest payload this journal stores, in bytes.
+    pub fn max_payload_bytes(&self) -> usize {
+        self.inner.options.max_payload_bytes
+    }
+
     fn check_shard(&self, shard: Shard) -> Result<()> {
         if shard >= self.inner.shard_count {
             return Err(JournalError::ShardOutOfRange {

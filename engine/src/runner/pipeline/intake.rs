@@ -1,0 +1,234 @@
+//! The pipeline's intake: what it does with the database before handling.
+//!
+//! One intake round covers every shard that wants something: a newly owned (or reset)
+//! shard loads its cursor and brings its inline projections up to date; a shard whose
+//! scheduled messages are due promotes them; a shard whose schedule changed reads its next
+//! due time; then ONE read fetches the due messages of all of them, after each shard's
+//! read position. Damaged entries are recorded durably before the read returns them.
+
+use std::sync::Arc;
+
+use entlog_journal::{AnyJournal, Journal, Shard, Timestamp};
+
+pub(crate) use interim::Delivery;
+use interim::ReadMailboxes as _;
+
+mod interim {
+    //! Mailbox reads over `read_shard`, until the journal reads many shards at once.
+    use entlog_journal::{AnyJournal, Entry, EntryKind, Journal, Result, Shard};
+
+    /// One item of a mailbox read.
+    #[allow(dead_code)]
+    pub(crate) enum Delivery {
+        Message(Entry),
+        Damaged(Damaged),
+    }
+
+    /// An entry that cannot be trusted.
+    #[derive(Clone)]
+    pub(crate) struct Damaged {
+        pub shard: Shard,
+        pub offset: u64,
+        pub reason: String,
+    }
+
+    pub(crate) trait ReadMailboxes {
+        async fn read_mailboxes(
+            &self,
+            from: &[(Shard, u64)],
+            limit: usize,
+        ) -> Result<Vec<Delivery>>;
+        async fn record_damaged(&self, entries: &[Damaged]) -> Result<()>;
+    }
+
+    impl ReadMailboxes for AnyJournal {
+        async fn read_mailboxes(
+            &self,
+            from: &[(Shard, u64)],
+            limit: usize,
+        ) -> Result<Vec<Delivery>> {
+            let mut out = Vec::new();
+            for &(shard, after) in from {
+                for e in self
+                    .read_shard(shard, after, limit, Some(EntryKind::Message))
+                    .await?
+                {
+                    out.push(Delivery::Message(e));
+                }
+            }
+            Ok(out)
+        }
+        async fn record_damaged(&self, _entries: &[Damaged]) -> Result<()> {
+            Ok(())
+        }
+    }
+}
+
+use super::MAILBOX;
+use super::handle::Env;
+use crate::metrics as m;
+use crate::runner::inline::Inline;
+
+/// What one shard wants of an intake round.
+pub(crate) struct Want {
+    pub shard: Shard,
+    pub generation: u64,
+    /// Where to read from; `None`: load the cursor first (and catch up `inline`).
+    pub after: Option<u64>,
+    pub inline: Option<Inline>,
+    pub promote: bool,
+    pub refresh_due: bool,
+}
+
+/// What an intake round brought for one shard.
+pub(crate) struct Got {
+    pub shard: Shard,
+    pub generation: u64,
+    /// The mailbox cursor, when it was loaded.
+    pub loaded: Option<u64>,
+    /// Where the read started; `None` if the shard was not read.
+    pub from: Option<u64>,
+    pub inline: Option<Inline>,
+    /// The next due time, when it was read.
+    pub next_due: Option<Option<Timestamp>>,
+    /// Messages and damaged entries read, in offset order (empty if not read).
+    pub deliveries: Vec<Delivery>,
+    /// Whether it was read, and the read was full (more may be waiting).
+    pub read: bool,
+    pub full: bool,
+    /// Why something failed (the shard backs off and tries again).
+    pub error: Option<String>,
+}
+
+/// Runs one intake round.
+pub(crate) async fn intake(env: Arc<Env>, wants: Vec<Want>, limit: usize) -> Vec<Got> {
+    let journal = &env.journal;
+    let mut got = Vec::with_capacity(wants.len());
+    for w in wants {
+        got.push(prepare(journal, w, env.config.batch_size).await);
+    }
+    let from: Vec<(Shard, u64)> = got
+        .iter()
+        .filter(|g| g.error.is_none())
+        .filter_map(|g| g.from.map(|c| (g.shard, c)))
+        .collect();
+    if from.is_empty() {
+        return got;
+    }
+    match journal.read_mailboxes(&from, limit).await {
+        Ok(deliveries) => {
+            let damaged: Vec<_> = deliveries
+                .iter()
+                .filter_map(|d| match d {
+                    Delivery::Damaged(d) => Some(d.clone()),
+                    Delivery::Message(_) => None,
+                })
+                .collect();
+            if !damaged.is_empty() {
+                if let Err(e) = journal.record_damaged(&damaged).await {
+                    let reason = format!("cannot record damaged entries: {e}");
+                    for g in got.iter_mut().filter(|g| g.from.is_some()) {
+                        g.error.get_or_insert_with(|| reason.clone());
+                    }
+                    return got;
+                }
+                for d in &damaged {
+                    tracing::error!(shard = d.shard, offset = d.offset, reason = %d.reason, "damaged entry passed");
+                }
+                metrics::counter!(m::ENTRIES_DAMAGED).increment(damaged.len() as u64);
+            }
+            for d in deliveries {
+                let shard = match &d {
+                    Delivery::Message(e) => e.shard,
+                    Delivery::Damaged(d) => d.shard,
+                };
+                if let Some(g) = got.iter_mut().find(|g| g.shard == shard) {
+                    g.deliveries.push(d);
+                }
+            }
+            for g in got
+                .iter_mut()
+                .filter(|g| g.error.is_none() && g.from.is_some())
+            {
+                g.read = true;
+                g.full = g.deliveries.len() >= limit;
+            }
+        }
+        Err(e) => {
+            let reason = format!("cannot read: {e}");
+            for g in got.iter_mut().filter(|g| g.from.is_some()) {
+                g.error.get_or_insert_with(|| reason.clone());
+            }
+        }
+    }
+    got
+}
+
+/// The per-shard steps before the read. On return, `from` is where to read from (the
+/// loaded cursor or the caller's read position), `None` if the shard is not to be read.
+async fn prepare(journal: &AnyJournal, w: Want, batch: usize) -> Got {
+    let mut got = Got {
+        shard: w.shard,
+        generation: w.generation,
+        loaded: None,
+        from: None,
+        inline: w.inline,
+        next_due: None,
+        deliveries: Vec::new(),
+        read: false,
+        full: false,
+        error: None,
+    };
+    let fail = |got: &mut Got, what: &str, e: &dyn std::fmt::Display| {
+        got.error = Some(format!("{what}: {e}"));
+    };
+    let after = match w.after {
+        Some(a) => a,
+        None => {
+            if let Some(inline) = got.inline.as_mut() {
+                match inline.catch_up(journal, batch).await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        got.error = Some("an inline projection failed; see its status".into());
+                        return got;
+                    }
+                    Err(e) => {
+                        fail(&mut got, "inline projections cannot catch up", &e);
+                        return got;
+                    }
+                }
+            }
+            match journal.cursor(MAILBOX, w.shard).await {
+                Ok(c) => {
+                    got.loaded = Some(c);
+                    c
+                }
+                Err(e) => {
+                    fail(&mut got, "cannot read the cursor", &e);
+                    return got;
+                }
+            }
+        }
+    };
+    let mut refresh = w.refresh_due;
+    if w.promote {
+        match journal.promote_due(w.shard, Timestamp::now()).await {
+            Ok(_) => refresh = true,
+            Err(e) => {
+                fail(&mut got, "cannot promote due messages", &e);
+                return got;
+            }
+        }
+    }
+    if refresh {
+        match journal.next_due(w.shard).await {
+            Ok(due) => got.next_due = Some(due),
+            Err(e) => {
+                fail(&mut got, "cannot read the schedule", &e);
+                return got;
+            }
+        }
+    }
+    got.from = Some(after);
+    got
+}
