@@ -21,7 +21,7 @@ use crate::error::EngineError;
 use crate::exporter;
 use crate::metrics as m;
 use crate::registry::Registry;
-use crate::runner::{Hosted, Owned, Runner};
+use crate::runner::{Hosted, InMemory, Owned, Runner};
 use crate::singleton::{SingletonHost, Singletons};
 use crate::waiters::Waiters;
 
@@ -38,6 +38,7 @@ struct Inner {
     waiters: Arc<Waiters>,
     appender: Appender,
     owned: Owned,
+    in_memory: InMemory,
     shutdown: watch::Sender<bool>,
     /// The runner task and the appender tasks, joined at shutdown.
     tasks: Mutex<Vec<JoinHandle<()>>>,
@@ -111,6 +112,14 @@ impl Cluster {
             .read()
             .map(|o| o.iter().copied().collect())
             .unwrap_or_default()
+    }
+
+    /// Entities this member's runner holds in memory now (at most
+    /// `Config::max_active_entities`, plus those being handled at this moment).
+    pub fn entities_in_memory(&self) -> usize {
+        self.inner
+            .in_memory
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Graceful shutdown: stop taking work, finish in-flight batches, snapshot, release
@@ -269,6 +278,7 @@ impl ClusterBuilder {
         let config = Arc::new(config);
         let waiters = Arc::new(Waiters::default());
         let owned: Owned = Arc::default();
+        let in_memory: InMemory = Arc::default();
         // The runner's singletons get the cluster handle once it exists (below).
         let (member_tx, member_rx) = watch::channel(None);
         let runner = config.host_entities.then(|| {
@@ -284,6 +294,7 @@ impl ClusterBuilder {
                 waiters.clone(),
                 config.clone(),
                 owned.clone(),
+                in_memory.clone(),
             );
             tokio::spawn(runner.run(shutdown_rx.clone()))
         });
@@ -299,6 +310,7 @@ impl ClusterBuilder {
                 runner_id,
                 waiters,
                 owned,
+                in_memory,
                 shutdown,
                 tasks: Mutex::new(tasks),
             }),

@@ -31,6 +31,9 @@ use pipeline::{Control, Exit, PipelineHandle};
 /// Shards owned by this process's runner, for clients deciding how to wait for replies.
 pub(crate) type Owned = Arc<RwLock<BTreeSet<u32>>>;
 
+/// How many entities this process's runner holds in memory, as last counted.
+pub(crate) type InMemory = Arc<std::sync::atomic::AtomicUsize>;
+
 /// What a runner hosts: entity types and projections (async and inline).
 pub(crate) struct Hosted {
     pub registry: Arc<Registry>,
@@ -63,6 +66,7 @@ pub(crate) struct Runner {
     pub waiters: Arc<Waiters>,
     pub config: Arc<Config>,
     pub owned: Owned,
+    pub in_memory: InMemory,
     workers: HashMap<u32, Worker>,
     pipeline: Option<PipelineHandle>,
 }
@@ -75,6 +79,7 @@ impl Runner {
         waiters: Arc<Waiters>,
         config: Arc<Config>,
         owned: Owned,
+        in_memory: InMemory,
     ) -> Self {
         Runner {
             id,
@@ -83,6 +88,7 @@ impl Runner {
             waiters,
             config,
             owned,
+            in_memory,
             workers: HashMap::new(),
             pipeline: None,
         }
@@ -95,6 +101,7 @@ impl Runner {
             self.hosted.registry.clone(),
             self.waiters.clone(),
             self.config.clone(),
+            self.in_memory.clone(),
         ));
         self.run_sessions(&mut shutdown).await;
         if let Some(p) = self.pipeline.take() {

@@ -104,6 +104,7 @@ impl PipelineHandle {
         registry: Arc<Registry>,
         waiters: Arc<Waiters>,
         config: Arc<Config>,
+        in_memory: super::InMemory,
     ) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
         let env = Arc::new(Env {
@@ -112,7 +113,7 @@ impl PipelineHandle {
             registry,
             config,
         });
-        let task = tokio::spawn(Pipeline::new(env, waiters).run(rx));
+        let task = tokio::spawn(Pipeline::new(env, waiters, in_memory).run(rx));
         PipelineHandle { tx, task }
     }
 
@@ -226,6 +227,7 @@ struct InFlight {
 struct Pipeline {
     env: Arc<Env>,
     waiters: Arc<Waiters>,
+    in_memory: super::InMemory,
     mailboxes: BTreeMap<Shard, Mailbox>,
     next_generation: u64,
     instances: Instances,
@@ -244,10 +246,11 @@ struct Pipeline {
 }
 
 impl Pipeline {
-    fn new(env: Arc<Env>, waiters: Arc<Waiters>) -> Self {
+    fn new(env: Arc<Env>, waiters: Arc<Waiters>, in_memory: super::InMemory) -> Self {
         Pipeline {
             env,
             waiters,
+            in_memory,
             mailboxes: BTreeMap::new(),
             next_generation: 1,
             instances: Instances::default(),
@@ -283,6 +286,10 @@ impl Pipeline {
             }
             self.finish_stopped();
             self.sweep();
+            self.in_memory.store(
+                self.instances.len() + self.running.len(),
+                std::sync::atomic::Ordering::Relaxed,
+            );
             if !open
                 && self.mailboxes.is_empty()
                 && runs.is_empty()

@@ -1,0 +1,449 @@
+//! Every message ends, and no single message stops anything but its own entity: oversized
+//! outcomes, a handler that never returns, a slow handler, `apply` panicking on replay, a
+//! fenced shard in a multi-shard commit, and a bounded number of entities in memory. Each
+//! scenario runs on SQLite and on PostgreSQL; the bystanders share the failing message's
+//! shard (one shard), and must answer within a second while it fails.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use common::*;
+use entlog_engine::{Cluster, Config, Context, EngineError, Entity, Outcome, Rejection};
+use entlog_journal::testing::database_url;
+use entlog_journal::{AnyJournal, PgJournal, PgOptions, SqliteJournal, SqliteOptions};
+use serde::{Deserialize, Serialize};
+use sqlx::{Connection, PgConnection};
+use uuid::Uuid;
+
+/// The journal's payload limit in these tests: small, so a test can exceed it cheaply.
+const LIMIT: usize = 4_096;
+
+/// When set, `Trouble::apply` panics on a `Marked` event (as a bug shipped in a new build
+/// would, on events already in the journal).
+static APPLY_PANICS: AtomicBool = AtomicBool::new(false);
+
+/// An entity that misbehaves on demand.
+struct Trouble;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+enum Ask {
+    /// Replies with the number of events so far.
+    Ping,
+    /// Emits one event larger than the journal's limit.
+    BigEvent,
+    /// Replies with more bytes than the journal's limit.
+    BigReply,
+    /// Sends a command larger than the journal's limit to another entity.
+    BigSend,
+    /// Never returns.
+    Hang,
+    /// Takes this long, then replies.
+    Slow(u64),
+    /// Emits a `Marked` event.
+    Mark,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+enum Ev {
+    Blob(Vec<u8>),
+    Marked,
+}
+
+impl Entity for Trouble {
+    const TYPE: &'static str = "trouble";
+    type Command = Ask;
+    type Event = Ev;
+    type Reply = Vec<u8>;
+    type State = u64;
+
+    async fn handle(
+        &self,
+        state: &u64,
+        cmd: Ask,
+        ctx: &mut Context,
+    ) -> Result<Outcome<Self>, Rejection> {
+        Ok(match cmd {
+            Ask::Ping => Outcome::reply(state.to_le_bytes().to_vec()),
+            Ask::BigEvent => Outcome::new(vec![Ev::Blob(vec![7; LIMIT * 2])], Vec::new()),
+            Ask::BigReply => Outcome::reply(vec![7; LIMIT * 2]),
+            Ask::BigSend => {
+                ctx.send::<Counter>(
+                    "receiver",
+                    &Cmd::Add {
+                        n: 1,
+                        tag: u64::MAX,
+                    },
+                );
+                ctx.send::<Trouble>("receiver", &Ask::Slow(0));
+                // The second message is fine; make the first one too large instead.
+                ctx.send::<BigCmd>("receiver", &vec![1; LIMIT * 2]);
+                Outcome::reply(Vec::new())
+            }
+            Ask::Hang => std::future::pending().await,
+            Ask::Slow(ms) => {
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                Outcome::reply(Vec::new())
+            }
+            Ask::Mark => Outcome::new(vec![Ev::Marked], Vec::new()),
+        })
+    }
+
+    fn apply(state: &mut u64, event: &Ev) {
+        if matches!(event, Ev::Marked) && APPLY_PANICS.load(Ordering::SeqCst) {
+            panic!("apply cannot read a Marked event");
+        }
+        *state += 1;
+    }
+}
+
+/// An entity type whose command is raw bytes (the target of an oversized send).
+struct BigCmd;
+
+impl Entity for BigCmd {
+    const TYPE: &'static str = "bigcmd";
+    type Command = Vec<u8>;
+    type Event = ();
+    type Reply = ();
+    type State = ();
+
+    async fn handle(
+        &self,
+        _: &(),
+        _: Vec<u8>,
+        _: &mut Context,
+    ) -> Result<Outcome<Self>, Rejection> {
+        Ok(Outcome::reply(()))
+    }
+
+    fn apply(_: &mut (), _: &()) {}
+}
+
+/// Where a scenario's journal lives.
+enum Backend {
+    Sqlite(TempDir),
+    Postgres { url: String, schema: String },
+}
+
+impl Backend {
+    fn sqlite() -> Self {
+        Backend::Sqlite(TempDir::new())
+    }
+
+    async fn postgres() -> Self {
+        Backend::Postgres {
+            url: database_url().await,
+            schema: format!("p_{}", Uuid::now_v7().simple()),
+        }
+    }
+
+    async fn journal(&self, shards: u32) -> AnyJournal {
+        match self {
+            Backend::Sqlite(dir) => SqliteJournal::open(
+                SqliteOptions::new(dir.db())
+                    .shard_count(shards)
+                    .max_payload_bytes(LIMIT),
+            )
+            .await
+            .unwrap()
+            .into(),
+            Backend::Postgres { url, schema } => PgJournal::open(
+                PgOptions::new(url.clone())
+                    .schema(schema.clone())
+                    .shard_count(shards)
+                    .max_payload_bytes(LIMIT),
+            )
+            .await
+            .unwrap()
+            .into(),
+        }
+    }
+
+    /// Deletes every snapshot (with the journal closed), so activation replays in full.
+    async fn drop_snapshots(&self) {
+        match self {
+            Backend::Sqlite(dir) => {
+                let url = format!("sqlite://{}", dir.db().display());
+                let mut c = sqlx::SqliteConnection::connect(&url).await.unwrap();
+                sqlx::query("DELETE FROM snapshots")
+                    .execute(&mut c)
+                    .await
+                    .unwrap();
+            }
+            Backend::Postgres { url, schema } => {
+                let mut c = PgConnection::connect(url).await.unwrap();
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "DELETE FROM {schema}.snapshots"
+                )))
+                .execute(&mut c)
+                .await
+                .unwrap();
+            }
+        }
+    }
+
+    async fn cluster(&self, shards: u32, config: Config) -> Cluster {
+        Cluster::builder()
+            .journal(self.journal(shards).await)
+            .config(Config {
+                shard_count: shards,
+                ..config
+            })
+            .entity(Counter)
+            .entity(Trouble)
+            .entity(BigCmd)
+            .start()
+            .await
+            .unwrap()
+    }
+}
+
+/// Asks `counter/bystander` and checks it answers within a second.
+async fn bystander_answers(cluster: &Cluster, tag: u64) {
+    let started = Instant::now();
+    cluster
+        .entity::<Counter>("bystander")
+        .ask(Cmd::Add { n: 1, tag })
+        .await
+        .unwrap();
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(1),
+        "a bystander on the same shard took {took:?}"
+    );
+}
+
+fn failed_with(r: &Result<Vec<u8>, EngineError>, needle: &str) {
+    match r {
+        Err(EngineError::Failed { reason }) => {
+            assert!(
+                reason.contains(needle),
+                "{reason:?} does not name {needle:?}"
+            )
+        }
+        other => panic!("expected a failure naming {needle:?}, got {other:?}"),
+    }
+}
+
+async fn oversized(backend: Backend) {
+    let cluster = backend.cluster(1, config(1)).await;
+    bystander_answers(&cluster, 1).await;
+    let trouble = cluster.entity::<Trouble>("t");
+    for (i, (cmd, what)) in [
+        (Ask::BigEvent, "event 1 of 1"),
+        (Ask::BigReply, "the reply"),
+        (Ask::BigSend, "the message to bigcmd/receiver"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let (failed, ()) =
+            tokio::join!(trouble.ask(cmd), bystander_answers(&cluster, 10 + i as u64));
+        failed_with(&failed, "PayloadTooLarge");
+        failed_with(&failed, what);
+    }
+    // The failing messages left nothing behind: no event, no outgoing message; the
+    // entity still answers.
+    assert_eq!(trouble.ask(Ask::Ping).await.unwrap(), 0u64.to_le_bytes());
+    assert_eq!(check_history(cluster.journal(), "bystander").await.len(), 4);
+    assert!(events(cluster.journal(), "receiver").await.is_empty());
+    cluster.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_outcomes_fail_their_message_sqlite() {
+    oversized(Backend::sqlite()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_outcomes_fail_their_message_postgres() {
+    oversized(Backend::postgres().await).await;
+}
+
+async fn hanging_and_slow(backend: Backend) {
+    let cluster = backend
+        .cluster(
+            1,
+            Config {
+                handler_timeout: Duration::from_secs(3),
+                ..config(1)
+            },
+        )
+        .await;
+    bystander_answers(&cluster, 1).await;
+    // A handler that never returns: others of its shard answer meanwhile, and it fails at
+    // the timeout.
+    let hang = cluster.entity::<Trouble>("hangs");
+    let started = Instant::now();
+    let hung = tokio::spawn(async move { hang.ask(Ask::Hang).await });
+    for tag in 2..6 {
+        bystander_answers(&cluster, tag).await;
+    }
+    failed_with(&hung.await.unwrap(), "handler timed out");
+    assert!(started.elapsed() >= Duration::from_secs(3));
+    // The entity goes on with its next message.
+    assert_eq!(
+        cluster
+            .entity::<Trouble>("hangs")
+            .ask(Ask::Ping)
+            .await
+            .unwrap(),
+        0u64.to_le_bytes()
+    );
+    // A slow (not hanging) handler delays only its own entity.
+    let slow = cluster.entity::<Trouble>("slow");
+    let slow = tokio::spawn(async move { slow.ask(Ask::Slow(2_000)).await });
+    for tag in 6..10 {
+        bystander_answers(&cluster, tag).await;
+    }
+    assert_eq!(slow.await.unwrap().unwrap(), Vec::<u8>::new());
+    assert_eq!(check_history(cluster.journal(), "bystander").await.len(), 9);
+    cluster.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_or_slow_handler_holds_only_its_entity_sqlite() {
+    hanging_and_slow(Backend::sqlite()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_or_slow_handler_holds_only_its_entity_postgres() {
+    hanging_and_slow(Backend::postgres().await).await;
+}
+
+async fn apply_panics_on_replay(backend: Backend) {
+    let cluster = backend.cluster(1, config(1)).await;
+    cluster
+        .entity::<Trouble>("marked")
+        .ask(Ask::Mark)
+        .await
+        .unwrap();
+    cluster.shutdown().await.unwrap();
+    backend.drop_snapshots().await;
+    // A new build whose `apply` panics on an event already in the journal.
+    APPLY_PANICS.store(true, Ordering::SeqCst);
+    let cluster = backend.cluster(1, config(1)).await;
+    let marked = cluster.entity::<Trouble>("marked");
+    let (marked, ()) = tokio::join!(marked.ask(Ask::Ping), bystander_answers(&cluster, 1));
+    APPLY_PANICS.store(false, Ordering::SeqCst);
+    failed_with(&marked, "apply panicked while replaying");
+    bystander_answers(&cluster, 2).await;
+    cluster.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apply_panicking_on_replay_fails_only_its_entity() {
+    // One test for both backends: the panic switch is process-wide.
+    apply_panics_on_replay(Backend::sqlite()).await;
+    apply_panics_on_replay(Backend::postgres().await).await;
+}
+
+async fn bounded_memory(backend: Backend) {
+    let cap = 50;
+    let cluster = backend
+        .cluster(
+            4,
+            Config {
+                max_active_entities: cap,
+                ..config(4)
+            },
+        )
+        .await;
+    let mut peak = 0;
+    for round in 0..20u64 {
+        let asks = (0..50u64).map(|i| {
+            let c = cluster.entity::<Counter>(&format!("e-{round}-{i}"));
+            async move { c.ask(Cmd::Add { n: 1, tag: i }).await.unwrap() }
+        });
+        futures_util::future::join_all(asks).await;
+        peak = peak.max(cluster.entities_in_memory());
+    }
+    // 1,000 distinct entities went through; memory holds at most the cap (plus the runs
+    // in flight when it was last counted, at most one round's worth).
+    assert!(peak <= cap + 50, "{peak} entities in memory, cap {cap}");
+    assert!(
+        cluster.entities_in_memory() <= cap,
+        "{}",
+        cluster.entities_in_memory()
+    );
+    // Passivated entities come back from the journal with their state.
+    let again = cluster
+        .entity::<Counter>("e-0-0")
+        .ask(Cmd::Get)
+        .await
+        .unwrap();
+    assert_eq!(again, 1);
+    cluster.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entities_in_memory_stay_under_the_cap_sqlite() {
+    bounded_memory(Backend::sqlite()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entities_in_memory_stay_under_the_cap_postgres() {
+    bounded_memory(Backend::postgres().await).await;
+}
+
+/// A multi-shard commit in which one shard is fenced (its epoch moved, as when another
+/// runner acquired it): the other shards' messages commit once, none twice; the fenced
+/// shard is given up, taken again and its messages processed once too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fenced_shard_leaves_the_others_committed_once() {
+    let backend = Backend::postgres().await;
+    let Backend::Postgres { url, schema } = &backend else {
+        unreachable!()
+    };
+    let shards = 8;
+    let cluster = backend.cluster(shards, config(shards)).await;
+    let mut admin = PgConnection::connect(url).await.unwrap();
+    let ids: Vec<String> = (0..64).map(|i| format!("f-{i}")).collect();
+    for round in 0..10u64 {
+        let asks = ids.iter().enumerate().map(|(i, id)| {
+            let c = cluster.entity::<Counter>(id);
+            async move {
+                c.ask(Cmd::Add {
+                    n: 1,
+                    tag: round * 1_000 + i as u64,
+                })
+                .await
+                .unwrap()
+            }
+        });
+        let fence = async {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "UPDATE {schema}.shards SET epoch = epoch + 1 WHERE shard = {}",
+                round % shards as u64
+            )))
+            .execute(&mut admin)
+            .await
+            .unwrap();
+        };
+        let (replies, ()) = tokio::join!(futures_util::future::join_all(asks), fence);
+        assert!(
+            replies.iter().all(|r| *r == round as i64 + 1),
+            "{replies:?}"
+        );
+    }
+    for id in &ids {
+        assert_eq!(check_history(cluster.journal(), id).await.len(), 10, "{id}");
+    }
+    // Each shard was acquired once (epoch 1) and bumped here `bumps` times; anything above
+    // that is a re-acquisition after the runner found itself fenced.
+    let epochs: Vec<(i32, i64)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT shard, epoch FROM {schema}.shards ORDER BY shard"
+    )))
+    .fetch_all(&mut admin)
+    .await
+    .unwrap();
+    let reacquired: i64 = epochs
+        .iter()
+        .map(|(s, e)| e - 1 - (10 / shards as i64 + i64::from((*s as i64) < 10 % shards as i64)))
+        .sum();
+    assert!(reacquired >= 1, "no shard was ever fenced: {epochs:?}");
+    cluster.shutdown().await.unwrap();
+}
