@@ -95,7 +95,7 @@ pub(crate) fn mailbox_cursors(
 ///
 /// Uncommitted entries, entries of a rolled-back batch, and entries whose checksum fails:
 /// those are returned as [`JournalError::Checksum`](crate::JournalError::Checksum), never
-/// skipped.
+/// skipped — except by the mailbox read, which delivers them as damaged (below).
 ///
 /// # Damaged entries in the mailbox
 ///
