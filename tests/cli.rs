@@ -265,10 +265,13 @@ fn quickstart_journal(db: &Db) {
     assert_eq!(heads, 11, "alice 7 entries, bob 4");
     assert!(shards.iter().all(|s| s["backlog"] == 0), "{status}");
     assert_eq!(status["poison"], serde_json::json!([]));
+    assert_eq!(status["damaged"], serde_json::json!([]));
     assert_eq!(status["projections"][0]["name"], "state.account");
     let text = db.ok(&entlog(), &["status"]);
     assert!(
-        text.contains("shards (8):") && text.contains("poison messages (0):"),
+        text.contains("shards (8):")
+            && text.contains("poison messages (0):")
+            && text.contains("damaged entries (0):"),
         "{text}"
     );
 
@@ -512,4 +515,98 @@ fn prune_keeps_what_dedup_needs_on_sqlite() {
 #[test]
 fn prune_keeps_what_dedup_needs_on_postgres() {
     prune(&Db::postgres());
+}
+
+/// A damaged entry has no entity to `inspect` it by: `status` lists it by shard and
+/// offset, with its reason and when it was recorded, in text and in `--json`. The entry is
+/// damaged behind the journal's back (one flipped payload byte), found by the mailbox read
+/// and recorded through the journal API, as a shard's owner does.
+fn damaged(db: &Db) {
+    use entlog::journal::{Delivery, Journal, NewMessage, Payload};
+    db.ok(&entlog(), &["migrate", "--shards", "2"]);
+    let text = db.ok(&entlog(), &["status"]);
+    assert!(text.contains("damaged entries (0):"), "{text}");
+    assert_eq!(
+        db.json(&entlog(), &["status"])["damaged"],
+        serde_json::json!([])
+    );
+
+    let (shard, offset) = block_on(async {
+        let journal: AnyJournal = if db.postgres {
+            PgJournal::open_existing(PgOptions::new(&db.db).schema(&db.schema))
+                .await
+                .unwrap()
+                .into()
+        } else {
+            SqliteJournal::open_existing(SqliteOptions::new(&db.db), Access::ReadWrite)
+                .await
+                .unwrap()
+                .into()
+        };
+        let to = EntityKey::new("counter", "c").unwrap();
+        let sends = (0..3i64)
+            .map(|n| NewMessage::new(to.clone(), Payload::encode("counter.Add", 1, &n).unwrap()))
+            .collect();
+        journal.append(sends).await.unwrap();
+        let shard = journal.shard_of(&to);
+        // One payload replaced behind the journal's back: its checksum no longer holds.
+        match &journal {
+            AnyJournal::Postgres(j) => sqlx::query(
+                r#"UPDATE journal SET payload = CAST('garbled' AS BYTEA) WHERE shard = $1 AND "offset" = 2"#,
+            )
+            .bind(shard as i32)
+            .execute(j.pool())
+            .await
+            .map(|_| ()),
+            AnyJournal::Sqlite(j) => sqlx::query(
+                r#"UPDATE journal SET payload = CAST('garbled' AS BLOB) WHERE shard = $1 AND "offset" = 2"#,
+            )
+            .bind(shard as i32)
+            .execute(j.writer())
+            .await
+            .map(|_| ()),
+        }
+        .unwrap();
+        let mailbox = journal.read_mailboxes(&[(shard, 0)], 10).await.unwrap();
+        let damaged: Vec<_> = mailbox
+            .into_iter()
+            .filter_map(|d| match d {
+                Delivery::Damaged(d) => Some(d),
+                Delivery::Message(_) => None,
+            })
+            .collect();
+        assert_eq!(damaged.len(), 1, "{damaged:?}");
+        journal.record_damaged(&damaged).await.unwrap();
+        journal.close().await;
+        (damaged[0].shard, damaged[0].offset)
+    });
+    assert_eq!(offset, 2);
+
+    let status = db.json(&entlog(), &["status"]);
+    let listed = status["damaged"].as_array().unwrap();
+    assert_eq!(listed.len(), 1, "{status}");
+    assert_eq!(listed[0]["shard"], shard);
+    assert_eq!(listed[0]["offset"], 2);
+    assert_eq!(listed[0]["reason"], "checksum mismatch");
+    assert!(
+        listed[0]["recorded_at"].as_str().unwrap().len() > 10,
+        "{status}"
+    );
+    let text = db.ok(&entlog(), &["status"]);
+    assert!(
+        text.contains("damaged entries (1):")
+            && text.contains(&format!("  shard {shard} offset 2 recorded at "))
+            && text.contains(": checksum mismatch"),
+        "{text}"
+    );
+}
+
+#[test]
+fn status_lists_damaged_entries_on_sqlite() {
+    damaged(&Db::sqlite());
+}
+
+#[test]
+fn status_lists_damaged_entries_on_postgres() {
+    damaged(&Db::postgres());
 }

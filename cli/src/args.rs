@@ -44,7 +44,8 @@ pub(crate) enum Command {
         #[arg(long)]
         shards: Option<u32>,
     },
-    /// Runners, shards (owner, head, cursor, backlog), projections (lag), poison messages.
+    /// Runners, shards (owner, head, cursor, backlog), projections (lag), poison messages,
+    /// damaged entries (known only by shard and offset).
     #[command(after_help = "Examples:
   entlog --db app.db status
   entlog --db postgres://postgres@127.0.0.1/app status --json | jq '.shards[] | select(.backlog > 0)'")]

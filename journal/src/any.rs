@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use uuid::Uuid;
 
+use crate::damaged::{DamagedEntry, Delivery};
 use crate::envelope::{EntityKey, Entry, EntryKind, NewMessage};
 use crate::error::Result;
 use crate::journal::Journal;
@@ -115,6 +116,18 @@ impl Journal for AnyJournal {
         kind: Option<EntryKind>,
     ) -> Result<Vec<Entry>> {
         both!(self, j => j.read_shard(shard, after, limit, kind).await)
+    }
+
+    async fn read_mailboxes(
+        &self,
+        from: &[(Shard, u64)],
+        limit_per_shard: usize,
+    ) -> Result<Vec<Delivery>> {
+        both!(self, j => j.read_mailboxes(from, limit_per_shard).await)
+    }
+
+    async fn record_damaged(&self, entries: &[DamagedEntry]) -> Result<()> {
+        both!(self, j => j.record_damaged(entries).await)
     }
 
     async fn read_events(

@@ -288,11 +288,18 @@ pub(crate) struct RawEntry {
     pub created_at: i64,
 }
 
+/// The place of a stored row, its primary key (shard, offset), as the journal's types.
+pub(crate) fn place_of(shard: i64, offset: i64) -> (Shard, u64) {
+    (
+        Shard::try_from(shard).unwrap_or(Shard::MAX),
+        u64::try_from(offset).unwrap_or(0),
+    )
+}
+
 impl RawEntry {
     /// Validates the row and verifies its checksum: corrupt rows become typed errors.
     pub(crate) fn verify(self) -> Result<Entry> {
-        let shard = Shard::try_from(self.shard).unwrap_or(Shard::MAX);
-        let offset = u64::try_from(self.offset).unwrap_or(0);
+        let (shard, offset) = place_of(self.shard, self.offset);
         let corrupt = |reason: String| JournalError::Corrupt {
             shard,
             offset,

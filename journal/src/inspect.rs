@@ -1,5 +1,5 @@
 //! The journal's bookkeeping as tools see it: shards, runners, cursors, one entity's
-//! records, failure replies, and retention.
+//! records, failure replies, damaged entries, and retention.
 //!
 //! These reads serve people and scripts (the CLI), not the message path: they favour
 //! completeness over speed, and every record they return has passed its checksum (or,
@@ -9,6 +9,7 @@ use sqlx::Row;
 use uuid::Uuid;
 
 use crate::any::AnyJournal;
+use crate::damaged::DamagedEntry;
 use crate::envelope::{CrcDomain, EntityKey, Entry, EntryKind, Payload, RawEntry, checksum};
 use crate::error::{JournalError, Result};
 use crate::journal::Journal;
@@ -438,6 +439,28 @@ impl AnyJournal {
                     };
                     let reply = reply_of(&entity, r.try_get(2)?, r.try_get(3)?, payload, r.try_get(7)?, r.try_get(8)?)?;
                     Ok((entity, reply))
+                })
+                .collect()
+        })
+    }
+
+    /// Every recorded damaged entry with the time it was recorded, in (shard, offset) order.
+    pub async fn damaged_entries(&self) -> Result<Vec<(DamagedEntry, Timestamp)>> {
+        on_pool!(self, pool => {
+            let rows = sqlx::query(
+                r#"SELECT CAST(shard AS BIGINT), "offset", reason, recorded_at
+                     FROM damaged_entries ORDER BY shard, "offset""#,
+            )
+            .fetch_all(pool)
+            .await?;
+            rows.iter()
+                .map(|r| {
+                    let entry = DamagedEntry {
+                        shard: Shard::try_from(r.try_get::<i64, _>(0)?).unwrap_or(Shard::MAX),
+                        offset: u64_of(r.try_get(1)?),
+                        reason: r.try_get(2)?,
+                    };
+                    Ok((entry, Timestamp(r.try_get(3)?)))
                 })
                 .collect()
         })

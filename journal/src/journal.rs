@@ -6,6 +6,7 @@ use std::time::Duration;
 use futures_util::{Stream, TryStreamExt as _};
 use uuid::Uuid;
 
+use crate::damaged::{DamagedEntry, Delivery};
 use crate::envelope::{EntityKey, Entry, EntryKind, NewMessage};
 use crate::error::{JournalError, Result};
 use crate::ownership::{RunnerInfo, ShardLocks};
@@ -16,6 +17,25 @@ use crate::time::Timestamp;
 
 /// Entries fetched per round trip by [`Journal::events`].
 pub const EVENT_PAGE: usize = 1_000;
+
+/// The cursors of a mailbox read with each shard once, at the lower of its cursors if it
+/// is listed twice (reading more never skips), in shard order; or `ShardOutOfRange`.
+pub(crate) fn mailbox_cursors(
+    from: &[(Shard, u64)],
+    shard_count: u32,
+) -> Result<Vec<(Shard, u64)>> {
+    let mut cursors = std::collections::BTreeMap::new();
+    for &(shard, after) in from {
+        if shard >= shard_count {
+            return Err(JournalError::ShardOutOfRange { shard, shard_count });
+        }
+        cursors
+            .entry(shard)
+            .and_modify(|a: &mut u64| *a = (*a).min(after))
+            .or_insert(after);
+    }
+    Ok(cursors.into_iter().collect())
+}
 
 /// An append-only journal partitioned into shards.
 ///
@@ -75,7 +95,17 @@ pub const EVENT_PAGE: usize = 1_000;
 ///
 /// Uncommitted entries, entries of a rolled-back batch, and entries whose checksum fails:
 /// those are returned as [`JournalError::Checksum`](crate::JournalError::Checksum), never
-/// skipped.
+/// skipped — except by the mailbox read, which delivers them as damaged (below).
+///
+/// # Damaged entries in the mailbox
+///
+/// The mailbox read, [`read_mailboxes`](Journal::read_mailboxes), is the one read that does
+/// not fail on a damaged entry: one flipped byte must not stop its shard (invariant 10).
+/// An entry that fails its checksum or does not decode comes back as
+/// [`Delivery::Damaged`] naming only its place (shard, offset) and the cause, in its
+/// place in offset order — never skipped, never trusted. Its owner records it with
+/// [`record_damaged`](Journal::record_damaged) before moving its cursor past it, so the
+/// record outlives the entry's passing.
 pub trait Journal: Send + Sync + 'static {
     /// The backend's shard-lock session.
     type Locks: ShardLocks;
@@ -103,6 +133,31 @@ pub trait Journal: Send + Sync + 'static {
         limit: usize,
         kind: Option<EntryKind>,
     ) -> impl Future<Output = Result<Vec<Entry>>> + Send;
+
+    /// Due messages of several shards in ONE query: for each `(shard, after)` pair, the
+    /// messages with offset `> after`, in offset order, at most `limit_per_shard` per shard;
+    /// the result is ordered by (shard, offset).
+    ///
+    /// - An entry whose checksum fails or whose row does not decode MUST come back as
+    ///   [`Delivery::Damaged`] naming shard, offset and the cause: it never fails the read
+    ///   and is never skipped. Only its place is trusted.
+    /// - Events are not delivered. An entry whose stored kind is neither message nor event
+    ///   is delivered as damaged (it may have been a message).
+    /// - A shard outside `0..shard_count` fails the whole call with
+    ///   [`JournalError::ShardOutOfRange`] before anything is read. A shard listed twice is
+    ///   read once, after the lower of its cursors. An empty `from` or a zero limit reads
+    ///   nothing.
+    /// - Damaged items count against `limit_per_shard` like messages.
+    fn read_mailboxes(
+        &self,
+        from: &[(Shard, u64)],
+        limit_per_shard: usize,
+    ) -> impl Future<Output = Result<Vec<Delivery>>> + Send;
+
+    /// Records damaged entries durably, by place. Idempotent: recording an entry that is
+    /// already recorded keeps the first record (reason and time). Returns `Ok` only after
+    /// the records committed; a shard out of range fails the call with nothing written.
+    fn record_damaged(&self, entries: &[DamagedEntry]) -> impl Future<Output = Result<()>> + Send;
 
     /// An entity's events with `seq >= from_seq`, in seq order, at most `limit`.
     fn read_events(

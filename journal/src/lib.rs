@@ -24,6 +24,7 @@
 
 mod any;
 mod columns;
+mod damaged;
 mod envelope;
 mod error;
 mod inspect;
@@ -43,6 +44,7 @@ mod wakeup;
 pub mod testing;
 
 pub use any::{AnyJournal, AnyLocks};
+pub use damaged::{DamagedEntry, Delivery};
 pub use envelope::{
     DEFAULT_MAX_PAYLOAD_BYTES, EntityKey, Entry, EntryKind, MAX_NAME_BYTES, NewEvent, NewMessage,
     Payload, check_name,

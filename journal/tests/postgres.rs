@@ -119,6 +119,9 @@ conformance! {
     cursors_move_forward;
     wakeups;
     runner_registry;
+    mailbox_reads;
+    damaged_mailbox_entries;
+    mailbox_bad_input;
 }
 
 /// Invariant 6 with commits held open for a random 0-5 ms after their insert, so that

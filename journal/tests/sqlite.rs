@@ -79,6 +79,9 @@ conformance! {
     cursors_move_forward;
     wakeups;
     runner_registry;
+    mailbox_reads;
+    damaged_mailbox_entries;
+    mailbox_bad_input;
 }
 
 /// A second opener of a journal file gets a clear error, not a second writer; once the
@@ -126,5 +129,40 @@ async fn another_process_is_refused() {
     assert!(
         !status.success(),
         "another process could take the owner lock"
+    );
+}
+
+/// A column SQLite stores with the wrong type (it does not enforce column types) does not
+/// decode: the mailbox read delivers the row as damaged at its place, with its neighbours.
+#[tokio::test]
+async fn undecodable_column_is_a_damaged_entry() {
+    use entlog_journal::{Delivery, EntityKey, NewMessage, Payload};
+    let b = Sqlite::new();
+    let j = b.fresh(1).await;
+    let to = EntityKey::new("counter", "c").unwrap();
+    j.append(
+        (0..3i64)
+            .map(|n| NewMessage::new(to.clone(), Payload::encode("t.Cmd", 1, &n).unwrap()))
+            .collect(),
+    )
+    .await
+    .unwrap();
+    sqlx::query(r#"UPDATE journal SET message_id = 'not-a-uuid' WHERE shard = 0 AND "offset" = 2"#)
+        .execute(j.writer())
+        .await
+        .unwrap();
+    let got = j.read_mailboxes(&[(0, 0)], 10).await.unwrap();
+    let places: Vec<(u64, bool)> = got
+        .iter()
+        .map(|d| (d.offset(), matches!(d, Delivery::Damaged(_))))
+        .collect();
+    assert_eq!(places, [(1, false), (2, true), (3, false)]);
+    let Delivery::Damaged(d) = &got[1] else {
+        unreachable!()
+    };
+    assert!(d.reason.contains("does not decode"), "{d:?}");
+    assert!(
+        j.read_shard(0, 0, 10, None).await.is_err(),
+        "read_shard still fails"
     );
 }

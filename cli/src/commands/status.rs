@@ -1,4 +1,8 @@
-//! `status`: runners, shards, projections and poison messages at a glance.
+//! `status`: runners, shards, projections, poison messages and damaged entries at a glance.
+//!
+//! A damaged entry (one that failed its checksum or did not decode) is known only by its
+//! place: its entity cannot be trusted, so `inspect TYPE/ID` cannot find it and it is
+//! listed here instead.
 
 use std::collections::BTreeSet;
 
@@ -99,6 +103,19 @@ async fn gather(journal: &AnyJournal, poison_limit: usize) -> Result<Value, CliE
             }));
         }
     }
+    let damaged: Vec<Value> = journal
+        .damaged_entries()
+        .await?
+        .into_iter()
+        .map(|(d, recorded_at)| {
+            json!({
+                "shard": d.shard,
+                "offset": d.offset,
+                "reason": d.reason,
+                "recorded_at": render::time(recorded_at),
+            })
+        })
+        .collect();
     Ok(json!({
         "shard_count": journal.shard_count(),
         "runners": runners.iter().map(|r| json!({
@@ -110,6 +127,7 @@ async fn gather(journal: &AnyJournal, poison_limit: usize) -> Result<Value, CliE
         "shards": shards,
         "projections": projections,
         "poison": poison,
+        "damaged": damaged,
     }))
 }
 
@@ -186,6 +204,17 @@ fn print(ctx: &Ctx, r: &Value) -> Result<(), CliError> {
             p["offset"],
             p["failed_at"].as_str().unwrap_or(""),
             p["reason"].as_str().unwrap_or("")
+        ))?;
+    }
+    let damaged = list("damaged");
+    out.line(format_args!("damaged entries ({}):", damaged.len()))?;
+    for d in &damaged {
+        out.line(format_args!(
+            "  shard {} offset {} recorded at {}: {}",
+            d["shard"],
+            d["offset"],
+            d["recorded_at"].as_str().unwrap_or(""),
+            d["reason"].as_str().unwrap_or("")
         ))?;
     }
     Ok(())

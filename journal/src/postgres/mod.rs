@@ -27,16 +27,17 @@ pub use open::PgOptions;
 use crate::columns::{
     BatchColumns, EntryColumns, Placed, append_columns, append_outcomes, receipt,
 };
+use crate::damaged::{DamagedEntry, Delivery};
 use crate::envelope::{CrcDomain, EntityKey, Entry, EntryKind, NewMessage, checksum};
 use crate::error::{Field, JournalError, Result};
-use crate::journal::Journal;
+use crate::journal::{Journal, mailbox_cursors};
 use crate::ownership::RunnerInfo;
 use crate::records::NewSnapshot;
 use crate::records::{AppendOutcome, CommitReceipt, ProcessedBatch, Snapshot, StoredReply};
 use crate::shard::Shard;
 use crate::time::Timestamp;
 use crate::wakeup::Wakeups;
-use rows::{append_rows, entry_from_row, reply_from_row, snapshot_from_row};
+use rows::{append_rows, delivery_from_row, entry_from_row, reply_from_row, snapshot_from_row};
 use sqlx::Row;
 
 /// SQLSTATE raised by `append_entries` when a lease's epoch is stale.
@@ -308,6 +309,71 @@ impl Journal for PgJournal {
         .fetch_all(&self.inner.pool)
         .await?;
         rows.iter().map(entry_from_row).collect()
+    }
+
+    async fn read_mailboxes(
+        &self,
+        from: &[(Shard, u64)],
+        limit_per_shard: usize,
+    ) -> Result<Vec<Delivery>> {
+        let cursors = mailbox_cursors(from, self.inner.shard_count)?;
+        if cursors.is_empty() || limit_per_shard == 0 {
+            return Ok(Vec::new());
+        }
+        let shards: Vec<i32> = cursors.iter().map(|&(s, _)| s as i32).collect();
+        let afters: Vec<i64> = cursors
+            .iter()
+            .map(|&(_, a)| i64::try_from(a).unwrap_or(i64::MAX))
+            .collect();
+        // One statement for every shard: each (shard, after) pair walks its partition's
+        // primary key from the cursor for at most `limit` rows. `kind <> event` rather than
+        // `kind = message`, so that a row whose kind was damaged is delivered as damaged
+        // instead of vanishing from the mailbox.
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            entry_columns!(),
+            r#" FROM unnest($1::INTEGER[], $2::BIGINT[]) AS s(s_shard, s_after)
+                CROSS JOIN LATERAL (
+                    SELECT j.* FROM journal j
+                     WHERE j.shard = s.s_shard AND j."offset" > s.s_after AND j.kind <> $4
+                     ORDER BY j."offset" LIMIT $3) AS m
+                ORDER BY shard, "offset""#
+        ))
+        .bind(&shards)
+        .bind(&afters)
+        .bind(i64::try_from(limit_per_shard).unwrap_or(i64::MAX))
+        .bind(EntryKind::Event.code())
+        .fetch_all(&self.inner.pool)
+        .await?;
+        rows.iter().map(delivery_from_row).collect()
+    }
+
+    async fn record_damaged(&self, entries: &[DamagedEntry]) -> Result<()> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        for e in entries {
+            self.check_shard(e.shard)?;
+        }
+        let shards: Vec<i32> = entries.iter().map(|e| e.shard as i32).collect();
+        let offsets: Vec<i64> = entries
+            .iter()
+            .map(|e| i64::try_from(e.offset).unwrap_or(i64::MAX))
+            .collect();
+        let reasons: Vec<&str> = entries.iter().map(|e| e.reason.as_str()).collect();
+        sqlx::query(
+            r#"INSERT INTO damaged_entries (shard, "offset", reason, recorded_at)
+               SELECT shard, "offset", reason, $4
+                 FROM unnest($1::INTEGER[], $2::BIGINT[], $3::TEXT[]) AS d(shard, "offset", reason)
+               ON CONFLICT (shard, "offset") DO NOTHING"#,
+        )
+        .bind(&shards)
+        .bind(&offsets)
+        .bind(&reasons)
+        .bind(Timestamp::now().as_micros())
+        .execute(&self.inner.pool)
+        .await?;
+        Ok(())
     }
 
     async fn read_events(

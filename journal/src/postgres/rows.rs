@@ -4,7 +4,8 @@ use sqlx::Row;
 use sqlx::postgres::PgRow;
 
 use crate::columns::Placed;
-use crate::envelope::{CrcDomain, EntityKey, Entry, Payload, RawEntry, checksum};
+use crate::damaged::{Delivery, deliver};
+use crate::envelope::{CrcDomain, EntityKey, Entry, Payload, RawEntry, checksum, place_of};
 use crate::error::{JournalError, Result};
 use crate::records::{Snapshot, StoredReply};
 use crate::time::Timestamp;
@@ -31,9 +32,33 @@ pub(super) fn append_rows(rows: Vec<PgRow>) -> Result<Vec<Placed>> {
 
 /// Decodes and verifies one journal row selected with `entry_columns!()`.
 pub(super) fn entry_from_row(r: &PgRow) -> Result<Entry> {
-    RawEntry {
-        shard: i64::from(r.try_get::<i32, _>(0)?),
-        offset: r.try_get(1)?,
+    let (shard, offset) = place_columns(r)?;
+    raw_from_row(r, shard, offset)?.verify()
+}
+
+/// A mailbox row selected with `entry_columns!()`: the message, or, when the row fails
+/// its checksum or does not decode, a damaged entry at its place. Only a failure to read
+/// the place itself (shard, offset: the primary key) fails the read.
+pub(super) fn delivery_from_row(r: &PgRow) -> Result<Delivery> {
+    let (shard, offset) = place_columns(r)?;
+    let (s, o) = place_of(shard, offset);
+    deliver(
+        s,
+        o,
+        raw_from_row(r, shard, offset).and_then(RawEntry::verify),
+    )
+}
+
+/// The row's shard and offset, read first: they are the trusted part of any row.
+fn place_columns(r: &PgRow) -> Result<(i64, i64)> {
+    Ok((i64::from(r.try_get::<i32, _>(0)?), r.try_get(1)?))
+}
+
+/// The remaining columns of a row found at (`shard`, `offset`), not yet verified.
+fn raw_from_row(r: &PgRow, shard: i64, offset: i64) -> Result<RawEntry> {
+    Ok(RawEntry {
+        shard,
+        offset,
         kind: r.try_get(2)?,
         entity_type: r.try_get(3)?,
         entity_id: r.try_get(4)?,
@@ -45,8 +70,7 @@ pub(super) fn entry_from_row(r: &PgRow) -> Result<Entry> {
         crc: r.try_get(10)?,
         deliver_at: r.try_get(11)?,
         created_at: r.try_get(12)?,
-    }
-    .verify()
+    })
 }
 
 /// Decodes and verifies a reply row.

@@ -26,9 +26,10 @@ pub use open::{Access, Durability, SqliteOptions};
 use crate::columns::{
     BatchColumns, EntryColumns, Placed, append_columns, append_outcomes, receipt,
 };
+use crate::damaged::{DamagedEntry, Delivery};
 use crate::envelope::{CrcDomain, EntityKey, Entry, EntryKind, NewMessage, checksum};
 use crate::error::{Field, JournalError, Result};
-use crate::journal::Journal;
+use crate::journal::{Journal, mailbox_cursors};
 use crate::ownership::{Lease, RunnerInfo, ShardLocks};
 use crate::records::{
     AppendOutcome, CommitReceipt, NewSnapshot, ProcessedBatch, Snapshot, StoredReply,
@@ -260,6 +261,77 @@ impl Journal for SqliteJournal {
         .fetch_all(&self.inner.reader)
         .await?;
         rows.iter().map(rows::entry_from_row).collect()
+    }
+
+    async fn read_mailboxes(
+        &self,
+        from: &[(Shard, u64)],
+        limit_per_shard: usize,
+    ) -> Result<Vec<Delivery>> {
+        let cursors = mailbox_cursors(from, self.inner.shard_count)?;
+        if cursors.is_empty() || limit_per_shard == 0 {
+            return Ok(Vec::new());
+        }
+        // The pairs go in as one JSON array of integers, so the statement is the same for
+        // any number of shards.
+        let pairs: Vec<String> = cursors
+            .iter()
+            .map(|&(s, a)| format!("[{s},{}]", i64::try_from(a).unwrap_or(i64::MAX)))
+            .collect();
+        let pairs = format!("[{}]", pairs.join(","));
+        // SQLite has no LATERAL join: each shard's window is bounded instead by the offset of
+        // its `limit`-th mailbox entry after the cursor (or unbounded when it has fewer),
+        // found once per shard on the primary key (MATERIALIZED keeps it from being
+        // recomputed per row). `kind <> event` rather than `kind = message`, so that a row
+        // whose kind was damaged is delivered as damaged instead of vanishing.
+        let rows = sqlx::query(concat!(
+            r#"WITH s(s_shard, s_after) AS (
+                    SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(?1)),
+                b(b_shard, b_after, b_upto) AS MATERIALIZED (
+                    SELECT s_shard, s_after, coalesce(
+                        (SELECT k."offset" FROM journal k
+                          WHERE k.shard = s.s_shard AND k."offset" > s.s_after AND k.kind <> ?3
+                          ORDER BY k."offset" LIMIT 1 OFFSET ?2),
+                        9223372036854775807)
+                      FROM s)
+               SELECT "#,
+            sqlite_entry_columns!(),
+            r#" FROM b JOIN journal j
+                  ON j.shard = b.b_shard AND j."offset" > b.b_after AND j."offset" <= b.b_upto
+                 AND j.kind <> ?3
+               ORDER BY j.shard, j."offset""#
+        ))
+        .bind(pairs)
+        .bind(i64::try_from(limit_per_shard - 1).unwrap_or(i64::MAX))
+        .bind(EntryKind::Event.code())
+        .fetch_all(&self.inner.reader)
+        .await?;
+        rows.iter().map(rows::delivery_from_row).collect()
+    }
+
+    async fn record_damaged(&self, entries: &[DamagedEntry]) -> Result<()> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        for e in entries {
+            self.check_shard(e.shard)?;
+        }
+        let now = Timestamp::now().as_micros();
+        let mut tx = self.inner.writer.begin().await?;
+        for e in entries {
+            sqlx::query(
+                r#"INSERT INTO damaged_entries (shard, "offset", reason, recorded_at)
+                   VALUES (?1, ?2, ?3, ?4) ON CONFLICT (shard, "offset") DO NOTHING"#,
+            )
+            .bind(i64::from(e.shard))
+            .bind(i64::try_from(e.offset).unwrap_or(i64::MAX))
+            .bind(&e.reason)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
     }
 
     async fn read_events(

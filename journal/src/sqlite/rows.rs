@@ -3,7 +3,8 @@
 use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
 
-use crate::envelope::{CrcDomain, EntityKey, Entry, Payload, RawEntry, checksum};
+use crate::damaged::{Delivery, deliver};
+use crate::envelope::{CrcDomain, EntityKey, Entry, Payload, RawEntry, checksum, place_of};
 use crate::error::{JournalError, Result};
 use crate::records::{Snapshot, StoredReply};
 use crate::time::Timestamp;
@@ -17,9 +18,33 @@ macro_rules! sqlite_entry_columns {
 
 /// Decodes and verifies one journal row selected with `sqlite_entry_columns!()`.
 pub(super) fn entry_from_row(r: &SqliteRow) -> Result<Entry> {
-    RawEntry {
-        shard: r.try_get(0)?,
-        offset: r.try_get(1)?,
+    let (shard, offset) = place_columns(r)?;
+    raw_from_row(r, shard, offset)?.verify()
+}
+
+/// A mailbox row selected with `sqlite_entry_columns!()`: the message, or, when the row
+/// fails its checksum or does not decode, a damaged entry at its place. Only a failure to
+/// read the place itself (shard, offset: the primary key) fails the read.
+pub(super) fn delivery_from_row(r: &SqliteRow) -> Result<Delivery> {
+    let (shard, offset) = place_columns(r)?;
+    let (s, o) = place_of(shard, offset);
+    deliver(
+        s,
+        o,
+        raw_from_row(r, shard, offset).and_then(RawEntry::verify),
+    )
+}
+
+/// The row's shard and offset, read first: they are the trusted part of any row.
+fn place_columns(r: &SqliteRow) -> Result<(i64, i64)> {
+    Ok((r.try_get(0)?, r.try_get(1)?))
+}
+
+/// The remaining columns of a row found at (`shard`, `offset`), not yet verified.
+fn raw_from_row(r: &SqliteRow, shard: i64, offset: i64) -> Result<RawEntry> {
+    Ok(RawEntry {
+        shard,
+        offset,
         kind: r.try_get(2)?,
         entity_type: r.try_get(3)?,
         entity_id: r.try_get(4)?,
@@ -31,8 +56,7 @@ pub(super) fn entry_from_row(r: &SqliteRow) -> Result<Entry> {
         crc: r.try_get(10)?,
         deliver_at: r.try_get(11)?,
         created_at: r.try_get(12)?,
-    }
-    .verify()
+    })
 }
 
 /// Decodes and verifies a reply row.
