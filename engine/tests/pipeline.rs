@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use entlog_engine::{Cluster, Config, Context, EngineError, Entity, Outcome, Rejection};
 use entlog_journal::testing::database_url;
-use entlog_journal::{AnyJournal, PgJournal, PgOptions, SqliteJournal, SqliteOptions};
+use entlog_journal::{AnyJournal, Journal, PgJournal, PgOptions, SqliteJournal, SqliteOptions};
 use serde::{Deserialize, Serialize};
 use sqlx::{Connection, PgConnection};
 use uuid::Uuid;
@@ -446,4 +446,138 @@ async fn a_fenced_shard_leaves_the_others_committed_once() {
         .sum();
     assert!(reacquired >= 1, "no shard was ever fenced: {epochs:?}");
     cluster.shutdown().await.unwrap();
+}
+
+async fn damaged_entry(backend: Backend) {
+    use entlog_journal::testing::conformance::Tamper;
+    use entlog_journal::{EntityKey, NewMessage};
+    let journal = backend.journal(1).await;
+    // Three sends to counters of the one shard, before any runner: the middle one is then
+    // damaged where it lies (a flipped bit), so its entity and id cannot be trusted.
+    let mut offsets = Vec::new();
+    for (i, id) in ["before", "damaged", "after"].into_iter().enumerate() {
+        let outcome = journal
+            .append(vec![NewMessage {
+                entity: EntityKey::new("counter", id).unwrap(),
+                message_id: Uuid::now_v7(),
+                payload: entlog_engine::command_payload::<Counter>(&Cmd::Add {
+                    n: 1,
+                    tag: i as u64,
+                })
+                .unwrap(),
+                deliver_at: None,
+            }])
+            .await
+            .unwrap();
+        match outcome[0] {
+            entlog_journal::AppendOutcome::Appended { offset, .. } => offsets.push(offset),
+            ref other => panic!("{other:?}"),
+        }
+    }
+    match &journal {
+        AnyJournal::Postgres(j) => j.flip_payload_bit(0, offsets[1]).await,
+        AnyJournal::Sqlite(j) => j.flip_payload_bit(0, offsets[1]).await,
+    }
+    let cluster = Cluster::builder()
+        .journal(journal.clone())
+        .config(config(1))
+        .entity(Counter)
+        .start()
+        .await
+        .unwrap();
+    // The shard goes on: a new ask answers within a second, and the messages around the
+    // damaged one were handled.
+    bystander_answers(&cluster, 9).await;
+    eventually(10, "the messages around the damaged one", || async {
+        events(cluster.journal(), "before").await.len() == 1
+            && events(cluster.journal(), "after").await.len() == 1
+    })
+    .await;
+    assert!(events(cluster.journal(), "damaged").await.is_empty());
+    // The damaged entry is recorded by its place, and the cursor passed it.
+    let damaged = cluster.journal().damaged_entries().await.unwrap();
+    assert_eq!(damaged.len(), 1, "{damaged:?}");
+    assert_eq!((damaged[0].0.shard, damaged[0].0.offset), (0, offsets[1]));
+    assert!(damaged[0].0.reason.contains("checksum"), "{damaged:?}");
+    eventually(10, "the cursor to pass the damaged entry", || async {
+        cluster
+            .journal()
+            .cursor(entlog_engine::MAILBOX, 0)
+            .await
+            .unwrap()
+            > offsets[2]
+    })
+    .await;
+    cluster.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_message_is_recorded_and_passed_sqlite() {
+    damaged_entry(Backend::sqlite()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_message_is_recorded_and_passed_postgres() {
+    damaged_entry(Backend::postgres().await).await;
+}
+
+/// Messages of other entities commit past a slow one, above the shard's cursor. When the
+/// runner then loses its lock and takes the shard again from that cursor, the slow
+/// entity's message is redelivered and those committed past it are not handled again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commits_past_a_slow_entity_are_not_redelivered() {
+    let backend = Backend::postgres().await;
+    let Backend::Postgres { url, schema } = &backend else {
+        unreachable!()
+    };
+    let cluster = backend
+        .cluster(
+            1,
+            Config {
+                runner_id: Some("r1".into()),
+                ..config(1)
+            },
+        )
+        .await;
+    bystander_answers(&cluster, 0).await;
+    let slow = cluster.entity::<Trouble>("slow");
+    let slow = tokio::spawn(async move { slow.ask(Ask::Slow(3_000)).await });
+    for tag in 1..4 {
+        bystander_answers(&cluster, tag).await;
+    }
+    // The bystander's messages committed while the slow one holds the cursor below them.
+    let cursor = cluster
+        .journal()
+        .cursor(entlog_engine::MAILBOX, 0)
+        .await
+        .unwrap();
+    let head = cluster.journal().head(0).await.unwrap();
+    assert!(cursor < head, "cursor {cursor}, head {head}");
+    // The lock connection dies: the shard is dropped and acquired again, from the cursor.
+    let mut admin = PgConnection::connect(url).await.unwrap();
+    let killed: bool = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT pg_terminate_backend(l.pid) FROM pg_locks l JOIN {schema}.runners r
+           ON l.locktype = 'advisory' AND l.objsubid = 2 AND l.granted
+          AND l.objid::BIGINT = (r.lock_key::BIGINT & 4294967295)
+        WHERE r.runner = 'r1'"
+    )))
+    .fetch_one(&mut admin)
+    .await
+    .unwrap();
+    assert!(killed);
+    assert_eq!(slow.await.unwrap().unwrap(), Vec::<u8>::new());
+    bystander_answers_eventually(&cluster, 4).await;
+    // Every bystander message ran exactly once.
+    let history = check_history(cluster.journal(), "bystander").await;
+    assert_eq!(history.len(), 5, "{history:?}");
+    cluster.shutdown().await.unwrap();
+}
+
+/// Asks `counter/bystander` and waits for its answer (across an owner change).
+async fn bystander_answers_eventually(cluster: &Cluster, tag: u64) {
+    cluster
+        .entity::<Counter>("bystander")
+        .ask(Cmd::Add { n: 1, tag })
+        .await
+        .unwrap();
 }

@@ -148,6 +148,9 @@ pub trait Journal: Send + Sync + 'static {
     ///   read once, after the lower of its cursors. An empty `from` or a zero limit reads
     ///   nothing.
     /// - Damaged items count against `limit_per_shard` like messages.
+    /// - A message that already has a stored reply is done — a runner commits messages of
+    ///   other entities past a slow one, above the shard's cursor — and MUST be left out, so
+    ///   that a redelivery from the cursor never handles it twice.
     fn read_mailboxes(
         &self,
         from: &[(Shard, u64)],

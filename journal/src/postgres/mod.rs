@@ -328,7 +328,8 @@ impl Journal for PgJournal {
         // One statement for every shard: each (shard, after) pair walks its partition's
         // primary key from the cursor for at most `limit` rows. `kind <> event` rather than
         // `kind = message`, so that a row whose kind was damaged is delivered as damaged
-        // instead of vanishing from the mailbox.
+        // instead of vanishing from the mailbox. A message with a stored reply is done
+        // (it committed above its shard's cursor) and is left out.
         let rows = sqlx::query(concat!(
             "SELECT ",
             entry_columns!(),
@@ -336,6 +337,10 @@ impl Journal for PgJournal {
                 CROSS JOIN LATERAL (
                     SELECT j.* FROM journal j
                      WHERE j.shard = s.s_shard AND j."offset" > s.s_after AND j.kind <> $4
+                       AND NOT EXISTS (SELECT 1 FROM replies r
+                                        WHERE r.entity_type = j.entity_type
+                                          AND r.entity_id = j.entity_id
+                                          AND r.message_id = j.message_id)
                      ORDER BY j."offset" LIMIT $3) AS m
                 ORDER BY shard, "offset""#
         ))

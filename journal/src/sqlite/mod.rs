@@ -283,7 +283,8 @@ impl Journal for SqliteJournal {
         // its `limit`-th mailbox entry after the cursor (or unbounded when it has fewer),
         // found once per shard on the primary key (MATERIALIZED keeps it from being
         // recomputed per row). `kind <> event` rather than `kind = message`, so that a row
-        // whose kind was damaged is delivered as damaged instead of vanishing.
+        // whose kind was damaged is delivered as damaged instead of vanishing. A message
+        // with a stored reply is done (it committed above its shard's cursor): left out.
         let rows = sqlx::query(concat!(
             r#"WITH s(s_shard, s_after) AS (
                     SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(?1)),
@@ -291,6 +292,10 @@ impl Journal for SqliteJournal {
                     SELECT s_shard, s_after, coalesce(
                         (SELECT k."offset" FROM journal k
                           WHERE k.shard = s.s_shard AND k."offset" > s.s_after AND k.kind <> ?3
+                            AND NOT EXISTS (SELECT 1 FROM replies r
+                                             WHERE r.entity_type = k.entity_type
+                                               AND r.entity_id = k.entity_id
+                                               AND r.message_id = k.message_id)
                           ORDER BY k."offset" LIMIT 1 OFFSET ?2),
                         9223372036854775807)
                       FROM s)
@@ -299,6 +304,10 @@ impl Journal for SqliteJournal {
             r#" FROM b JOIN journal j
                   ON j.shard = b.b_shard AND j."offset" > b.b_after AND j."offset" <= b.b_upto
                  AND j.kind <> ?3
+                 AND NOT EXISTS (SELECT 1 FROM replies r
+                                  WHERE r.entity_type = j.entity_type
+                                    AND r.entity_id = j.entity_id
+                                    AND r.message_id = j.message_id)
                ORDER BY j.shard, j."offset""#
         ))
         .bind(pairs)

@@ -8,61 +8,7 @@
 
 use std::sync::Arc;
 
-use entlog_journal::{AnyJournal, Journal, Shard, Timestamp};
-
-pub(crate) use interim::Delivery;
-use interim::ReadMailboxes as _;
-
-mod interim {
-    //! Mailbox reads over `read_shard`, until the journal reads many shards at once.
-    use entlog_journal::{AnyJournal, Entry, EntryKind, Journal, Result, Shard};
-
-    /// One item of a mailbox read.
-    #[allow(dead_code)]
-    pub(crate) enum Delivery {
-        Message(Entry),
-        Damaged(Damaged),
-    }
-
-    /// An entry that cannot be trusted.
-    #[derive(Clone)]
-    pub(crate) struct Damaged {
-        pub shard: Shard,
-        pub offset: u64,
-        pub reason: String,
-    }
-
-    pub(crate) trait ReadMailboxes {
-        async fn read_mailboxes(
-            &self,
-            from: &[(Shard, u64)],
-            limit: usize,
-        ) -> Result<Vec<Delivery>>;
-        async fn record_damaged(&self, entries: &[Damaged]) -> Result<()>;
-    }
-
-    impl ReadMailboxes for AnyJournal {
-        async fn read_mailboxes(
-            &self,
-            from: &[(Shard, u64)],
-            limit: usize,
-        ) -> Result<Vec<Delivery>> {
-            let mut out = Vec::new();
-            for &(shard, after) in from {
-                for e in self
-                    .read_shard(shard, after, limit, Some(EntryKind::Message))
-                    .await?
-                {
-                    out.push(Delivery::Message(e));
-                }
-            }
-            Ok(out)
-        }
-        async fn record_damaged(&self, _entries: &[Damaged]) -> Result<()> {
-            Ok(())
-        }
-    }
-}
+use entlog_journal::{AnyJournal, Delivery, Journal, Shard, Timestamp};
 
 use super::MAILBOX;
 use super::handle::Env;
@@ -138,10 +84,7 @@ pub(crate) async fn intake(env: Arc<Env>, wants: Vec<Want>, limit: usize) -> Vec
                 metrics::counter!(m::ENTRIES_DAMAGED).increment(damaged.len() as u64);
             }
             for d in deliveries {
-                let shard = match &d {
-                    Delivery::Message(e) => e.shard,
-                    Delivery::Damaged(d) => d.shard,
-                };
+                let shard = d.shard();
                 if let Some(g) = got.iter_mut().find(|g| g.shard == shard) {
                     g.deliveries.push(d);
                 }

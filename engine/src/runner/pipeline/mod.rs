@@ -37,8 +37,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use entlog_journal::{
-    AnyJournal, EntityKey, Entry, Journal, Lease, NewSnapshot, Processed, ProcessedBatch, Shard,
-    Timestamp,
+    AnyJournal, Delivery, EntityKey, Entry, Journal, Lease, NewSnapshot, Processed, ProcessedBatch,
+    Shard, Timestamp,
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::{JoinHandle, JoinSet};
@@ -51,7 +51,7 @@ use crate::waiters::Waiters;
 use commit::{Failure, Part, PartDone};
 use handle::{Env, RunDone};
 use instances::Instances;
-use intake::{Delivery, Got, Want};
+use intake::{Got, Want};
 
 /// The consumer name of the entities' mailbox cursor.
 pub const MAILBOX: &str = "mailbox";
