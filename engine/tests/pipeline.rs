@@ -581,3 +581,79 @@ async fn bystander_answers_eventually(cluster: &Cluster, tag: u64) {
         .await
         .unwrap();
 }
+
+/// When set, `Failing::apply` fails.
+static PROJECTION_FAILS: AtomicBool = AtomicBool::new(false);
+
+/// An inline projection that fails while `PROJECTION_FAILS` is set.
+struct Failing;
+
+impl entlog_engine::Projection for Failing {
+    fn name(&self) -> &str {
+        "failing"
+    }
+
+    fn wants(&self, entity_type: &str) -> bool {
+        entity_type == "counter"
+    }
+
+    async fn apply(
+        &self,
+        _: &mut entlog_journal::AnyTx,
+        _: &[entlog_journal::Entry],
+    ) -> Result<(), entlog_engine::ProjectionError> {
+        if PROJECTION_FAILS.load(Ordering::SeqCst) {
+            return Err(entlog_engine::ProjectionError::Handler(
+                "the read model is down".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    async fn reset(
+        &self,
+        _: &mut entlog_journal::AnyTx,
+    ) -> Result<(), entlog_engine::ProjectionError> {
+        Ok(())
+    }
+}
+
+/// A shard whose commits keep failing (here: its inline projection) is retried with
+/// back-off, and its trouble is recorded on the shard for any process to see while it
+/// lasts, then cleared.
+async fn trouble_is_visible(backend: Backend) {
+    let cluster = Cluster::builder()
+        .journal(backend.journal(1).await)
+        .config(config(1))
+        .entity(Counter)
+        .inline_projection(Failing)
+        .start()
+        .await
+        .unwrap();
+    bystander_answers(&cluster, 0).await;
+    PROJECTION_FAILS.store(true, Ordering::SeqCst);
+    let counter = cluster.entity::<Counter>("held");
+    let held = tokio::spawn(async move { counter.ask(Cmd::Add { n: 1, tag: 1 }).await });
+    let trouble = || async { cluster.journal().shards().await.unwrap()[0].trouble.clone() };
+    eventually(20, "the shard's trouble to be recorded", || async {
+        trouble()
+            .await
+            .is_some_and(|(cause, _)| cause.contains("the read model is down"))
+    })
+    .await;
+    PROJECTION_FAILS.store(false, Ordering::SeqCst);
+    assert_eq!(held.await.unwrap().unwrap(), 1);
+    eventually(20, "the shard's trouble to be cleared", || async {
+        trouble().await.is_none()
+    })
+    .await;
+    assert_eq!(check_history(cluster.journal(), "held").await.len(), 1);
+    cluster.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retrying_shard_shows_its_trouble() {
+    // One test for both backends: the failure switch is process-wide.
+    trouble_is_visible(Backend::sqlite()).await;
+    trouble_is_visible(Backend::postgres().await).await;
+}

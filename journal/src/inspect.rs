@@ -31,6 +31,8 @@ pub struct ShardInfo {
     pub owner: Option<String>,
     /// Messages held in the shard's schedule, not yet due.
     pub scheduled: u64,
+    /// Why its owner's reads or commits fail, and since when, while they do.
+    pub trouble: Option<(String, Timestamp)>,
 }
 
 /// A registered runner and whether it is live right now.
@@ -196,7 +198,8 @@ impl AnyJournal {
         on_pool!(self, pool => {
             let rows = sqlx::query(
                 "SELECT CAST(s.shard AS BIGINT), s.head, s.epoch, s.owner,
-                        (SELECT count(*) FROM scheduled d WHERE d.shard = s.shard)
+                        (SELECT count(*) FROM scheduled d WHERE d.shard = s.shard),
+                        s.trouble, s.trouble_since
                    FROM shards s ORDER BY s.shard",
             )
             .fetch_all(pool)
@@ -209,6 +212,10 @@ impl AnyJournal {
                         epoch: u64_of(r.try_get(2)?),
                         owner: r.try_get(3)?,
                         scheduled: u64_of(r.try_get(4)?),
+                        trouble: match (r.try_get::<Option<String>, _>(5)?, r.try_get::<Option<i64>, _>(6)?) {
+                            (Some(cause), Some(since)) => Some((cause, Timestamp(since))),
+                            _ => None,
+                        },
                     })
                 })
                 .collect()

@@ -37,6 +37,7 @@ pub mod shard;
 mod snapshot;
 mod sqlite;
 mod time;
+mod trouble;
 mod tx;
 mod wakeup;
 

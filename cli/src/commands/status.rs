@@ -81,6 +81,10 @@ async fn gather(journal: &AnyJournal, poison_limit: usize) -> Result<Value, CliE
             "backlog": backlog,
             "scheduled": s.scheduled,
             "epoch": s.epoch,
+            "trouble": s.trouble.as_ref().map(|(cause, since)| json!({
+                "cause": cause,
+                "since": render::time(*since),
+            })),
         }));
     }
     let mut projections = Vec::new();
@@ -172,6 +176,13 @@ fn print(ctx: &Ctx, r: &Value) -> Result<(), CliError> {
             cell(&s["scheduled"]),
             cell(&s["epoch"])
         ))?;
+        if let Some(t) = s["trouble"].as_object() {
+            out.line(format_args!(
+                "         retrying since {}: {}",
+                t["since"].as_str().unwrap_or(""),
+                t["cause"].as_str().unwrap_or("")
+            ))?;
+        }
     }
     let projections = list("projections");
     out.line(format_args!("projections ({}):", projections.len()))?;

@@ -160,6 +160,8 @@ struct Mailbox {
     stopping: bool,
     in_intake: bool,
     in_commit: bool,
+    /// The trouble recorded on the shard's row, while its reads or commits fail.
+    trouble: Option<String>,
 }
 
 impl Mailbox {
@@ -226,6 +228,9 @@ struct InFlight {
 /// The pipeline task's state.
 struct Pipeline {
     env: Arc<Env>,
+    /// Records and clears shards' trouble on their rows, in order (see `trouble.rs` of
+    /// the journal).
+    troubles: mpsc::UnboundedSender<(Shard, Option<(String, Timestamp)>)>,
     waiters: Arc<Waiters>,
     in_memory: super::InMemory,
     mailboxes: BTreeMap<Shard, Mailbox>,
@@ -247,7 +252,19 @@ struct Pipeline {
 
 impl Pipeline {
     fn new(env: Arc<Env>, waiters: Arc<Waiters>, in_memory: super::InMemory) -> Self {
+        let (troubles, mut rx) = mpsc::unbounded_channel();
+        let journal = env.journal.clone();
+        tokio::spawn(async move {
+            while let Some((shard, trouble)) = rx.recv().await {
+                let trouble: Option<(String, Timestamp)> = trouble;
+                let t = trouble.as_ref().map(|(c, at)| (c.as_str(), *at));
+                if let Err(e) = journal.set_trouble(shard, t).await {
+                    tracing::debug!(shard, error = %e, "cannot record the shard's trouble");
+                }
+            }
+        });
         Pipeline {
+            troubles,
             env,
             waiters,
             in_memory,
@@ -358,6 +375,7 @@ impl Pipeline {
                         stopping: false,
                         in_intake: false,
                         in_commit: false,
+                        trouble: None,
                     },
                 );
             }
@@ -467,6 +485,7 @@ impl Pipeline {
             }
             if let Some(reason) = g.error {
                 tracing::warn!(shard = g.shard, %reason, "shard intake failed; retrying");
+                trouble(&self.troubles, g.shard, mb, Some(&reason));
                 mb.failures += 1;
                 mb.not_before = Some(
                     Instant::now() + handle::backoff(FIRST_BACKOFF, mb.failures).min(MAX_BACKOFF),
@@ -482,6 +501,7 @@ impl Pipeline {
                 continue;
             }
             mb.failures = 0;
+            trouble(&self.troubles, g.shard, mb, None);
             mb.dirty |= g.full;
             for d in g.deliveries {
                 match d {
@@ -589,6 +609,7 @@ impl Pipeline {
                 queue.push_front(e);
             }
             mb.failures += 1;
+            trouble(&self.troubles, shard, mb, Some(&cause));
             self.delayed.insert(
                 key.clone(),
                 Instant::now() + handle::backoff(FIRST_BACKOFF, mb.failures).min(MAX_BACKOFF),
@@ -734,6 +755,7 @@ impl Pipeline {
                         mb.refused = 0;
                     }
                     mb.failures = 0;
+                    trouble(&self.troubles, shard, mb, None);
                     committed.insert(shard);
                 }
                 Err(Failure::Fenced) => {
@@ -802,6 +824,12 @@ impl Pipeline {
         }
         mb.not_before =
             Some(Instant::now() + handle::backoff(FIRST_BACKOFF, mb.failures).min(MAX_BACKOFF));
+        trouble(
+            &self.troubles,
+            shard,
+            mb,
+            Some(&format!("commit failed: {reason}")),
+        );
         tracing::warn!(shard, %reason, transient, redelivered, "commit failed; the shard reads again from its cursor");
         metrics::counter!(m::MESSAGES_REDELIVERED).increment(redelivered as u64);
         metrics::counter!(m::SHARD_RETRIES).increment(1);
@@ -876,6 +904,20 @@ impl Pipeline {
         save_snapshots(&self.env.journal, snapshots);
         metrics::gauge!(m::ENTITIES_ACTIVE).set((self.instances.len() + self.running.len()) as f64);
     }
+}
+
+/// Records a shard's trouble (`Some(cause)`) or its end (`None`) when that changes.
+fn trouble(
+    troubles: &mpsc::UnboundedSender<(Shard, Option<(String, Timestamp)>)>,
+    shard: Shard,
+    mb: &mut Mailbox,
+    cause: Option<&str>,
+) {
+    if mb.trouble.as_deref() == cause {
+        return;
+    }
+    mb.trouble = cause.map(str::to_owned);
+    let _ = troubles.send((shard, cause.map(|c| (c.to_owned(), Timestamp::now()))));
 }
 
 /// How often idle entities are looked for.
