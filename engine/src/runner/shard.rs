@@ -272,9 +272,9 @@ impl ShardWorker {
             }
         }
         processed.sort_by_key(|p| p.offset);
-        let created: Vec<(uuid::Uuid, entlog_journal::Payload)> = processed
+        let created: Vec<(EntityKey, uuid::Uuid, entlog_journal::Payload)> = processed
             .iter()
-            .map(|p| (p.message_id, p.reply.clone()))
+            .map(|p| (p.entity.clone(), p.message_id, p.reply.clone()))
             .collect();
         let n = processed.len();
         let batch = ProcessedBatch {
@@ -289,8 +289,8 @@ impl ShardWorker {
             self.inline.commit(&self.journal, batch).await?;
         }
         metrics::counter!(m::MESSAGES_PROCESSED).increment(n as u64);
-        for (id, reply) in created {
-            self.waiters.resolve(id, reply);
+        for (key, id, reply) in created {
+            self.waiters.resolve(&key, id, reply);
         }
         for (key, mut slot) in kept {
             if slot.instance.since_snapshot() >= self.config.snapshot_every {
