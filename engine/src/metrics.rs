@@ -24,6 +24,10 @@ pub const EVENTS_REPLAYED: &str = "entlog_events_replayed_total";
 /// Counter: snapshots saved.
 pub const SNAPSHOTS_WRITTEN: &str = "entlog_snapshots_written_total";
 
+/// Counter: batched reply queries made for asks whose shard another process owns (each
+/// serves every such ask of one shard).
+pub const REPLY_QUERIES: &str = "entlog_reply_queries_total";
+
 /// Registers the descriptions of every metric with the installed recorder.
 pub fn describe() {
     use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
@@ -48,4 +52,8 @@ pub fn describe() {
     );
     describe_counter!(EVENTS_REPLAYED, "events replayed during activation");
     describe_counter!(SNAPSHOTS_WRITTEN, "snapshots saved");
+    describe_counter!(
+        REPLY_QUERIES,
+        "batched reply queries for asks answered by another process"
+    );
 }
