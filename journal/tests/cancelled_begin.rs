@@ -10,7 +10,6 @@
 #![allow(clippy::unwrap_used)]
 
 use std::pin::pin;
-use std::task::Poll;
 use std::time::Duration;
 
 use entlog_journal::testing::database_url;
@@ -28,7 +27,7 @@ const ROUNDS: u32 = 400;
 async fn cancel_after<F: std::future::Future>(fut: F, polls: u32, pause: Duration) -> bool {
     let mut fut = pin!(fut);
     for _ in 0..polls {
-        if let Poll::Ready(_) = futures_util::poll!(fut.as_mut()) {
+        if futures_util::poll!(fut.as_mut()).is_ready() {
             return true;
         }
         // Blocking on purpose: the runtime must not run the future's I/O meanwhile.
