@@ -2,25 +2,27 @@
 
 use std::marker::PhantomData;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use entlog_journal::{
-    AnyJournal, AppendOutcome, EntityKey, Journal, NewMessage, Payload, PgJournal, PgOptions,
-    SqliteJournal, SqliteOptions, Timestamp,
+    AnyJournal, AppendOutcome, EntityKey, Journal, NewMessage, PgJournal, PgOptions, SqliteJournal,
+    SqliteOptions, Timestamp,
 };
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use crate::appender::Appender;
-use crate::codec::{self, StoredOutcome};
+use crate::codec;
 use crate::config::Config;
 use crate::entity::Entity;
 use crate::error::EngineError;
 use crate::exporter;
 use crate::metrics as m;
 use crate::registry::Registry;
+use crate::replies::ReplyFetch;
 use crate::runner::{Hosted, InMemory, Owned, Runner};
 use crate::singleton::{SingletonHost, Singletons};
 use crate::waiters::Waiters;
@@ -36,6 +38,8 @@ struct Inner {
     config: Arc<Config>,
     runner_id: String,
     waiters: Arc<Waiters>,
+    /// Starts the reply fetchers of shards owned elsewhere.
+    fetch: ReplyFetch,
     appender: Appender,
     owned: Owned,
     in_memory: InMemory,
@@ -122,6 +126,20 @@ impl Cluster {
             .load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// Asks of this member waiting for their replies right now. An ask that returned —
+    /// replied, failed, timed out — or whose future was dropped is not counted.
+    pub fn pending_asks(&self) -> usize {
+        self.inner.waiters.len()
+    }
+
+    /// Reply queries this member made for asks whose shard another process owns, since it
+    /// started. Each reads the replies of every such ask of one shard at once, after that
+    /// shard's "replies committed" wake-up (or, lacking one, every second); local asks get
+    /// their replies from this member's runner and cost none.
+    pub fn reply_queries(&self) -> u64 {
+        self.inner.fetch.queries.load(Ordering::Relaxed)
+    }
+
     /// Graceful shutdown: stop taking work, finish in-flight batches, snapshot, release
     /// every shard so that other runners take over at once, and close the journal.
     pub async fn shutdown(&self) -> Result<(), EngineError> {
@@ -156,14 +174,6 @@ impl Cluster {
             let _ = tokio::signal::ctrl_c().await;
         }
         self.shutdown().await
-    }
-
-    fn is_local(&self, shard: u32) -> bool {
-        self.inner
-            .owned
-            .read()
-            .map(|o| o.contains(&shard))
-            .unwrap_or(false)
     }
 }
 
@@ -302,6 +312,12 @@ impl ClusterBuilder {
             Appender::start(journal.clone(), config.append_batch, shutdown_rx);
         tasks.extend(runner);
         tasks.extend(exporter);
+        let fetch = ReplyFetch {
+            journal: journal.clone(),
+            waiters: waiters.clone(),
+            owned: owned.clone(),
+            queries: Arc::new(AtomicU64::new(0)),
+        };
         let cluster = Cluster {
             inner: Arc::new(Inner {
                 appender,
@@ -309,6 +325,7 @@ impl ClusterBuilder {
                 config,
                 runner_id,
                 waiters,
+                fetch,
                 owned,
                 in_memory,
                 shutdown,
@@ -368,79 +385,39 @@ impl<E: Entity> EntityRef<E> {
 
     /// Sends a command under a caller-chosen id: sending the same id again never
     /// executes it twice, and returns the stored reply (waiting for it if needed).
+    ///
+    /// The reply is matched by this entity and `id` (the same id asked of another entity
+    /// at the same time gets that entity's reply), and its type tag is checked before it
+    /// is decoded ([`EngineError::ReplyType`]). When this member's runner owns the entity's
+    /// shard, the reply comes from it directly; otherwise from the replies table, read when
+    /// the shard announces committed replies (see `replies.rs`), never by polling per ask.
+    /// Dropping the returned future unregisters the wait.
     pub async fn ask_with_id(
         &self,
         id: Uuid,
         command: E::Command,
     ) -> Result<E::Reply, EngineError> {
         let message = self.message(id, &command, None)?;
-        let key = message.entity.clone();
-        let (ticket, waiter) = self.cluster.inner.waiters.register(id);
-        let outcome = match self.append(message).await {
-            Ok(o) => o,
-            Err(e) => {
-                self.cluster.inner.waiters.forget(&ticket);
-                return Err(e);
-            }
-        };
-        let shard = match outcome {
+        let inner = &self.cluster.inner;
+        let shard = inner.journal.shard_of(&message.entity);
+        // Registered before the append, so that no reply can commit unseen in between.
+        let (mut wait, start_fetcher) = inner.waiters.register(message.entity.clone(), id, shard);
+        if start_fetcher {
+            inner.fetch.spawn(shard);
+        }
+        match self.append(message).await? {
             AppendOutcome::Duplicate {
                 reply: Some(reply), ..
-            } => {
-                self.cluster.inner.waiters.forget(&ticket);
-                return decode::<E>(&reply.payload);
-            }
-            AppendOutcome::Appended { shard, .. }
-            | AppendOutcome::Scheduled { shard }
-            | AppendOutcome::Duplicate { shard, .. } => shard,
-        };
-        let result = self.wait(&key, id, shard, waiter).await;
-        self.cluster.inner.waiters.forget(&ticket);
-        result
-    }
-
-    /// Waits for the reply: from the local runner directly, or from the replies table
-    /// when another runner owns the shard.
-    async fn wait(
-        &self,
-        key: &EntityKey,
-        id: Uuid,
-        shard: u32,
-        waiter: tokio::sync::oneshot::Receiver<Payload>,
-    ) -> Result<E::Reply, EngineError> {
-        let mut waiter = Some(waiter);
-        let journal = &self.cluster.inner.journal;
-        let deadline = tokio::time::Instant::now() + self.cluster.inner.config.ask_timeout;
-        let mut remote_poll = Duration::from_millis(2);
-        loop {
-            let poll = if self.cluster.is_local(shard) {
-                Duration::from_millis(250)
-            } else {
-                remote_poll = (remote_poll * 2).min(Duration::from_millis(50));
-                remote_poll
-            };
-            let wake = (tokio::time::Instant::now() + poll).min(deadline);
-            let local = async {
-                match waiter.as_mut() {
-                    Some(w) => w.await.ok(),
-                    None => std::future::pending().await,
-                }
-            };
-            tokio::select! {
-                reply = local => match reply {
-                    Some(reply) => return decode::<E>(&reply),
-                    // Dropped without a reply: from now on, poll only.
-                    None => waiter = None,
-                },
-                _ = tokio::time::sleep_until(wake) => {
-                    if let Some(stored) = journal.reply(key, id).await? {
-                        return decode::<E>(&stored.payload);
-                    }
-                    if tokio::time::Instant::now() >= deadline {
-                        return Err(EngineError::Timeout { message_id: id });
-                    }
-                }
-            }
+            } => return codec::decode_reply::<E>(id, &reply.payload),
+            AppendOutcome::Appended { .. }
+            | AppendOutcome::Scheduled { .. }
+            | AppendOutcome::Duplicate { .. } => {}
+        }
+        let deadline = tokio::time::Instant::now() + inner.config.ask_timeout;
+        match tokio::time::timeout_at(deadline, wait.reply()).await {
+            Ok(Some(reply)) => codec::decode_reply::<E>(id, &reply),
+            Ok(None) => Err(EngineError::ShutDown),
+            Err(_) => Err(EngineError::Timeout { message_id: id }),
         }
     }
 
@@ -502,16 +479,8 @@ impl<E: Entity> EntityRef<E> {
     pub async fn reply_to(&self, id: Uuid) -> Result<Option<E::Reply>, EngineError> {
         let key = self.key()?;
         match self.cluster.inner.journal.reply(&key, id).await? {
-            Some(r) => decode::<E>(&r.payload).map(Some),
+            Some(r) => codec::decode_reply::<E>(id, &r.payload).map(Some),
             None => Ok(None),
         }
-    }
-}
-
-fn decode<E: Entity>(payload: &Payload) -> Result<E::Reply, EngineError> {
-    match payload.decode::<StoredOutcome<E::Reply>>()? {
-        StoredOutcome::Replied(r) => Ok(r),
-        StoredOutcome::Rejected(reason) => Err(EngineError::Rejected { reason }),
-        StoredOutcome::Failed(reason) => Err(EngineError::Failed { reason }),
     }
 }

@@ -45,7 +45,34 @@ pub(crate) fn state<E: Entity>(s: &E::State) -> Result<Payload> {
 }
 
 pub(crate) fn reply<E: Entity>(r: &StoredOutcome<E::Reply>) -> Result<Payload> {
-    Payload::encode(&format!("{}.reply", E::TYPE), E::REPLY_VERSION, r)
+    Payload::encode(&reply_tag::<E>(), E::REPLY_VERSION, r)
+}
+
+/// The type tag of `E`'s replies.
+pub(crate) fn reply_tag<E: Entity>() -> String {
+    format!("{}.reply", E::TYPE)
+}
+
+/// Reads a stored reply to a message sent to `E`: its type tag is checked first, so a
+/// reply of another entity type is [`EngineError::ReplyType`], never decoded as `E`'s;
+/// then the stored outcome becomes the ask's result.
+pub(crate) fn decode_reply<E: Entity>(
+    message_id: uuid::Uuid,
+    payload: &Payload,
+) -> std::result::Result<E::Reply, EngineError> {
+    let expected = reply_tag::<E>();
+    if payload.type_tag != expected {
+        return Err(EngineError::ReplyType {
+            message_id,
+            expected,
+            found: payload.type_tag.clone(),
+        });
+    }
+    match payload.decode::<StoredOutcome<E::Reply>>()? {
+        StoredOutcome::Replied(r) => Ok(r),
+        StoredOutcome::Rejected(reason) => Err(EngineError::Rejected { reason }),
+        StoredOutcome::Failed(reason) => Err(EngineError::Failed { reason }),
+    }
 }
 
 /// A stored failure, encoded without knowing the reply type (the variant is what counts).
@@ -216,5 +243,55 @@ mod failure_tests {
         assert!(!replied.bytes.starts_with(&FAILURE_PREFIX));
         assert_eq!(failure_reason(&replied), None);
         assert_eq!(failure_reason(&rejected), None);
+    }
+}
+
+#[cfg(test)]
+mod reply_tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::entity::{Context, Outcome, Rejection};
+
+    struct Counter;
+
+    impl Entity for Counter {
+        const TYPE: &'static str = "counter";
+        type Command = ();
+        type Event = ();
+        type Reply = i64;
+        type State = ();
+
+        async fn handle(
+            &self,
+            _: &(),
+            _: (),
+            _: &mut Context,
+        ) -> std::result::Result<Outcome<Self>, Rejection> {
+            Ok(Outcome::reply(0))
+        }
+
+        fn apply(_: &mut (), _: &()) {}
+    }
+
+    #[test]
+    fn a_reply_of_another_type_is_an_error_not_a_misdecode() {
+        let id = uuid::Uuid::now_v7();
+        // Bytes that would decode as a counter reply: only the tag tells them apart.
+        let echo = Payload::encode("echo.reply", 1, &StoredOutcome::Replied(7i64)).unwrap();
+        match decode_reply::<Counter>(id, &echo) {
+            Err(EngineError::ReplyType {
+                message_id,
+                expected,
+                found,
+            }) => {
+                assert_eq!(message_id, id);
+                assert_eq!(expected, "counter.reply");
+                assert_eq!(found, "echo.reply");
+            }
+            other => panic!("expected ReplyType, got {other:?}"),
+        }
+        let own = reply::<Counter>(&StoredOutcome::Replied(7)).unwrap();
+        assert_eq!(decode_reply::<Counter>(id, &own).unwrap(), 7);
     }
 }

@@ -28,6 +28,17 @@ pub enum EngineError {
         /// The message's id, for `ask_with_id`.
         message_id: Uuid,
     },
+    /// The stored reply to an ask has another entity type's tag than the asked entity's:
+    /// it is not decoded (a reply of one type is never read as another's).
+    #[error("reply to message {message_id} is a {found}, not a {expected}")]
+    ReplyType {
+        /// The message asked.
+        message_id: Uuid,
+        /// The tag of the asked entity type's replies.
+        expected: String,
+        /// The stored reply's tag.
+        found: String,
+    },
     /// The entity type was never registered with this cluster.
     #[error("entity type {0} is not registered")]
     UnknownEntityType(String),

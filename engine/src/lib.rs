@@ -57,6 +57,7 @@ mod error;
 mod exporter;
 pub mod metrics;
 mod registry;
+mod replies;
 mod runner;
 mod singleton;
 mod state_projection;

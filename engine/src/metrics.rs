@@ -30,6 +30,10 @@ pub const SHARD_RETRIES: &str = "entlog_shard_retries_total";
 /// Histogram: handled messages per commit of the runner's pipeline (all shards together).
 pub const MESSAGES_PER_COMMIT: &str = "entlog_messages_per_commit";
 
+/// Counter: batched reply queries made for asks whose shard another process owns (each
+/// serves every such ask of one shard).
+pub const REPLY_QUERIES: &str = "entlog_reply_queries_total";
+
 /// Registers the descriptions of every metric with the installed recorder.
 pub fn describe() {
     use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
@@ -65,5 +69,9 @@ pub fn describe() {
     describe_histogram!(
         MESSAGES_PER_COMMIT,
         "handled messages per pipeline commit (all shards together)"
+    );
+    describe_counter!(
+        REPLY_QUERIES,
+        "batched reply queries for asks answered by another process"
     );
 }

@@ -147,6 +147,10 @@ impl Journal for AnyJournal {
         both!(self, j => j.reply(entity, message_id).await)
     }
 
+    async fn replies(&self, wanted: &[(EntityKey, Uuid)]) -> Result<Vec<(EntityKey, StoredReply)>> {
+        both!(self, j => j.replies(wanted).await)
+    }
+
     async fn save_snapshot(&self, snapshot: NewSnapshot) -> Result<()> {
         both!(self, j => j.save_snapshot(snapshot).await)
     }
@@ -189,6 +193,10 @@ impl Journal for AnyJournal {
 
     async fn wait_for_entries(&self, shard: Shard, timeout: Duration) -> bool {
         both!(self, j => j.wait_for_entries(shard, timeout).await)
+    }
+
+    async fn wait_for_replies(&self, shard: Shard, timeout: Duration) -> bool {
+        both!(self, j => j.wait_for_replies(shard, timeout).await)
     }
 
     async fn lock_session(&self, runner: &str) -> Result<AnyLocks> {

@@ -180,6 +180,15 @@ pub trait Journal: Send + Sync + 'static {
         message_id: Uuid,
     ) -> impl Future<Output = Result<Option<StoredReply>>> + Send;
 
+    /// The stored replies of many messages, read in one query (a few for very long
+    /// lists): for each `(entity, message id)` of `wanted` that was processed, its entity
+    /// and reply, in no particular order. Unprocessed ones are left out; a duplicate in
+    /// `wanted` may appear once or twice. Every checksum is verified.
+    fn replies(
+        &self,
+        wanted: &[(EntityKey, Uuid)],
+    ) -> impl Future<Output = Result<Vec<(EntityKey, StoredReply)>>> + Send;
+
     /// Saves a snapshot, replacing an older one of the entity (a newer one is kept).
     fn save_snapshot(&self, snapshot: NewSnapshot) -> impl Future<Output = Result<()>> + Send;
 
@@ -238,6 +247,18 @@ pub trait Journal: Send + Sync + 'static {
     /// Waits until new entries may have been committed to the shard, or `timeout` passed.
     /// Returns `true` on a wake-up. Wake-ups may be spurious; a caller still reads to see.
     fn wait_for_entries(
+        &self,
+        shard: Shard,
+        timeout: Duration,
+    ) -> impl Future<Output = bool> + Send;
+
+    /// Waits until replies of messages of the shard may have been committed — by this
+    /// process, or on PostgreSQL with notifications on, by any process (a lost notification
+    /// connection wakes every shard) — or `timeout` passed. Returns `true` on a wake-up.
+    /// Wake-ups may be spurious, and one that comes while nobody waits is kept for the
+    /// next waiter; a caller reads [`replies`](Journal::replies) to see. An asker whose
+    /// message's shard is owned by another process waits here rather than polling.
+    fn wait_for_replies(
         &self,
         shard: Shard,
         timeout: Duration,

@@ -12,6 +12,14 @@
 //! permit for the next to wait. (Waking only one waiter would let a projector swallow the
 //! wake-up of a newly appended or scheduled message, leaving the worker asleep until its
 //! poll interval.)
+//!
+//! # Replies committed
+//!
+//! Apart from its entries, a shard has a second wake-up: "replies of this shard were
+//! committed". Askers waiting for replies from a shard owned elsewhere wait on it (on
+//! PostgreSQL it is fed by the `'r<shard>'` notification of `commit_batch`), then read
+//! every reply they wait for in one query. Like the other, it is a hint that may be
+//! spurious, and a lost notification connection fires it for every shard.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -26,6 +34,8 @@ use crate::shard::Shard;
 #[derive(Debug)]
 pub(crate) struct Wakeups {
     shards: Vec<Notify>,
+    /// Woken when replies of the shard were committed.
+    replies: Vec<Notify>,
     /// Set when a message was scheduled on the shard; taken by its owner, which then reads
     /// the shard's next due time again.
     scheduled: Vec<AtomicBool>,
@@ -40,6 +50,7 @@ impl Wakeups {
     pub(crate) fn new(shard_count: u32) -> Self {
         Wakeups {
             shards: (0..shard_count).map(|_| Notify::new()).collect(),
+            replies: (0..shard_count).map(|_| Notify::new()).collect(),
             scheduled: (0..shard_count).map(|_| AtomicBool::new(false)).collect(),
             counts: (0..shard_count).map(|_| AtomicU64::new(0)).collect(),
             any: watch::Sender::new(0),
@@ -75,10 +86,15 @@ impl Wakeups {
         }
     }
 
-    /// Wakes the shard of a committed batch and those its outgoing messages went to,
+    /// Wakes the shard of a committed batch (its tailers and, if the batch handled
+    /// messages, the askers of their replies) and those its outgoing messages went to,
     /// flagging those that got a scheduled message.
     pub(crate) fn after_commit(&self, shard: Shard, receipt: &CommitReceipt) {
         self.wake(shard);
+        // One entry per handled message, each of which stored a reply.
+        if !receipt.event_offsets.is_empty() {
+            self.replied(shard);
+        }
         for o in receipt.outgoing.iter().flatten() {
             match o {
                 AppendOutcome::Scheduled { shard } => self.scheduled(*shard),
@@ -108,13 +124,22 @@ impl Wakeups {
         }
     }
 
-    /// Wakes every shard's tailers and flags every schedule (after a lost notification
-    /// connection, which may have dropped announcements of scheduled messages).
+    /// Replies of `shard` were committed: wakes its reply waiters (all that wait now, and
+    /// the next to wait).
+    pub(crate) fn replied(&self, shard: Shard) {
+        if let Some(n) = self.replies.get(shard as usize) {
+            n.notify_waiters();
+            n.notify_one();
+        }
+    }
+
+    /// Wakes every shard's tailers and reply waiters and flags every schedule (after a
+    /// lost notification connection, which may have dropped any announcement).
     pub(crate) fn wake_all(&self) {
         for f in &self.scheduled {
             f.store(true, Ordering::Release);
         }
-        for n in &self.shards {
+        for n in self.shards.iter().chain(&self.replies) {
             n.notify_waiters();
             n.notify_one();
         }
@@ -139,7 +164,17 @@ impl Wakeups {
 
     /// Waits for a wake-up of `shard`, at most `timeout`; `true` if woken.
     pub(crate) async fn wait(&self, shard: Shard, timeout: Duration) -> bool {
-        match self.shards.get(shard as usize) {
+        Self::wait_on(&self.shards, shard, timeout).await
+    }
+
+    /// Waits until replies of `shard` may have been committed, at most `timeout`; `true`
+    /// if woken.
+    pub(crate) async fn wait_replies(&self, shard: Shard, timeout: Duration) -> bool {
+        Self::wait_on(&self.replies, shard, timeout).await
+    }
+
+    async fn wait_on(notifies: &[Notify], shard: Shard, timeout: Duration) -> bool {
+        match notifies.get(shard as usize) {
             Some(n) => tokio::time::timeout(timeout, n.notified()).await.is_ok(),
             None => {
                 tokio::time::sleep(timeout).await;

@@ -118,6 +118,7 @@ conformance! {
     event_stream;
     cursors_move_forward;
     wakeups;
+    batched_replies;
     runner_registry;
     mailbox_reads;
     damaged_mailbox_entries;
@@ -567,4 +568,73 @@ async fn unreachable_server_says_why_at_once() {
     assert!(matches!(err, JournalError::Persistence(_)), "got {err:?}");
     // The server's answer, not the pool's "timed out" after 10 s.
     assert!(err.to_string().contains("refused"), "got {err}");
+}
+
+/// Replies committed by one process wake the reply waiters of another (a second journal
+/// on the same schema stands for it) through the `'r<shard>'` notification, long before
+/// the waiter's timeout; the waiter's shard only, not every shard.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replies_committed_elsewhere_wake_by_notification() {
+    let b = Pg::new().await;
+    let here = b.fresh(4).await;
+    let there = PgJournal::open(b.options(here.schema(), 4)).await.unwrap();
+    let key = EntityKey::new("counter", id_in_shard("n", 1, 4)).unwrap();
+    let other_shard = 2;
+    // The first wait starts the listener (and returns at once); drain stored permits.
+    there.wait_for_replies(1, Duration::from_millis(10)).await;
+    there.wait_for_replies(1, Duration::from_millis(10)).await;
+    there
+        .wait_for_replies(other_shard, Duration::from_millis(10))
+        .await;
+    let m = NewMessage::new(key.clone(), Payload::encode("t.Cmd", 1, &1u8).unwrap());
+    let offset = match here.append(vec![m.clone()]).await.unwrap()[0] {
+        AppendOutcome::Appended { offset, .. } => offset,
+        ref other => panic!("{other:?}"),
+    };
+    let waiter = {
+        let there = there.clone();
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let woken = there.wait_for_replies(1, Duration::from_secs(20)).await;
+            (woken, started.elapsed())
+        })
+    };
+    let bystander = {
+        let there = there.clone();
+        tokio::spawn(async move {
+            there
+                .wait_for_replies(other_shard, Duration::from_millis(500))
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    here.commit(ProcessedBatch {
+        shard: 1,
+        lease: None,
+        cursor: None,
+        messages: vec![Processed {
+            entity: key.clone(),
+            message_id: m.message_id,
+            offset,
+            events: vec![],
+            reply: Payload::encode("t.Reply", 1, &7u8).unwrap(),
+            outgoing: vec![],
+        }],
+    })
+    .await
+    .unwrap();
+    let (woken, after) = waiter.await.unwrap();
+    assert!(
+        woken && after < Duration::from_secs(5),
+        "woken after {after:?}"
+    );
+    assert!(
+        !bystander.await.unwrap(),
+        "another shard's waiter is not woken"
+    );
+    let found = there.replies(&[(key, m.message_id)]).await.unwrap();
+    assert_eq!(found.len(), 1);
+    there.close().await;
+    here.close().await;
+    b.cleanup().await;
 }

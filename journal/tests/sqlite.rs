@@ -78,6 +78,7 @@ conformance! {
     event_stream;
     cursors_move_forward;
     wakeups;
+    batched_replies;
     runner_registry;
     mailbox_reads;
     damaged_mailbox_entries;

@@ -3,8 +3,10 @@
 //! `append_entries` sends `NOTIFY <channel>, '<shard>'` once per shard per transaction
 //! (PostgreSQL folds identical notifications of one transaction), and `'s<shard>'` for a
 //! shard that got a scheduled message, so that its owner reads the shard's next due time
-//! again. A lost listener connection may have dropped notifications, so every shard is
-//! woken (and its schedule flagged) when it is noticed.
+//! again. `commit_batch` sends `'r<shard>'` when it stored replies of a shard, which wakes
+//! the askers waiting for them. A lost listener connection may have dropped
+//! notifications, so every shard is woken (its tailers and reply waiters, and its
+//! schedule flagged) when it is noticed.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,16 +41,7 @@ impl ListenerTask {
         let handle = tokio::spawn(async move {
             loop {
                 match listener.try_recv().await {
-                    Ok(Some(n)) => match n.payload().strip_prefix('s') {
-                        Some(s) => match s.parse::<Shard>() {
-                            Ok(shard) => wakeups.scheduled(shard),
-                            Err(_) => wakeups.wake_all(),
-                        },
-                        None => match n.payload().parse::<Shard>() {
-                            Ok(shard) => wakeups.wake(shard),
-                            Err(_) => wakeups.wake_all(),
-                        },
-                    },
+                    Ok(Some(n)) => dispatch(&wakeups, n.payload()),
                     Ok(None) => wakeups.wake_all(),
                     Err(e) => {
                         if pool.is_closed() {
@@ -62,5 +55,20 @@ impl ListenerTask {
             }
         });
         Ok(ListenerTask { handle })
+    }
+}
+
+/// Turns one notification payload into its wake-up: `'<shard>'` new entries, `'s<shard>'`
+/// a scheduled message, `'r<shard>'` replies committed. Anything unreadable wakes every
+/// shard (a spurious wake-up costs a read; a missed one a poll interval).
+fn dispatch(wakeups: &Wakeups, payload: &str) {
+    let (wake, shard): (fn(&Wakeups, Shard), &str) = match payload.as_bytes().first() {
+        Some(b's') => (Wakeups::scheduled, &payload[1..]),
+        Some(b'r') => (Wakeups::replied, &payload[1..]),
+        _ => (Wakeups::wake, payload),
+    };
+    match shard.parse::<Shard>() {
+        Ok(shard) => wake(wakeups, shard),
+        Err(_) => wakeups.wake_all(),
     }
 }

@@ -156,31 +156,12 @@ impl PgJournal {
         receipt(self, &cols, &rows).await
     }
 
-    /// Starts listening for other processes' notifications (once), when they are on.
-    async fn listen(&self) {
-        if !self.inner.options.notify {
-            return;
-        }
-        let started = self
-            .inner
-            .listener
-            .get_or_try_init(|| {
-                listen::ListenerTask::start(
-                    self.inner.pool.clone(),
-                    self.inner.channel.clone(),
-                    self.inner.wakeups.clone(),
-                )
-            })
-            .await;
-        if let Err(e) = started {
-            tracing::warn!(error = %e, "LISTEN failed; falling back to polling");
-        }
-    }
-
     /// A receiver that changes after every wake-up of any shard (see
     /// [`AnyJournal::watch_wakeups`](crate::AnyJournal::watch_wakeups)).
     pub(crate) async fn watch_wakeups(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.listen().await;
+        // A listener started here may have missed what committed before it: the caller
+        // reads every shard it takes up anyway.
+        let _ = self.listen().await;
         self.inner.wakeups.watch()
     }
 
@@ -214,6 +195,35 @@ impl PgJournal {
     /// Wakes, in this process, the shards a committed batch wrote to.
     pub(crate) fn wake_after(&self, shard: Shard, receipt: &CommitReceipt) {
         self.inner.wakeups.after_commit(shard, receipt);
+    }
+
+    /// Starts the notification listener if notifications are on and it is not running
+    /// yet. `true` if this call started it: anything committed before it listened went
+    /// unheard, so the caller should look (a spurious wake-up) instead of waiting.
+    async fn listen(&self) -> bool {
+        if !self.inner.options.notify || self.inner.listener.initialized() {
+            return false;
+        }
+        let mut started_here = false;
+        let started = self
+            .inner
+            .listener
+            .get_or_try_init(|| {
+                started_here = true;
+                listen::ListenerTask::start(
+                    self.inner.pool.clone(),
+                    self.inner.channel.clone(),
+                    self.inner.wakeups.clone(),
+                )
+            })
+            .await;
+        match started {
+            Ok(_) => started_here,
+            Err(e) => {
+                tracing::warn!(error = %e, "LISTEN failed; falling back to polling");
+                false
+            }
+        }
     }
 
     fn wake(&self, entries: &EntryColumns, placed: &[Placed]) {
@@ -424,6 +434,34 @@ impl Journal for PgJournal {
         row.as_ref().map(reply_from_row).transpose()
     }
 
+    async fn replies(&self, wanted: &[(EntityKey, Uuid)]) -> Result<Vec<(EntityKey, StoredReply)>> {
+        if wanted.is_empty() {
+            return Ok(Vec::new());
+        }
+        let types: Vec<&str> = wanted.iter().map(|(k, _)| k.entity_type()).collect();
+        let ids: Vec<&str> = wanted.iter().map(|(k, _)| k.entity_id()).collect();
+        let messages: Vec<Uuid> = wanted.iter().map(|(_, m)| *m).collect();
+        let rows = sqlx::query(
+            r#"SELECT r.message_id, r."offset", r.type_tag, r.schema_version, r.payload, r.crc,
+                      r.created_at, r.entity_type, r.entity_id
+                 FROM unnest($1::TEXT[], $2::TEXT[], $3::UUID[]) AS w(entity_type, entity_id, message_id)
+                 JOIN replies r ON r.entity_type = w.entity_type AND r.entity_id = w.entity_id
+                               AND r.message_id = w.message_id"#,
+        )
+        .bind(&types)
+        .bind(&ids)
+        .bind(&messages)
+        .fetch_all(&self.inner.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let entity =
+                    EntityKey::from_stored(row.try_get("entity_type")?, row.try_get("entity_id")?);
+                Ok((entity, reply_from_row(row)?))
+            })
+            .collect()
+    }
+
     async fn save_snapshot(&self, snapshot: NewSnapshot) -> Result<()> {
         snapshot.state.check(self.inner.options.max_payload_bytes)?;
         let crc = checksum(
@@ -556,8 +594,17 @@ impl Journal for PgJournal {
     }
 
     async fn wait_for_entries(&self, shard: Shard, timeout: Duration) -> bool {
-        self.listen().await;
+        if self.listen().await {
+            return true;
+        }
         self.inner.wakeups.wait(shard, timeout).await
+    }
+
+    async fn wait_for_replies(&self, shard: Shard, timeout: Duration) -> bool {
+        if self.listen().await {
+            return true;
+        }
+        self.inner.wakeups.wait_replies(shard, timeout).await
     }
 
     async fn live_runners(&self) -> Result<Vec<RunnerInfo>> {

@@ -203,8 +203,68 @@ async fn connect(options: &PgOptions) -> Result<PgPool> {
     Ok(PgPoolOptions::new()
         .max_connections(options.max_connections)
         .acquire_timeout(Duration::from_secs(10))
+        .after_release(|conn, _| Box::pin(released_outside_transaction(conn)))
+        .test_before_acquire(false)
+        .before_acquire(|conn, meta| Box::pin(alive_after_idle(conn, meta.idle_for)))
         .connect_with(connect_options)
         .await?)
+}
+
+/// Whether the session is outside any transaction block: in one, `now()` is the time the
+/// block began, earlier than this statement's start; outside, both are this statement's
+/// start (PostgreSQL starts the implicit transaction with the statement's timestamp, as
+/// the simple-query protocol sends the statement in one message). A transaction that
+/// wrote has an xid, which no bare `SELECT` outside a block has: that case, where an
+/// acknowledged write could be lost, does not even rest on the clock.
+///
+/// Sent with the simple-query protocol on purpose (`raw_sql`): with the extended protocol
+/// the statement timestamp is taken again at Execute, after the transaction began.
+const OUTSIDE_TRANSACTION: &str =
+    "SELECT now() = statement_timestamp() AND txid_current_if_assigned() IS NULL";
+
+/// `after_release`: a connection that comes back inside a transaction is closed, never
+/// reused.
+///
+/// # Why
+///
+/// sqlx does not roll back a `begin()` whose future was cancelled after `BEGIN` was sent
+/// but before the server's reply: the connection returns to the pool inside an open
+/// transaction, and a later `append` on it returned `Ok(offset)` for a write that was
+/// never committed. Closing the connection makes the server roll that transaction back.
+///
+/// # Cost
+///
+/// sqlx 0.9 keeps a PostgreSQL connection's transaction status (from `ReadyForQuery`)
+/// private, and its public `is_in_transaction()` counts only transactions it finished
+/// beginning — exactly not this case. Only a query can tell, so this adds one round trip
+/// per release. In exchange the pool no longer pings every connection on acquire (sqlx's
+/// `test_before_acquire`): a connection checked on its release is pinged again only if it
+/// sat idle (see [`alive_after_idle`]). A busy connection thus costs the same round trips
+/// per use as before (release check + sqlx's own release ping, instead of acquire ping +
+/// release ping).
+async fn released_outside_transaction(conn: &mut sqlx::PgConnection) -> sqlx::Result<bool> {
+    let row = sqlx::raw_sql(OUTSIDE_TRANSACTION)
+        .fetch_one(&mut *conn)
+        .await?;
+    let outside: Option<bool> = row.try_get(0)?;
+    let outside = outside.unwrap_or(false);
+    if !outside {
+        tracing::warn!("a pooled connection came back inside a transaction; closing it");
+    }
+    Ok(outside)
+}
+
+/// A connection idle for longer than this is pinged before it is handed out (a shorter
+/// idle one was checked by [`released_outside_transaction`] moments ago).
+const PING_AFTER_IDLE: Duration = Duration::from_secs(1);
+
+/// `before_acquire`: pings a connection that sat idle for [`PING_AFTER_IDLE`] or longer,
+/// so that one the server or the network dropped meanwhile is replaced, not handed out.
+async fn alive_after_idle(conn: &mut sqlx::PgConnection, idle_for: Duration) -> sqlx::Result<bool> {
+    if idle_for >= PING_AFTER_IDLE {
+        sqlx::Connection::ping(conn).await?;
+    }
+    Ok(true)
 }
 
 fn assemble(pool: PgPool, options: PgOptions, meta: Meta) -> PgJournal {

@@ -39,6 +39,10 @@ use crate::time::Timestamp;
 use crate::wakeup::Wakeups;
 use sqlx::Row;
 
+/// Wanted replies per query of [`Journal::replies`]: three parameters each, well under
+/// SQLite's limit on bound parameters (32 766 since 3.32).
+const REPLIES_PER_QUERY: usize = 500;
+
 /// A journal in one SQLite file, owned by this process.
 #[derive(Clone)]
 pub struct SqliteJournal {
@@ -387,6 +391,36 @@ impl Journal for SqliteJournal {
         row.as_ref().map(rows::reply_from_row).transpose()
     }
 
+    async fn replies(&self, wanted: &[(EntityKey, Uuid)]) -> Result<Vec<(EntityKey, StoredReply)>> {
+        let mut found = Vec::new();
+        for chunk in wanted.chunks(REPLIES_PER_QUERY) {
+            let values = (0..chunk.len())
+                .map(|i| format!("(?{}, ?{}, ?{})", 3 * i + 1, 3 * i + 2, 3 * i + 3))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let sql = format!(
+                r#"WITH w(entity_type, entity_id, message_id) AS (VALUES {values})
+                   SELECT r.message_id, r."offset", r.type_tag, r.schema_version, r.payload, r.crc,
+                          r.created_at, r.entity_type, r.entity_id
+                     FROM w JOIN replies r ON r.entity_type = w.entity_type
+                      AND r.entity_id = w.entity_id AND r.message_id = w.message_id"#
+            );
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for (entity, message_id) in chunk {
+                query = query
+                    .bind(entity.entity_type())
+                    .bind(entity.entity_id())
+                    .bind(*message_id);
+            }
+            for row in query.fetch_all(&self.inner.reader).await? {
+                let entity =
+                    EntityKey::from_stored(row.try_get("entity_type")?, row.try_get("entity_id")?);
+                found.push((entity, rows::reply_from_row(&row)?));
+            }
+        }
+        Ok(found)
+    }
+
     async fn save_snapshot(&self, snapshot: NewSnapshot) -> Result<()> {
         snapshot.state.check(self.inner.options.max_payload_bytes)?;
         let crc = checksum(
@@ -506,6 +540,10 @@ impl Journal for SqliteJournal {
 
     async fn wait_for_entries(&self, shard: Shard, timeout: Duration) -> bool {
         self.inner.wakeups.wait(shard, timeout).await
+    }
+
+    async fn wait_for_replies(&self, shard: Shard, timeout: Duration) -> bool {
+        self.inner.wakeups.wait_replies(shard, timeout).await
     }
 
     async fn lock_session(&self, runner: &str) -> Result<SqliteLocks> {

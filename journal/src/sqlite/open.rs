@@ -162,6 +162,7 @@ pub(super) async fn open(mut options: SqliteOptions) -> Result<SqliteJournal> {
         })
         .busy_timeout(Duration::from_secs(10));
     let writer = SqlitePoolOptions::new()
+        .after_release(|conn, _| Box::pin(released_outside_transaction(conn)))
         .max_connections(1)
         .min_connections(1)
         .idle_timeout(None)
@@ -190,6 +191,7 @@ pub(super) async fn open(mut options: SqliteOptions) -> Result<SqliteJournal> {
         .await?;
 
     let reader = SqlitePoolOptions::new()
+        .after_release(|conn, _| Box::pin(released_outside_transaction(conn)))
         .max_connections(options.readers.max(1))
         .connect_with(connect.create_if_missing(false))
         .await?;
@@ -222,6 +224,7 @@ pub(super) async fn open_existing(
         .read_only(true)
         .busy_timeout(Duration::from_secs(10));
     let probe = SqlitePoolOptions::new()
+        .after_release(|conn, _| Box::pin(released_outside_transaction(conn)))
         .max_connections(options.readers.max(1))
         .connect_with(connect)
         .await?;
@@ -252,6 +255,27 @@ pub(super) async fn open_existing(
             owner: std::sync::Mutex::new(None),
         }),
     })
+}
+
+/// `after_release`: a connection that comes back inside a transaction is closed, never
+/// reused (a cancelled `begin()` must not leave an open transaction under the next user's
+/// writes; see the PostgreSQL pool for the bug this guards against).
+///
+/// Read locally, no statement: sqlx's SQLite worker tracks every transaction it begins,
+/// also across cancellation (it rolls back a `BEGIN` whose caller went away). Only when
+/// that count is not zero is the worker asked to finish its queued commands — a dropped
+/// transaction queues its `ROLLBACK` there — before looking again.
+async fn released_outside_transaction(conn: &mut sqlx::SqliteConnection) -> sqlx::Result<bool> {
+    use sqlx::Connection as _;
+    if !conn.is_in_transaction() {
+        return Ok(true);
+    }
+    conn.ping().await?;
+    let outside = !conn.is_in_transaction();
+    if !outside {
+        tracing::warn!("a pooled SQLite connection came back inside a transaction; closing it");
+    }
+    Ok(outside)
 }
 
 async fn initialise(writer: &SqlitePool, shard_count: u32) -> Result<Meta> {

@@ -775,7 +775,7 @@ impl Pipeline {
             let shard = self.env.journal.shard_of(&p.entity);
             if committed.contains(&shard) {
                 released += 1;
-                self.waiters.resolve(p.message_id, p.reply);
+                self.waiters.resolve(&p.entity, p.message_id, p.reply);
             }
         }
         metrics::counter!(m::MESSAGES_PROCESSED).increment(released);
