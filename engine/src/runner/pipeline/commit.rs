@@ -13,7 +13,9 @@
 //! projections commits in a transaction of its own (its projections' writes join it): a
 //! failing projection then holds back only its own shard.
 
-use entlog_journal::{AnyJournal, CommitReceipt, JournalError, Lease, ProcessedBatch, Shard};
+use entlog_journal::{
+    AnyJournal, CommitReceipt, Journal, JournalError, Lease, ProcessedBatch, Shard,
+};
 
 use super::super::inline::Inline;
 use crate::error::EngineError;
@@ -64,6 +66,10 @@ async fn commit_together(journal: &AnyJournal, mut parts: Vec<Part>) -> Vec<Part
         return Vec::new();
     }
     parts.sort_by_key(|p| p.lease.shard);
+    let plain = |p: &Part| p.inline.as_ref().is_none_or(|i| i.is_empty());
+    if parts.len() == 1 && plain(&parts[0]) {
+        return vec![alone(journal, parts.remove(0)).await];
+    }
     let results = match transaction(journal, &mut parts).await {
         Ok(results) => results,
         Err(e) => {
@@ -84,6 +90,33 @@ async fn commit_together(journal: &AnyJournal, mut parts: Vec<Part>) -> Vec<Part
             inline: p.inline,
         })
         .collect()
+}
+
+/// One shard's part with no inline projections: one call, committed by itself (on
+/// PostgreSQL one round trip; the journal checks the lease's fence inside it).
+async fn alone(journal: &AnyJournal, mut part: Part) -> PartDone {
+    let batch = std::mem::replace(
+        &mut part.batch,
+        ProcessedBatch {
+            shard: part.lease.shard,
+            lease: None,
+            cursor: None,
+            messages: Vec::new(),
+        },
+    );
+    let result = match journal.commit(batch).await {
+        Ok(receipt) => Ok(receipt),
+        Err(JournalError::Fenced { .. }) => Err(Failure::Fenced),
+        Err(e) => Err(Failure::Failed {
+            transient: is_transient(&e),
+            reason: e.to_string(),
+        }),
+    };
+    PartDone {
+        shard: part.lease.shard,
+        result,
+        inline: part.inline,
+    }
 }
 
 /// The transaction: per part its receipt or `Fenced`; an error fails every part.
