@@ -78,6 +78,16 @@ impl AnyJournal {
         }
     }
 
+    /// Commits the processed batches of several shards at once: all or none, a stale lease
+    /// failing the whole call with `Fenced` naming its shard (see
+    /// [`PgJournal::commit_many`] and [`SqliteJournal::commit_many`]).
+    pub async fn commit_many(&self, batches: Vec<ProcessedBatch>) -> Result<Vec<CommitReceipt>> {
+        match self {
+            AnyJournal::Postgres(j) => j.commit_many(batches).await,
+            AnyJournal::Sqlite(j) => j.commit_many(batches).await,
+        }
+    }
+
     /// The largest payload (command, event, reply, state) the journal stores, in bytes.
     pub fn max_payload_bytes(&self) -> usize {
         match self {

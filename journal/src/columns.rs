@@ -31,6 +31,22 @@ impl EntryColumns {
         self.shard.len()
     }
 
+    /// Appends copies of `other`'s rows (several batches bound as one).
+    pub(crate) fn extend_from(&mut self, other: &EntryColumns) {
+        self.shard.extend_from_slice(&other.shard);
+        self.kind.extend_from_slice(&other.kind);
+        self.entity_type.extend_from_slice(&other.entity_type);
+        self.entity_id.extend_from_slice(&other.entity_id);
+        self.seq.extend_from_slice(&other.seq);
+        self.message_id.extend_from_slice(&other.message_id);
+        self.type_tag.extend_from_slice(&other.type_tag);
+        self.schema_version.extend_from_slice(&other.schema_version);
+        self.payload.extend_from_slice(&other.payload);
+        self.crc.extend_from_slice(&other.crc);
+        self.deliver_at.extend_from_slice(&other.deliver_at);
+        self.created_at.extend_from_slice(&other.created_at);
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn push(
         &mut self,
@@ -161,6 +177,20 @@ pub(crate) struct ReplyColumns {
     pub schema_version: Vec<i32>,
     pub payload: Vec<Vec<u8>>,
     pub crc: Vec<i64>,
+}
+
+impl ReplyColumns {
+    /// Moves `other`'s rows to the end of these.
+    pub(crate) fn append(&mut self, other: &mut ReplyColumns) {
+        self.entity_type.append(&mut other.entity_type);
+        self.entity_id.append(&mut other.entity_id);
+        self.message_id.append(&mut other.message_id);
+        self.offset.append(&mut other.offset);
+        self.type_tag.append(&mut other.type_tag);
+        self.schema_version.append(&mut other.schema_version);
+        self.payload.append(&mut other.payload);
+        self.crc.append(&mut other.crc);
+    }
 }
 
 /// A processed batch laid out in columns: entries (events, then each message's outgoing

@@ -123,6 +123,7 @@ conformance! {
     mailbox_reads;
     damaged_mailbox_entries;
     mailbox_bad_input;
+    commit_many_all_or_none;
 }
 
 /// Invariant 6 with commits held open for a random 0-5 ms after their insert, so that

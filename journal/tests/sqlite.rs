@@ -83,6 +83,7 @@ conformance! {
     mailbox_reads;
     damaged_mailbox_entries;
     mailbox_bad_input;
+    commit_many_all_or_none;
 }
 
 /// A second opener of a journal file gets a clear error, not a second writer; once the

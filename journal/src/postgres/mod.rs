@@ -175,6 +175,108 @@ impl PgJournal {
         self.inner.options.max_payload_bytes
     }
 
+    /// Commits the processed batches of several shards (at most one batch per shard) in
+    /// one call of `commit_batches` (migrations/postgres/0008_commit_batches.sql), which
+    /// locks every shard involved in shard order and checks each batch's lease. All commit
+    /// or none; a stale lease fails the call with [`JournalError::Fenced`] naming its shard
+    /// before anything is written. Receipts in batch order; the shards are woken after.
+    pub async fn commit_many(&self, batches: Vec<ProcessedBatch>) -> Result<Vec<CommitReceipt>> {
+        let now = Timestamp::now();
+        let mut parts = Vec::with_capacity(batches.len());
+        let mut entries = crate::columns::EntryColumns::default();
+        let mut replies = crate::columns::ReplyColumns::default();
+        let (mut r_shard, mut f_shard, mut f_epoch) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut c_shard, mut c_offset) = (Vec::new(), Vec::new());
+        let mut consumer: Option<String> = None;
+        for mut batch in batches {
+            let mut cols = BatchColumns::prepare(
+                &mut batch,
+                self.inner.shard_count,
+                self.inner.options.max_payload_bytes,
+                now,
+            )?;
+            if f_shard.contains(&(batch.shard as i32)) {
+                return Err(JournalError::Config(format!(
+                    "two batches of shard {} in one commit",
+                    batch.shard
+                )));
+            }
+            f_shard.push(batch.shard as i32);
+            f_epoch.push(batch.lease.map(|l| l.epoch as i64));
+            if let Some((c, offset)) = batch.cursor.take() {
+                if consumer.as_ref().is_some_and(|known| *known != c) {
+                    return Err(JournalError::Config(
+                        "batches of one commit move cursors of different consumers".into(),
+                    ));
+                }
+                consumer = Some(c);
+                c_shard.push(batch.shard as i32);
+                c_offset.push(offset as i64);
+            }
+            entries.extend_from(&cols.entries);
+            r_shard.extend(std::iter::repeat_n(
+                batch.shard as i32,
+                cols.replies.message_id.len(),
+            ));
+            replies.append(&mut cols.replies);
+            parts.push((batch.shard, batch.lease, cols));
+        }
+        let e = &entries;
+        let r = &replies;
+        let rows = sqlx::query(
+            "SELECT * FROM commit_batches($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, \
+             $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28)",
+        )
+        .bind(now.as_micros())
+        .bind(self.channel())
+        .bind(&f_shard)
+        .bind(&f_epoch)
+        .bind(&e.shard)
+        .bind(&e.kind)
+        .bind(&e.entity_type)
+        .bind(&e.entity_id)
+        .bind(&e.seq)
+        .bind(&e.message_id)
+        .bind(&e.type_tag)
+        .bind(&e.schema_version)
+        .bind(&e.payload)
+        .bind(&e.crc)
+        .bind(&e.deliver_at)
+        .bind(&e.created_at)
+        .bind(&r_shard)
+        .bind(&r.entity_type)
+        .bind(&r.entity_id)
+        .bind(&r.message_id)
+        .bind(&r.offset)
+        .bind(&r.type_tag)
+        .bind(&r.schema_version)
+        .bind(&r.payload)
+        .bind(&r.crc)
+        .bind(consumer)
+        .bind(&c_shard)
+        .bind(&c_offset)
+        .fetch_all(&self.inner.pool)
+        .await
+        .map_err(|err| classify_many(err, &parts))?;
+        let placed = append_rows(rows)?;
+        let mut receipts = Vec::with_capacity(parts.len());
+        let mut at = 0;
+        for (shard, _, cols) in &parts {
+            let n = cols.entries.len();
+            let mine = placed.get(at..at + n).ok_or_else(|| {
+                JournalError::Persistence(sqlx::Error::Protocol(format!(
+                    "commit_batches returned {} rows, fewer than the entries sent",
+                    placed.len()
+                )))
+            })?;
+            at += n;
+            let receipt = receipt(self, cols, mine).await?;
+            self.wake_after(*shard, &receipt);
+            receipts.push(receipt);
+        }
+        Ok(receipts)
+    }
+
     fn check_shard(&self, shard: Shard) -> Result<()> {
         if shard >= self.inner.shard_count {
             return Err(JournalError::ShardOutOfRange {
@@ -252,6 +354,35 @@ fn classify(err: sqlx::Error, shard: Shard, epoch: Option<u64>) -> JournalError 
         }
     }
     JournalError::Persistence(err)
+}
+
+/// Maps the errors of a many-shard commit: `Fenced` names the shard the database named.
+fn classify_many(
+    err: sqlx::Error,
+    parts: &[(Shard, Option<crate::ownership::Lease>, BatchColumns)],
+) -> JournalError {
+    let fenced = match &err {
+        sqlx::Error::Database(db) => db
+            .try_downcast_ref::<PgDatabaseError>()
+            .filter(|pg| pg.code() == FENCED_SQLSTATE)
+            .and_then(|pg| pg.hint())
+            .and_then(|h| h.parse::<Shard>().ok()),
+        _ => None,
+    };
+    match fenced {
+        Some(shard) => JournalError::Fenced {
+            shard,
+            epoch: parts
+                .iter()
+                .find(|(s, _, _)| *s == shard)
+                .and_then(|(_, l, _)| l.map(|l| l.epoch))
+                .unwrap_or(0),
+        },
+        None => {
+            let shard = parts.first().map_or(0, |(s, _, _)| *s);
+            classify(err, shard, None)
+        }
+    }
 }
 
 impl Journal for PgJournal {

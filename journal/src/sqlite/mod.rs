@@ -148,7 +148,8 @@ impl SqliteJournal {
                 other => other,
             })?
             .ok_or_else(|| JournalError::Config("placement with lookups cannot conflict".into()))?;
-        place::insert_replies(&mut *tx, shard, &cols.replies, now)
+        let shards = vec![shard; cols.replies.message_id.len()];
+        place::insert_replies(&mut *tx, &shards, &cols.replies, now)
             .await
             .map_err(|e| classify(e, shard))?;
         if let Some((consumer, offset)) = &batch.cursor {
@@ -170,6 +171,109 @@ impl SqliteJournal {
     /// The largest payload this journal stores, in bytes.
     pub fn max_payload_bytes(&self) -> usize {
         self.inner.options.max_payload_bytes
+    }
+
+    /// Commits the processed batches of several shards (at most one batch per shard) in
+    /// one transaction of a few statements: one placement of every event and outgoing
+    /// message, one insert of every reply, the cursors. All commit or none; a stale lease
+    /// fails it with [`JournalError::Fenced`] naming its shard before anything is written.
+    /// Receipts in batch order; the shards are woken after.
+    pub async fn commit_many(&self, batches: Vec<ProcessedBatch>) -> Result<Vec<CommitReceipt>> {
+        let now = Timestamp::now();
+        let mut parts = Vec::with_capacity(batches.len());
+        let mut entries = crate::columns::EntryColumns::default();
+        let mut replies = crate::columns::ReplyColumns::default();
+        let mut reply_shards = Vec::new();
+        for mut batch in batches {
+            let mut cols = BatchColumns::prepare(
+                &mut batch,
+                self.inner.shard_count,
+                self.inner.options.max_payload_bytes,
+                now,
+            )?;
+            if parts.iter().any(|(s, _, _, _)| *s == batch.shard) {
+                return Err(JournalError::Config(format!(
+                    "two batches of shard {} in one commit",
+                    batch.shard
+                )));
+            }
+            entries.extend_from(&cols.entries);
+            reply_shards.extend(std::iter::repeat_n(
+                batch.shard,
+                cols.replies.message_id.len(),
+            ));
+            replies.append(&mut cols.replies);
+            parts.push((batch.shard, batch.lease, batch.cursor.take(), cols));
+        }
+        let mut tx = self.inner.writer.begin().await?;
+        // Every lease's fence in one statement.
+        let leased: Vec<Lease> = parts.iter().filter_map(|p| p.1).collect();
+        if !leased.is_empty() {
+            let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+                "SELECT shard, epoch FROM shards WHERE shard IN (",
+            );
+            let mut list = q.separated(", ");
+            for l in &leased {
+                list.push_bind(l.shard as i64);
+            }
+            q.push(")");
+            let epochs: Vec<(i64, i64)> = q.build_query_as().fetch_all(&mut *tx).await?;
+            for l in &leased {
+                if !epochs.contains(&(l.shard as i64, l.epoch as i64)) {
+                    return Err(JournalError::Fenced {
+                        shard: l.shard,
+                        epoch: l.epoch,
+                    });
+                }
+            }
+        }
+        let first = parts.first().map_or(0, |p| p.0);
+        let placed = place::place(&mut tx, &entries, now, None, Dedup::Lookup)
+            .await
+            .map_err(|e| match e {
+                JournalError::Persistence(err) => classify(err, first),
+                other => other,
+            })?
+            .ok_or_else(|| JournalError::Config("placement with lookups cannot conflict".into()))?;
+        place::insert_replies(&mut tx, &reply_shards, &replies, now)
+            .await
+            .map_err(|e| classify(e, first))?;
+        // Every cursor in one statement.
+        let cursors: Vec<(Shard, &str, u64)> = parts
+            .iter()
+            .filter_map(|(shard, _, c, _)| c.as_ref().map(|(n, o)| (*shard, n.as_str(), *o)))
+            .collect();
+        if !cursors.is_empty() {
+            for (_, consumer, _) in &cursors {
+                crate::envelope::check_name(Field::Consumer, consumer)?;
+            }
+            let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+                r#"INSERT INTO cursors (consumer, shard, "offset") "#,
+            );
+            q.push_values(&cursors, |mut b, (shard, consumer, offset)| {
+                b.push_bind(*consumer)
+                    .push_bind(*shard as i64)
+                    .push_bind(*offset as i64);
+            });
+            q.push(
+                r#" ON CONFLICT (consumer, shard) DO UPDATE SET "offset" = max(cursors."offset", excluded."offset")"#,
+            );
+            q.build().execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        let mut receipts = Vec::with_capacity(parts.len());
+        let mut at = 0;
+        for (shard, _, _, cols) in &parts {
+            let n = cols.entries.len();
+            let mine = placed.get(at..at + n).ok_or_else(|| {
+                JournalError::Config("the placement returned fewer rows than entries".into())
+            })?;
+            at += n;
+            let receipt = receipt(self, cols, mine).await?;
+            self.wake_after(*shard, &receipt);
+            receipts.push(receipt);
+        }
+        Ok(receipts)
     }
 
     fn check_shard(&self, shard: Shard) -> Result<()> {

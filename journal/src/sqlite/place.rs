@@ -296,9 +296,10 @@ async fn insert_scheduled(
 
 /// Inserts a batch's replies; an existing reply is a unique violation (the caller maps
 /// it to `SeqConflict`).
+/// Inserts replies; `shards[i]` is the shard of reply `i`.
 pub(super) async fn insert_replies(
     conn: &mut SqliteConnection,
-    shard: Shard,
+    shards: &[Shard],
     r: &ReplyColumns,
     now: Timestamp,
 ) -> std::result::Result<(), sqlx::Error> {
@@ -312,7 +313,7 @@ pub(super) async fn insert_replies(
             b.push_bind(r.entity_type[i].clone())
                 .push_bind(r.entity_id[i].clone())
                 .push_bind(r.message_id[i])
-                .push_bind(shard as i64)
+                .push_bind(shards.get(i).copied().unwrap_or_default() as i64)
                 .push_bind(r.offset[i])
                 .push_bind(r.type_tag[i].clone())
                 .push_bind(r.schema_version[i])

@@ -1613,3 +1613,108 @@ pub async fn batched_replies<B: Backend>(b: &B) {
             .is_empty()
     );
 }
+
+/// `commit_many`: the batches of several shards in one call — events, replies, outgoing
+/// messages and cursors of all of them — and, when one lease is stale, nothing at all,
+/// with the error naming that shard.
+pub async fn commit_many_all_or_none<B: Backend>(b: &B) {
+    let shards = 4;
+    let j = b.fresh(shards).await;
+    let any: crate::AnyJournal = j.clone().into();
+    let session = j.lock_session("runner-m").await.expect("ok");
+    let mut leases = Vec::new();
+    let mut sent = Vec::new();
+    for shard in 0..3 {
+        leases.push(session.try_acquire(shard).await.expect("ok").expect("ok"));
+        let id = id_in_shard("m", shard, shards);
+        let message_id = Uuid::now_v7();
+        let outcome = j
+            .append(vec![NewMessage {
+                entity: ckey(&id),
+                message_id,
+                payload: cpayload(shard as i64),
+                deliver_at: None,
+            }])
+            .await
+            .expect("ok");
+        let AppendOutcome::Appended { offset, .. } = outcome[0] else {
+            panic!("{outcome:?}")
+        };
+        sent.push((id, message_id, offset));
+    }
+    let batches = |leases: &[crate::Lease]| -> Vec<ProcessedBatch> {
+        sent.iter()
+            .zip(leases)
+            .map(|((id, message_id, offset), lease)| ProcessedBatch {
+                shard: lease.shard,
+                lease: Some(*lease),
+                cursor: Some(("mailbox".into(), *offset)),
+                messages: vec![Processed {
+                    entity: ckey(id),
+                    message_id: *message_id,
+                    offset: *offset,
+                    events: vec![NewEvent {
+                        seq: 1,
+                        payload: cpayload(1),
+                    }],
+                    reply: cpayload(2),
+                    // Shard 1's message also sends one to shard 3.
+                    outgoing: if lease.shard == 1 {
+                        vec![NewMessage {
+                            entity: ckey(&id_in_shard("out", 3, shards)),
+                            message_id: Uuid::now_v7(),
+                            payload: cpayload(3),
+                            deliver_at: None,
+                        }]
+                    } else {
+                        Vec::new()
+                    },
+                }],
+            })
+            .collect()
+    };
+    // Shard 2 is taken again elsewhere: its lease goes stale, and nothing is written.
+    let mut stale = leases.clone();
+    stale[2].epoch -= 1;
+    match any.commit_many(batches(&stale)).await {
+        Err(JournalError::Fenced { shard: 2, .. }) => {}
+        other => panic!("expected shard 2 fenced, got {other:?}"),
+    }
+    for (shard, (id, message_id, _)) in sent.iter().enumerate() {
+        assert!(j.reply(&ckey(id), *message_id).await.expect("ok").is_none());
+        assert_eq!(j.cursor("mailbox", shard as u32).await.expect("ok"), 0);
+    }
+    assert_eq!(j.head(3).await.expect("ok"), 0);
+    // With current leases, everything commits at once.
+    let receipts = any.commit_many(batches(&leases)).await.expect("ok");
+    assert_eq!(receipts.len(), 3);
+    for (shard, (id, message_id, offset)) in sent.iter().enumerate() {
+        assert_eq!(receipts[shard].event_offsets, vec![vec![offset + 1]]);
+        assert!(j.reply(&ckey(id), *message_id).await.expect("ok").is_some());
+        assert_eq!(
+            j.cursor("mailbox", shard as u32).await.expect("ok"),
+            *offset
+        );
+        let events = j.read_events(&ckey(id), 1, 10).await.expect("ok");
+        assert_eq!(events.len(), 1);
+    }
+    assert!(matches!(
+        receipts[1].outgoing[0][0],
+        AppendOutcome::Appended {
+            shard: 3,
+            offset: 1
+        }
+    ));
+    assert_eq!(j.head(3).await.expect("ok"), 1);
+    // The same batches again: their replies exist, so the whole call is refused.
+    assert!(any.commit_many(batches(&leases)).await.is_err());
+    session.close().await.expect("ok");
+}
+
+fn ckey(id: &str) -> EntityKey {
+    EntityKey::new("counter", id).expect("ok")
+}
+
+fn cpayload(n: i64) -> Payload {
+    Payload::encode("test.Value", 1, &n).expect("ok")
+}

@@ -70,6 +70,9 @@ async fn commit_together(journal: &AnyJournal, mut parts: Vec<Part>) -> Vec<Part
     if parts.len() == 1 && plain(&parts[0]) {
         return vec![alone(journal, parts.remove(0)).await];
     }
+    if parts.iter().all(plain) {
+        return in_one_call(journal, parts).await;
+    }
     let results = match transaction(journal, &mut parts).await {
         Ok(results) => results,
         Err(e) => {
@@ -116,6 +119,52 @@ async fn alone(journal: &AnyJournal, mut part: Part) -> PartDone {
         shard: part.lease.shard,
         result,
         inline: part.inline,
+    }
+}
+
+/// Parts without inline projections: one call for all of them. A fenced part is named by
+/// the failed call, left out, and the call made again without it.
+async fn in_one_call(journal: &AnyJournal, mut parts: Vec<Part>) -> Vec<PartDone> {
+    let mut done = Vec::with_capacity(parts.len());
+    loop {
+        let batches: Vec<ProcessedBatch> = parts.iter().map(|p| p.batch.clone()).collect();
+        match journal.commit_many(batches).await {
+            Ok(receipts) => {
+                done.extend(parts.into_iter().zip(receipts).map(|(p, r)| PartDone {
+                    shard: p.lease.shard,
+                    result: Ok(r),
+                    inline: p.inline,
+                }));
+                return done;
+            }
+            Err(JournalError::Fenced { shard, .. })
+                if parts.iter().any(|p| p.lease.shard == shard) =>
+            {
+                let (fenced, rest): (Vec<Part>, Vec<Part>) =
+                    parts.into_iter().partition(|p| p.lease.shard == shard);
+                done.extend(fenced.into_iter().map(|p| PartDone {
+                    shard: p.lease.shard,
+                    result: Err(Failure::Fenced),
+                    inline: p.inline,
+                }));
+                parts = rest;
+                if parts.is_empty() {
+                    return done;
+                }
+            }
+            Err(e) => {
+                let failure = Failure::Failed {
+                    transient: is_transient(&e),
+                    reason: e.to_string(),
+                };
+                done.extend(parts.into_iter().map(|p| PartDone {
+                    shard: p.lease.shard,
+                    result: Err(failure.clone()),
+                    inline: p.inline,
+                }));
+                return done;
+            }
+        }
     }
 }
 
