@@ -9,7 +9,8 @@
 //! ENTLOG_LOAD_ONLY=failover,activation cargo bench --bench load   # some scenarios only
 //! ```
 //!
-//! Scenario keys: throughput, variants, sequential, failover, activation, sqlite, lateness.
+//! Scenario keys: throughput, variants, sequential, failover, activation, sqlite, lateness,
+//! memory.
 //!
 //! Scenarios, each on a fresh PostgreSQL schema `bench_load_<pid>_<name>` (dropped after):
 //!
@@ -33,7 +34,9 @@
 //! 7. lateness: on an idle runner, 200 messages scheduled with `tell_at` at random times
 //!    50–2,000 ms ahead (to 200 entities over the 64 shards); each handler records its wall
 //!    clock minus the message's due time. p50/p99/max on PostgreSQL and SQLite; the target
-//!    is a p99 under 50 ms, and a message handled early is an anomaly.
+//!    is a p99 under 50 ms, and a message handled early is an anomaly;
+//! 8. memory: 200,000 distinct counters asked once each (256 in flight) by a runner that
+//!    keeps at most 10,000 in memory; RSS after the first 10,000 and at the end.
 //!
 //! Run without `--bench` (that is, by `cargo test --all-targets`), it runs in quick mode.
 //! Errors and timeouts are reported, not hidden: the program exits with status 1 after
@@ -296,7 +299,13 @@ struct Report {
     rss_start_kb: Option<u64>,
     rss_after_kb: Option<u64>,
     pg: Option<Load>,
+    /// The same at 64 asks in flight.
+    pg64: Option<Load>,
     raw: Option<f64>,
+    /// Sequential asks on SQLite.
+    seq_sqlite: Option<Lat>,
+    /// Distinct entities asked, entities in memory and RSS (KiB) after each step.
+    memory: Vec<(usize, usize, Option<u64>)>,
     sqlite: Option<Load>,
     seq: Option<Lat>,
     failover: Vec<FailoverRun>,
@@ -606,6 +615,15 @@ async fn throughput_pg(url: &str, admin: &PgPool, s: &Settings, report: &mut Rep
     )
     .await;
     report.rss_after_kb = rss_kb();
+    let load64 = closed_loop(
+        &cluster,
+        Some(admin),
+        entity_ids(),
+        64,
+        s.warm_up / 2,
+        s.measure,
+    )
+    .await;
     println!("  postgres: {}", load.line());
     println!("            {}", load.costs());
     println!(
@@ -619,6 +637,16 @@ async fn throughput_pg(url: &str, admin: &PgPool, s: &Settings, report: &mut Rep
             load.errors
         ));
     }
+    println!("  64 in flight: {}", load64.line());
+    println!("            {}", load64.costs());
+    if let Some(e) = &load64.first_error {
+        report.anomaly(format!(
+            "throughput (postgres, 64 in flight): {} asks failed; first: {e}",
+            load64.errors
+        ));
+    }
+    let answered = load.ok_total + load64.ok_total;
+    report.pg64 = Some(load64);
     if let Some(kb) = report.rss_after_kb {
         println!(
             "  RSS with {ENTITIES} active counters: {:.1} MB",
@@ -634,10 +662,9 @@ async fn throughput_pg(url: &str, admin: &PgPool, s: &Settings, report: &mut Rep
     .fetch_one(admin)
     .await
     .unwrap();
-    if events as u64 != load.ok_total {
+    if events as u64 != answered {
         report.anomaly(format!(
-            "throughput (postgres): {events} events journaled for {} answered asks",
-            load.ok_total
+            "throughput (postgres): {events} events journaled for {answered} answered asks"
         ));
     }
     report.pg = Some(load);
@@ -972,9 +999,10 @@ async fn throughput_sqlite(s: &Settings, report: &mut Report) {
             load.errors
         ));
     }
+    report.sqlite = Some(load);
+    report.seq_sqlite = Some(sequential_on(&cluster, s, report, "sqlite").await);
     cluster.shutdown().await.unwrap();
     drop(cluster);
-    report.sqlite = Some(load);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -986,6 +1014,13 @@ async fn sequential(url: &str, admin: &PgPool, s: &Settings, report: &mut Report
     drop_schema(admin, &schema).await;
     let cluster = pg_cluster(url, &schema, config(), 1).await;
     ready(&cluster, report, "sequential").await;
+    report.seq = Some(sequential_on(&cluster, s, report, "postgres").await);
+    cluster.shutdown().await.unwrap();
+    drop_schema(admin, &schema).await;
+}
+
+/// Sequential asks to one counter of `cluster`; prints and returns their latencies.
+async fn sequential_on(cluster: &Cluster, s: &Settings, report: &mut Report, what: &str) -> Lat {
     let counter = cluster.entity::<Counter>("seq-1");
     let mut lat = Vec::with_capacity(s.seq_asks);
     let mut failed = None;
@@ -1001,18 +1036,85 @@ async fn sequential(url: &str, admin: &PgPool, s: &Settings, report: &mut Report
         }
     }
     if let Some(e) = failed {
-        report.anomaly(format!("sequential: {e}"));
+        report.anomaly(format!("sequential ({what}): {e}"));
     }
     let lat = Lat::new(lat);
     println!(
-        "  {} sequential asks: p50 {}  p90 {}  p99 {}  max {}",
+        "  {} sequential asks ({what}): p50 {}  p90 {}  p99 {}  max {}",
         lat.0.len(),
         ms(lat.pct(0.5)),
         ms(lat.pct(0.9)),
         ms(lat.pct(0.99)),
         ms(lat.max())
     );
-    report.seq = Some(lat);
+    lat
+}
+
+// ---------------------------------------------------------------------------------------
+// Scenario 8: memory under many distinct entities
+
+/// Entities kept in memory in the memory scenario (`Config::max_active_entities`).
+const MEMORY_CAP: usize = 10_000;
+
+/// Asks 200,000 distinct counters (10,000 in quick mode: 1,000), 256 in flight, with
+/// `max_active_entities` at 10,000: RSS and entities in memory after the first 10,000 and
+/// at the end. Bounded memory means the two RSS figures stay close.
+async fn memory(url: &str, admin: &PgPool, s: &Settings, report: &mut Report) {
+    let schema = schema_name("mem");
+    drop_schema(admin, &schema).await;
+    let cap = if s.quick { 1_000 } else { MEMORY_CAP };
+    let total = if s.quick { 10_000 } else { 200_000 };
+    let cluster = pg_cluster(
+        url,
+        &schema,
+        Config {
+            max_active_entities: cap,
+            ..config()
+        },
+        1,
+    )
+    .await;
+    ready(&cluster, report, "memory").await;
+    let next = Arc::new(AtomicU64::new(0));
+    for step in [cap, total] {
+        let tasks: Vec<JoinHandle<Result<(), String>>> = (0..IN_FLIGHT)
+            .map(|_| {
+                let cluster = cluster.clone();
+                let next = next.clone();
+                tokio::spawn(async move {
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed) as usize;
+                        if i >= step {
+                            return Ok(());
+                        }
+                        cluster
+                            .entity::<Counter>(&format!("m-{i}"))
+                            .ask(Cmd::Add(1))
+                            .await
+                            .map_err(|e| format!("ask {i}: {e}"))?;
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            if let Ok(Err(e)) = t.await {
+                report.anomaly(format!("memory: {e}"));
+            }
+        }
+        next.store(step as u64, Ordering::Relaxed);
+        let in_memory = cluster.entities_in_memory();
+        let rss = rss_kb();
+        println!(
+            "  after {} distinct entities: {} in memory, RSS {:.1} MB",
+            grouped(step as f64),
+            grouped(in_memory as f64),
+            rss.unwrap_or(0) as f64 / 1024.0
+        );
+        if in_memory > cap + IN_FLIGHT {
+            report.anomaly(format!("memory: {in_memory} entities in memory, cap {cap}"));
+        }
+        report.memory.push((step, in_memory, rss));
+    }
     cluster.shutdown().await.unwrap();
     drop_schema(admin, &schema).await;
 }
@@ -1807,17 +1909,42 @@ fn print_summary(r: &Report, s: &Settings, wall: Duration) {
     for (name, load) in &r.variants {
         col(&format!("  same, {name}"), load.line());
     }
+    if let Some(pg64) = &r.pg64 {
+        let raw = match r.raw {
+            Some(raw) => format!("   (ratio {:.2} of the raw limit)", pg64.rate() / raw),
+            None => String::new(),
+        };
+        col("same, 64 in flight", format!("{}{raw}", pg64.line()));
+        col("", pg64.costs());
+    }
     if let Some(sq) = &r.sqlite {
         col("sqlite, same", sq.line());
     }
-    if let Some(seq) = &r.seq {
+    for (name, seq) in [("postgres", &r.seq), ("sqlite", &r.seq_sqlite)] {
+        if let Some(seq) = seq {
+            col(
+                &format!("sequential ask, one entity ({name})"),
+                format!(
+                    "p50 {}  p99 {}  max {}",
+                    ms(seq.pct(0.5)),
+                    ms(seq.pct(0.99)),
+                    ms(seq.max())
+                ),
+            );
+        }
+    }
+    if let [(n0, m0, Some(r0)), .., (n1, m1, Some(r1))] = r.memory.as_slice() {
         col(
-            "sequential ask, one entity",
+            "RSS, many distinct entities (cap 10,000)",
             format!(
-                "p50 {}  p99 {}  max {}",
-                ms(seq.pct(0.5)),
-                ms(seq.pct(0.99)),
-                ms(seq.max())
+                "{:.1} MB after {} ({} in memory), {:.1} MB after {} ({} in memory): ratio {:.2}",
+                *r0 as f64 / 1024.0,
+                grouped(*n0 as f64),
+                grouped(*m0 as f64),
+                *r1 as f64 / 1024.0,
+                grouped(*n1 as f64),
+                grouped(*m1 as f64),
+                *r1 as f64 / *r0 as f64
             ),
         );
     }
@@ -1995,6 +2122,12 @@ fn main() {
             let name = "1'. throughput on SQLite";
             if !timed(name, limit(90), throughput_sqlite(s, r)).await {
                 r.anomaly(format!("{name}: did not finish within {:?}", limit(90)));
+            }
+        }
+        if run("memory") {
+            let name = "8. memory under many distinct entities";
+            if !timed(name, limit(240), memory(url, admin, s, r)).await {
+                r.anomaly(format!("{name}: did not finish within {:?}", limit(240)));
             }
         }
         if run("lateness") {

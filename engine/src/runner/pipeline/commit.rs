@@ -8,6 +8,11 @@
 //!   COMMIT                                   then: wake the shards written to
 //! ```
 //!
+//! The pipeline starts a commit whenever none is in flight and something is ready: every
+//! handled message of every shard, each shard's cursor moved to just below its lowest
+//! message still outstanding. When the commit ends, replies are released and the
+//! shards' cursors move; a shard whose part failed is reset (see [`Pipeline::reset`]).
+//!
 //! The shards of one commit succeed or fail together, except a fenced shard, which is
 //! left out before anything is written, so the others commit once. A shard with inline
 //! projections commits in a transaction of its own (its projections' writes join it): a
@@ -17,8 +22,20 @@ use entlog_journal::{
     AnyJournal, CommitReceipt, Journal, JournalError, Lease, ProcessedBatch, Shard,
 };
 
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::time::Instant;
+
+use entlog_journal::Processed;
+use tokio::task::JoinHandle;
+
 use super::super::inline::Inline;
+use super::mailbox::{InFlight, trouble};
+use super::{
+    Exit, FIRST_BACKOFF, ISOLATE_AFTER, MAILBOX, MAX_BACKOFF, Pipeline, handle, save_snapshots,
+};
 use crate::error::EngineError;
+use crate::metrics as m;
+use crate::registry::Registry;
 
 /// One shard's part of a commit.
 pub(crate) struct Part {
@@ -252,4 +269,237 @@ pub(crate) fn is_transient(e: &JournalError) -> bool {
         }
         _ => false,
     }
+}
+
+// ---- the commit stage of the pipeline ------------------------------------------------
+
+impl Pipeline {
+    pub(super) fn start_commit(&mut self) -> Option<JoinHandle<Vec<PartDone>>> {
+        let mut by_shard: BTreeMap<Shard, Vec<Processed>> = BTreeMap::new();
+        let mut kept = Vec::new();
+        for (shard, generation, p) in std::mem::take(&mut self.ready) {
+            match self.mailboxes.get(&shard) {
+                Some(mb) if mb.generation == generation => {
+                    if mb.in_commit || !mb.ready_in() {
+                        kept.push((shard, generation, p));
+                    } else {
+                        by_shard.entry(shard).or_default().push(p);
+                    }
+                }
+                _ => {} // a reset or departed shard: dropped
+            }
+        }
+        let mut parts = Vec::new();
+        let mut in_flight = InFlight {
+            shards: HashMap::new(),
+            entities: HashMap::new(),
+            replies: Vec::new(),
+        };
+        for (shard, mb) in &mut self.mailboxes {
+            if mb.in_commit || !mb.ready_in() {
+                continue;
+            }
+            let Some(cursor) = mb.cursor else { continue };
+            let mut messages = by_shard.remove(shard).unwrap_or_default();
+            messages.sort_by_key(|p| p.offset);
+            if mb.refused >= ISOLATE_AFTER && messages.len() > 1 {
+                // Find the message the journal refuses: one at a time.
+                for p in messages.drain(1..) {
+                    kept.push((*shard, mb.generation, p));
+                }
+            }
+            let offsets: BTreeSet<u64> = messages.iter().map(|p| p.offset).collect();
+            let target = mb.target(&offsets).max(cursor);
+            if messages.is_empty() && target == cursor {
+                continue;
+            }
+            let Some(inline) = mb.inline.take() else {
+                // The inline projections are busy in an intake: commit next round.
+                kept.extend(messages.into_iter().map(|p| (*shard, mb.generation, p)));
+                continue;
+            };
+            mb.in_commit = true;
+            for p in &messages {
+                *in_flight.entities.entry(p.entity.clone()).or_default() += 1;
+            }
+            in_flight
+                .shards
+                .insert(*shard, (target, offsets, mb.generation));
+            in_flight.replies.extend(messages.iter().cloned());
+            parts.push(Part {
+                lease: mb.lease,
+                alone: mb.refused >= ISOLATE_AFTER,
+                batch: ProcessedBatch {
+                    shard: *shard,
+                    lease: Some(mb.lease),
+                    cursor: Some((MAILBOX.to_owned(), target)),
+                    messages,
+                },
+                inline: Some(inline),
+            });
+        }
+        self.ready = kept;
+        if parts.is_empty() {
+            return None;
+        }
+        self.in_flight = Some(in_flight);
+        Some(tokio::spawn(commit(self.env.journal.clone(), parts)))
+    }
+
+    pub(super) fn on_commit(&mut self, done: Result<Vec<PartDone>, tokio::task::JoinError>) {
+        let in_flight = self.in_flight.take();
+        let done = match done {
+            Ok(d) => d,
+            Err(e) => {
+                // Cannot happen short of a bug: treat every shard of it as failed.
+                tracing::error!(error = %e, "the commit task ended abnormally");
+                let shards: Vec<Shard> = in_flight
+                    .as_ref()
+                    .map(|f| f.shards.keys().copied().collect())
+                    .unwrap_or_default();
+                for shard in shards {
+                    if let Some(mb) = self.mailboxes.get_mut(&shard) {
+                        mb.in_commit = false;
+                    }
+                    self.reset(shard, "the commit task ended abnormally", false, None);
+                }
+                return;
+            }
+        };
+        let Some(in_flight) = in_flight else { return };
+        let mut committed: HashSet<Shard> = HashSet::new();
+        for PartDone {
+            shard,
+            result,
+            inline,
+        } in done
+        {
+            let Some(mb) = self.mailboxes.get_mut(&shard) else {
+                continue;
+            };
+            mb.in_commit = false;
+            if mb.inline.is_none() {
+                mb.inline = inline;
+            }
+            let Some((target, offsets, generation)) = in_flight.shards.get(&shard) else {
+                continue;
+            };
+            if mb.generation != *generation {
+                continue;
+            }
+            match result {
+                Ok(_) => {
+                    mb.cursor = Some(mb.cursor.map_or(*target, |c| c.max(*target)));
+                    for o in offsets {
+                        mb.outstanding.remove(o);
+                        mb.poison.remove(o);
+                    }
+                    if !offsets.is_empty() {
+                        mb.refused = 0;
+                    }
+                    mb.failures = 0;
+                    trouble(&self.troubles, shard, mb, None);
+                    committed.insert(shard);
+                }
+                Err(Failure::Fenced) => {
+                    tracing::warn!(shard, "fenced: the shard has another owner");
+                    self.remove(shard, Exit::Fenced);
+                }
+                Err(Failure::Failed { reason, transient }) => {
+                    let single = (offsets.len() == 1)
+                        .then(|| offsets.iter().next().copied())
+                        .flatten();
+                    self.reset(shard, &reason, transient, single);
+                }
+            }
+        }
+        let mut released = 0u64;
+        for p in in_flight.replies {
+            let shard = self.env.journal.shard_of(&p.entity);
+            if committed.contains(&shard) {
+                released += 1;
+                self.waiters.resolve(&p.entity, p.message_id, p.reply);
+            }
+        }
+        metrics::counter!(m::MESSAGES_PROCESSED).increment(released);
+        if released > 0 {
+            metrics::histogram!(m::MESSAGES_PER_COMMIT).record(released as f64);
+        }
+        let mut snapshots = Vec::new();
+        for (key, n) in in_flight.entities {
+            let shard = self.env.journal.shard_of(&key);
+            if committed.contains(&shard) {
+                self.instances.settled(&key, n);
+                if let Some(s) = self
+                    .instances
+                    .snapshot_due(&key, self.env.config.snapshot_every)
+                {
+                    snapshots.push(s);
+                }
+                if self.pending.contains_key(&key) {
+                    self.candidates.push(key);
+                }
+            }
+        }
+        save_snapshots(&self.env.journal, snapshots);
+    }
+
+    /// A shard's commit failed: forget what it handled, read again from the stored cursor
+    /// after a back-off. `single`: the failed commit carried this one message alone.
+    pub(super) fn reset(
+        &mut self,
+        shard: Shard,
+        reason: &str,
+        transient: bool,
+        single: Option<u64>,
+    ) {
+        let generation = self.generation();
+        let Some(mb) = self.mailboxes.get_mut(&shard) else {
+            return;
+        };
+        let redelivered = mb.outstanding.len();
+        mb.generation = generation;
+        mb.cursor = None;
+        mb.read_to = 0;
+        mb.outstanding.clear();
+        mb.failures += 1;
+        if !transient {
+            mb.refused += 1;
+            if let (Some(offset), true) = (single, mb.refused > ISOLATE_AFTER) {
+                // Refused alone: this message is the one. It gets a failure reply.
+                tracing::error!(shard, offset, %reason, "the journal refuses a handled message");
+                mb.poison.insert(offset, reason.to_owned());
+            }
+        }
+        mb.not_before =
+            Some(Instant::now() + handle::backoff(FIRST_BACKOFF, mb.failures).min(MAX_BACKOFF));
+        trouble(
+            &self.troubles,
+            shard,
+            mb,
+            Some(&format!("commit failed: {reason}")),
+        );
+        tracing::warn!(shard, %reason, transient, redelivered, "commit failed; the shard reads again from its cursor");
+        metrics::counter!(m::MESSAGES_REDELIVERED).increment(redelivered as u64);
+        metrics::counter!(m::SHARD_RETRIES).increment(1);
+        self.ready.retain(|(s, _, _)| *s != shard);
+        self.pending
+            .retain(|_, q| q.front().is_none_or(|e| e.shard != shard));
+        self.instances.forget_shard(shard);
+    }
+}
+
+/// The failure reply that replaces a handled message's outcome when the journal refused
+/// to store that outcome.
+pub(super) fn poisoned(p: &Processed, reason: &str, registry: &Registry) -> Processed {
+    let version = registry
+        .get(p.entity.entity_type())
+        .map_or(1, |k| k.reply_version());
+    handle::failure(
+        &p.entity,
+        p.message_id,
+        p.offset,
+        version,
+        format!("the journal refused its outcome: {reason}"),
+    )
 }

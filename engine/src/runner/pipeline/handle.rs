@@ -24,7 +24,12 @@ use std::time::{Duration, Instant};
 use entlog_journal::{AnyJournal, EntityKey, Entry, JournalError, Processed, Shard, Timestamp};
 use futures_util::FutureExt;
 
+use tokio::task::JoinSet;
+
+use super::commit::poisoned;
 use super::instances::Slot;
+use super::mailbox::trouble;
+use super::{FIRST_BACKOFF, MAX_BACKOFF, Pipeline};
 use crate::codec;
 use crate::config::Config;
 use crate::error::EngineError;
@@ -251,5 +256,105 @@ pub(crate) fn failure(
         events: Vec::new(),
         reply,
         outgoing: Vec::new(),
+    }
+}
+
+// ---- the run stage of the pipeline ---------------------------------------------------
+
+impl Pipeline {
+    pub(super) fn start_runs(&mut self, runs: &mut JoinSet<RunDone>) {
+        if !self.delayed.is_empty() {
+            let now = Instant::now();
+            let due: Vec<EntityKey> = self
+                .delayed
+                .iter()
+                .filter(|(_, t)| **t <= now)
+                .map(|(k, _)| k.clone())
+                .collect();
+            for k in due {
+                self.delayed.remove(&k);
+                self.candidates.push(k);
+            }
+        }
+        for key in std::mem::take(&mut self.candidates) {
+            if self.running.contains(&key) || self.delayed.contains_key(&key) {
+                continue;
+            }
+            let Some(queue) = self.pending.get_mut(&key) else {
+                continue;
+            };
+            let Some(shard) = queue.front().map(|e| e.shard) else {
+                self.pending.remove(&key);
+                continue;
+            };
+            let Some(mb) = self.mailboxes.get(&shard) else {
+                self.pending.remove(&key);
+                continue;
+            };
+            let slot = self.instances.take(&key);
+            if slot.is_none() && self.instances.uncommitted(&key) > 0 {
+                // Its last events are still on their way to the journal: activating it
+                // now would read a history without them. It runs after that commit.
+                continue;
+            }
+            let entries: Vec<Entry> = queue.drain(..).collect();
+            self.pending.remove(&key);
+            self.running.insert(key.clone());
+            runs.spawn(run(
+                self.env.clone(),
+                key,
+                shard,
+                mb.generation,
+                slot,
+                entries,
+            ));
+        }
+    }
+
+    pub(super) fn on_run(&mut self, done: RunDone) {
+        let RunDone {
+            key,
+            shard,
+            generation,
+            slot,
+            mut processed,
+            retry,
+            retry_cause,
+        } = done;
+        self.running.remove(&key);
+        self.candidates.push(key.clone());
+        let Some(mb) = self.mailboxes.get_mut(&shard) else {
+            return;
+        };
+        if mb.generation != generation {
+            return; // the shard was reset meanwhile: its messages are read again
+        }
+        if let Some(slot) = slot {
+            self.instances.put(key.clone(), slot);
+        }
+        if !retry.is_empty() {
+            let cause = retry_cause.unwrap_or_default();
+            tracing::warn!(entity = %key, %cause, "entity cannot be activated now; retrying");
+            metrics::counter!(m::SHARD_RETRIES).increment(1);
+            let queue = self.pending.entry(key.clone()).or_default();
+            for e in retry.into_iter().rev() {
+                queue.push_front(e);
+            }
+            mb.failures += 1;
+            trouble(&self.troubles, shard, mb, Some(&cause));
+            self.delayed.insert(
+                key.clone(),
+                Instant::now() + backoff(FIRST_BACKOFF, mb.failures).min(MAX_BACKOFF),
+            );
+        }
+        for p in &mut processed {
+            if let Some(reason) = mb.poison.get(&p.offset) {
+                let entry_like = poisoned(p, reason, &self.env.registry);
+                *p = entry_like;
+            }
+        }
+        self.instances.handled(&key, shard, processed.len());
+        self.ready
+            .extend(processed.into_iter().map(|p| (shard, generation, p)));
     }
 }

@@ -10,8 +10,13 @@ use std::sync::Arc;
 
 use entlog_journal::{AnyJournal, Delivery, Journal, Shard, Timestamp};
 
-use super::MAILBOX;
+use std::time::Instant;
+
+use tokio::task::JoinHandle;
+
 use super::handle::Env;
+use super::mailbox::trouble;
+use super::{FIRST_BACKOFF, MAILBOX, MAX_BACKOFF, Pipeline, handle};
 use crate::metrics as m;
 use crate::runner::inline::Inline;
 
@@ -174,4 +179,112 @@ async fn prepare(journal: &AnyJournal, w: Want, batch: usize) -> Got {
     }
     got.from = Some(after);
     got
+}
+
+// ---- the intake stage of the pipeline ------------------------------------------------
+
+impl Pipeline {
+    pub(super) fn start_intake(&mut self) -> Option<JoinHandle<Vec<Got>>> {
+        let batch = self.config().batch_size;
+        let mut wants = Vec::new();
+        for (shard, mb) in &mut self.mailboxes {
+            if !mb.wants_intake(&self.env.config) {
+                continue;
+            }
+            let init = mb.cursor.is_none();
+            if !init && mb.outstanding.len() >= batch {
+                continue; // the mailbox is full: the journal holds the rest
+            }
+            mb.in_intake = true;
+            mb.dirty = false;
+            mb.last_read = Instant::now();
+            let promote = mb.promote_due();
+            let refresh_due = init || mb.due_stale(&self.env.config);
+            if refresh_due {
+                mb.due_checked = Some(Instant::now());
+            }
+            wants.push(Want {
+                shard: *shard,
+                generation: mb.generation,
+                after: (!init).then_some(mb.read_to),
+                inline: if init { mb.inline.take() } else { None },
+                promote,
+                refresh_due,
+            });
+        }
+        if wants.is_empty() {
+            return None;
+        }
+        Some(tokio::spawn(intake(self.env.clone(), wants, batch)))
+    }
+
+    pub(super) fn on_intake(&mut self, got: Result<Vec<Got>, tokio::task::JoinError>) {
+        let got = match got {
+            Ok(g) => g,
+            Err(e) => {
+                tracing::error!(error = %e, "the intake ended abnormally");
+                for mb in self.mailboxes.values_mut() {
+                    mb.in_intake = false;
+                }
+                return;
+            }
+        };
+        for g in got {
+            let Some(mb) = self.mailboxes.get_mut(&g.shard) else {
+                continue;
+            };
+            mb.in_intake = false;
+            if g.inline.is_some() && mb.inline.is_none() {
+                mb.inline = g.inline;
+            }
+            if mb.generation != g.generation {
+                continue;
+            }
+            if let Some(due) = g.next_due {
+                mb.next_due = due;
+            }
+            if let Some(reason) = g.error {
+                tracing::warn!(shard = g.shard, %reason, "shard intake failed; retrying");
+                trouble(&self.troubles, g.shard, mb, Some(&reason));
+                mb.failures += 1;
+                mb.not_before = Some(
+                    Instant::now() + handle::backoff(FIRST_BACKOFF, mb.failures).min(MAX_BACKOFF),
+                );
+                metrics::counter!(m::SHARD_RETRIES).increment(1);
+                continue;
+            }
+            if let Some(c) = g.loaded {
+                mb.cursor = Some(c);
+                mb.read_to = c;
+            }
+            if !g.read {
+                continue;
+            }
+            mb.failures = 0;
+            trouble(&self.troubles, g.shard, mb, None);
+            mb.dirty |= g.full;
+            for d in g.deliveries {
+                match d {
+                    Delivery::Message(entry) => {
+                        if entry.offset <= mb.read_to {
+                            continue;
+                        }
+                        mb.read_to = entry.offset;
+                        mb.outstanding.insert(entry.offset);
+                        let key = entry.entity.clone();
+                        let queue = self.pending.entry(key.clone()).or_default();
+                        if queue.is_empty() {
+                            self.candidates.push(key);
+                        }
+                        queue.push_back(entry);
+                    }
+                    Delivery::Damaged(d) => {
+                        // Recorded by the intake; its identity cannot be trusted, so it is
+                        // passed: the cursor may move over it.
+                        mb.read_to = mb.read_to.max(d.offset);
+                    }
+                }
+            }
+        }
+    }
 }
