@@ -352,3 +352,89 @@ pub(crate) async fn receipt<J: Journal>(
     }
     Ok(receipt)
 }
+
+/// One batch of a [`ManyColumns`]: its shard, lease, cursor and its own columns.
+pub(crate) struct ManyPart {
+    pub shard: Shard,
+    pub lease: Option<crate::ownership::Lease>,
+    pub cursor: Option<(String, u64)>,
+    pub cols: BatchColumns,
+}
+
+/// The processed batches of several shards laid out for one commit: each batch's own
+/// columns (for its receipt) and all their rows together (for the statements).
+pub(crate) struct ManyColumns {
+    pub parts: Vec<ManyPart>,
+    /// Every batch's entries, batch after batch.
+    pub entries: EntryColumns,
+    /// Every batch's replies, batch after batch, and the shard of each.
+    pub replies: ReplyColumns,
+    pub reply_shards: Vec<Shard>,
+}
+
+impl ManyColumns {
+    /// Validates and lays out `batches`: at most one per shard, and cursors of one consumer.
+    pub(crate) fn prepare(
+        batches: Vec<crate::records::ProcessedBatch>,
+        shard_count: u32,
+        max_payload: usize,
+        now: Timestamp,
+    ) -> Result<Self> {
+        let mut many = ManyColumns {
+            parts: Vec::with_capacity(batches.len()),
+            entries: EntryColumns::default(),
+            replies: ReplyColumns::default(),
+            reply_shards: Vec::new(),
+        };
+        let mut consumer: Option<String> = None;
+        for mut batch in batches {
+            let mut cols = BatchColumns::prepare(&mut batch, shard_count, max_payload, now)?;
+            if many.parts.iter().any(|p| p.shard == batch.shard) {
+                return Err(JournalError::Config(format!(
+                    "two batches of shard {} in one commit",
+                    batch.shard
+                )));
+            }
+            if let Some((c, _)) = &batch.cursor {
+                if consumer.as_ref().is_some_and(|known| known != c) {
+                    return Err(JournalError::Config(
+                        "batches of one commit move cursors of different consumers".into(),
+                    ));
+                }
+                consumer = Some(c.clone());
+            }
+            many.entries.extend_from(&cols.entries);
+            many.reply_shards.extend(std::iter::repeat_n(
+                batch.shard,
+                cols.replies.message_id.len(),
+            ));
+            many.replies.append(&mut cols.replies);
+            many.parts.push(ManyPart {
+                shard: batch.shard,
+                lease: batch.lease,
+                cursor: batch.cursor.take(),
+                cols,
+            });
+        }
+        Ok(many)
+    }
+
+    /// Each batch's receipt, in batch order, from the placements of all `entries`.
+    pub(crate) async fn receipts<J: Journal>(
+        &self,
+        journal: &J,
+        placed: &[Placed],
+    ) -> Result<Vec<CommitReceipt>> {
+        let mut receipts = Vec::with_capacity(self.parts.len());
+        let mut at = 0;
+        for part in &self.parts {
+            let n = part.cols.entries.len();
+            let mine = placed
+                .get(at..at + n)
+                .ok_or_else(|| short_result(placed.len()))?;
+            at += n;
+            receipts.push(receipt(journal, &part.cols, mine).await?);
+        }
+        Ok(receipts)
+    }
+}

@@ -25,7 +25,8 @@ pub use locks::PgLocks;
 pub use open::PgOptions;
 
 use crate::columns::{
-    BatchColumns, EntryColumns, Placed, append_columns, append_outcomes, receipt,
+    BatchColumns, EntryColumns, ManyColumns, ManyPart, Placed, append_columns, append_outcomes,
+    receipt,
 };
 use crate::damaged::{DamagedEntry, Delivery};
 use crate::envelope::{CrcDomain, EntityKey, Entry, EntryKind, NewMessage, checksum};
@@ -182,47 +183,33 @@ impl PgJournal {
     /// before anything is written. Receipts in batch order; the shards are woken after.
     pub async fn commit_many(&self, batches: Vec<ProcessedBatch>) -> Result<Vec<CommitReceipt>> {
         let now = Timestamp::now();
-        let mut parts = Vec::with_capacity(batches.len());
-        let mut entries = crate::columns::EntryColumns::default();
-        let mut replies = crate::columns::ReplyColumns::default();
-        let (mut r_shard, mut f_shard, mut f_epoch) = (Vec::new(), Vec::new(), Vec::new());
-        let (mut c_shard, mut c_offset) = (Vec::new(), Vec::new());
-        let mut consumer: Option<String> = None;
-        for mut batch in batches {
-            let mut cols = BatchColumns::prepare(
-                &mut batch,
-                self.inner.shard_count,
-                self.inner.options.max_payload_bytes,
-                now,
-            )?;
-            if f_shard.contains(&(batch.shard as i32)) {
-                return Err(JournalError::Config(format!(
-                    "two batches of shard {} in one commit",
-                    batch.shard
-                )));
-            }
-            f_shard.push(batch.shard as i32);
-            f_epoch.push(batch.lease.map(|l| l.epoch as i64));
-            if let Some((c, offset)) = batch.cursor.take() {
-                if consumer.as_ref().is_some_and(|known| *known != c) {
-                    return Err(JournalError::Config(
-                        "batches of one commit move cursors of different consumers".into(),
-                    ));
-                }
-                consumer = Some(c);
-                c_shard.push(batch.shard as i32);
-                c_offset.push(offset as i64);
-            }
-            entries.extend_from(&cols.entries);
-            r_shard.extend(std::iter::repeat_n(
-                batch.shard as i32,
-                cols.replies.message_id.len(),
-            ));
-            replies.append(&mut cols.replies);
-            parts.push((batch.shard, batch.lease, cols));
-        }
-        let e = &entries;
-        let r = &replies;
+        let many = ManyColumns::prepare(
+            batches,
+            self.inner.shard_count,
+            self.inner.options.max_payload_bytes,
+            now,
+        )?;
+        let f_shard: Vec<i32> = many.parts.iter().map(|p| p.shard as i32).collect();
+        let f_epoch: Vec<Option<i64>> = many
+            .parts
+            .iter()
+            .map(|p| p.lease.map(|l| l.epoch as i64))
+            .collect();
+        let cursors: Vec<(&str, i32, i64)> = many
+            .parts
+            .iter()
+            .filter_map(|p| {
+                p.cursor
+                    .as_ref()
+                    .map(|(c, o)| (c.as_str(), p.shard as i32, *o as i64))
+            })
+            .collect();
+        let consumer = cursors.first().map(|c| c.0);
+        let c_shard: Vec<i32> = cursors.iter().map(|c| c.1).collect();
+        let c_offset: Vec<i64> = cursors.iter().map(|c| c.2).collect();
+        let r_shard: Vec<i32> = many.reply_shards.iter().map(|&s| s as i32).collect();
+        let e = &many.entries;
+        let r = &many.replies;
         let rows = sqlx::query(
             "SELECT * FROM commit_batches($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, \
              $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28)",
@@ -257,22 +244,11 @@ impl PgJournal {
         .bind(&c_offset)
         .fetch_all(&self.inner.pool)
         .await
-        .map_err(|err| classify_many(err, &parts))?;
+        .map_err(|err| classify_many(err, &many.parts))?;
         let placed = append_rows(rows)?;
-        let mut receipts = Vec::with_capacity(parts.len());
-        let mut at = 0;
-        for (shard, _, cols) in &parts {
-            let n = cols.entries.len();
-            let mine = placed.get(at..at + n).ok_or_else(|| {
-                JournalError::Persistence(sqlx::Error::Protocol(format!(
-                    "commit_batches returned {} rows, fewer than the entries sent",
-                    placed.len()
-                )))
-            })?;
-            at += n;
-            let receipt = receipt(self, cols, mine).await?;
-            self.wake_after(*shard, &receipt);
-            receipts.push(receipt);
+        let receipts = many.receipts(self, &placed).await?;
+        for (part, receipt) in many.parts.iter().zip(&receipts) {
+            self.wake_after(part.shard, receipt);
         }
         Ok(receipts)
     }
@@ -357,10 +333,7 @@ fn classify(err: sqlx::Error, shard: Shard, epoch: Option<u64>) -> JournalError 
 }
 
 /// Maps the errors of a many-shard commit: `Fenced` names the shard the database named.
-fn classify_many(
-    err: sqlx::Error,
-    parts: &[(Shard, Option<crate::ownership::Lease>, BatchColumns)],
-) -> JournalError {
+fn classify_many(err: sqlx::Error, parts: &[ManyPart]) -> JournalError {
     let fenced = match &err {
         sqlx::Error::Database(db) => db
             .try_downcast_ref::<PgDatabaseError>()
@@ -374,12 +347,12 @@ fn classify_many(
             shard,
             epoch: parts
                 .iter()
-                .find(|(s, _, _)| *s == shard)
-                .and_then(|(_, l, _)| l.map(|l| l.epoch))
+                .find(|p| p.shard == shard)
+                .and_then(|p| p.lease.map(|l| l.epoch))
                 .unwrap_or(0),
         },
         None => {
-            let shard = parts.first().map_or(0, |(s, _, _)| *s);
+            let shard = parts.first().map_or(0, |p| p.shard);
             classify(err, shard, None)
         }
     }

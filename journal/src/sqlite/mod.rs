@@ -24,7 +24,7 @@ use uuid::Uuid;
 pub use open::{Access, Durability, SqliteOptions};
 
 use crate::columns::{
-    BatchColumns, EntryColumns, Placed, append_columns, append_outcomes, receipt,
+    BatchColumns, EntryColumns, ManyColumns, Placed, append_columns, append_outcomes, receipt,
 };
 use crate::damaged::{DamagedEntry, Delivery};
 use crate::envelope::{CrcDomain, EntityKey, Entry, EntryKind, NewMessage, checksum};
@@ -180,34 +180,15 @@ impl SqliteJournal {
     /// Receipts in batch order; the shards are woken after.
     pub async fn commit_many(&self, batches: Vec<ProcessedBatch>) -> Result<Vec<CommitReceipt>> {
         let now = Timestamp::now();
-        let mut parts = Vec::with_capacity(batches.len());
-        let mut entries = crate::columns::EntryColumns::default();
-        let mut replies = crate::columns::ReplyColumns::default();
-        let mut reply_shards = Vec::new();
-        for mut batch in batches {
-            let mut cols = BatchColumns::prepare(
-                &mut batch,
-                self.inner.shard_count,
-                self.inner.options.max_payload_bytes,
-                now,
-            )?;
-            if parts.iter().any(|(s, _, _, _)| *s == batch.shard) {
-                return Err(JournalError::Config(format!(
-                    "two batches of shard {} in one commit",
-                    batch.shard
-                )));
-            }
-            entries.extend_from(&cols.entries);
-            reply_shards.extend(std::iter::repeat_n(
-                batch.shard,
-                cols.replies.message_id.len(),
-            ));
-            replies.append(&mut cols.replies);
-            parts.push((batch.shard, batch.lease, batch.cursor.take(), cols));
-        }
+        let many = ManyColumns::prepare(
+            batches,
+            self.inner.shard_count,
+            self.inner.options.max_payload_bytes,
+            now,
+        )?;
         let mut tx = self.inner.writer.begin().await?;
         // Every lease's fence in one statement.
-        let leased: Vec<Lease> = parts.iter().filter_map(|p| p.1).collect();
+        let leased: Vec<Lease> = many.parts.iter().filter_map(|p| p.lease).collect();
         if !leased.is_empty() {
             let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
                 "SELECT shard, epoch FROM shards WHERE shard IN (",
@@ -227,26 +208,24 @@ impl SqliteJournal {
                 }
             }
         }
-        let first = parts.first().map_or(0, |p| p.0);
-        let placed = place::place(&mut tx, &entries, now, None, Dedup::Lookup)
+        let first = many.parts.first().map_or(0, |p| p.shard);
+        let placed = place::place(&mut tx, &many.entries, now, None, Dedup::Lookup)
             .await
             .map_err(|e| match e {
                 JournalError::Persistence(err) => classify(err, first),
                 other => other,
             })?
             .ok_or_else(|| JournalError::Config("placement with lookups cannot conflict".into()))?;
-        place::insert_replies(&mut tx, &reply_shards, &replies, now)
+        place::insert_replies(&mut tx, &many.reply_shards, &many.replies, now)
             .await
             .map_err(|e| classify(e, first))?;
         // Every cursor in one statement.
-        let cursors: Vec<(Shard, &str, u64)> = parts
+        let cursors: Vec<(Shard, &str, u64)> = many
+            .parts
             .iter()
-            .filter_map(|(shard, _, c, _)| c.as_ref().map(|(n, o)| (*shard, n.as_str(), *o)))
+            .filter_map(|p| p.cursor.as_ref().map(|(n, o)| (p.shard, n.as_str(), *o)))
             .collect();
         if !cursors.is_empty() {
-            for (_, consumer, _) in &cursors {
-                crate::envelope::check_name(Field::Consumer, consumer)?;
-            }
             let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
                 r#"INSERT INTO cursors (consumer, shard, "offset") "#,
             );
@@ -261,17 +240,9 @@ impl SqliteJournal {
             q.build().execute(&mut *tx).await?;
         }
         tx.commit().await?;
-        let mut receipts = Vec::with_capacity(parts.len());
-        let mut at = 0;
-        for (shard, _, _, cols) in &parts {
-            let n = cols.entries.len();
-            let mine = placed.get(at..at + n).ok_or_else(|| {
-                JournalError::Config("the placement returned fewer rows than entries".into())
-            })?;
-            at += n;
-            let receipt = receipt(self, cols, mine).await?;
-            self.wake_after(*shard, &receipt);
-            receipts.push(receipt);
+        let receipts = many.receipts(self, &placed).await?;
+        for (part, receipt) in many.parts.iter().zip(&receipts) {
+            self.wake_after(part.shard, receipt);
         }
         Ok(receipts)
     }
