@@ -351,17 +351,15 @@ impl Pipeline {
         let done = match done {
             Ok(d) => d,
             Err(e) => {
-                // Cannot happen short of a bug: treat every shard of it as failed.
-                tracing::error!(error = %e, "the commit task ended abnormally");
+                // Cannot happen short of a bug. Its shards' inline projections went down
+                // with it: let go of the shards, so that the runner takes them up afresh.
+                tracing::error!(error = %e, "the commit task ended abnormally; its shards are given up");
                 let shards: Vec<Shard> = in_flight
                     .as_ref()
                     .map(|f| f.shards.keys().copied().collect())
                     .unwrap_or_default();
                 for shard in shards {
-                    if let Some(mb) = self.mailboxes.get_mut(&shard) {
-                        mb.in_commit = false;
-                    }
-                    self.reset(shard, "the commit task ended abnormally", false, None);
+                    self.remove(shard, Exit::Dropped);
                 }
                 return;
             }
