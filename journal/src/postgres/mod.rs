@@ -127,18 +127,7 @@ impl PgJournal {
         .bind(self.channel())
         .bind(batch.lease.map(|l| l.shard as i32))
         .bind(epoch.map(|e| e as i64))
-        .bind(&e.shard)
-        .bind(&e.kind)
-        .bind(&e.entity_type)
-        .bind(&e.entity_id)
-        .bind(&e.seq)
-        .bind(&e.message_id)
-        .bind(&e.type_tag)
-        .bind(&e.schema_version)
-        .bind(&e.payload)
-        .bind(&e.crc)
-        .bind(&e.deliver_at)
-        .bind(&e.created_at)
+        .bind_entries(e)
         .bind(batch.shard as i32)
         .bind(&r.entity_type)
         .bind(&r.entity_id)
@@ -218,18 +207,7 @@ impl PgJournal {
         .bind(self.channel())
         .bind(&f_shard)
         .bind(&f_epoch)
-        .bind(&e.shard)
-        .bind(&e.kind)
-        .bind(&e.entity_type)
-        .bind(&e.entity_id)
-        .bind(&e.seq)
-        .bind(&e.message_id)
-        .bind(&e.type_tag)
-        .bind(&e.schema_version)
-        .bind(&e.payload)
-        .bind(&e.crc)
-        .bind(&e.deliver_at)
-        .bind(&e.created_at)
+        .bind_entries(e)
         .bind(&r_shard)
         .bind(&r.entity_type)
         .bind(&r.entity_id)
@@ -332,6 +310,29 @@ fn classify(err: sqlx::Error, shard: Shard, epoch: Option<u64>) -> JournalError 
     JournalError::Persistence(err)
 }
 
+/// Binds the twelve entry columns, in the order every journal function takes them
+/// (`p_shard` … `p_created_at`).
+trait BindEntries<'q> {
+    fn bind_entries(self, e: &'q EntryColumns) -> Self;
+}
+
+impl<'q> BindEntries<'q> for sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    fn bind_entries(self, e: &'q EntryColumns) -> Self {
+        self.bind(&e.shard)
+            .bind(&e.kind)
+            .bind(&e.entity_type)
+            .bind(&e.entity_id)
+            .bind(&e.seq)
+            .bind(&e.message_id)
+            .bind(&e.type_tag)
+            .bind(&e.schema_version)
+            .bind(&e.payload)
+            .bind(&e.crc)
+            .bind(&e.deliver_at)
+            .bind(&e.created_at)
+    }
+}
+
 /// Maps the errors of a many-shard commit: `Fenced` names the shard the database named.
 fn classify_many(err: sqlx::Error, parts: &[ManyPart]) -> JournalError {
     let fenced = match &err {
@@ -382,18 +383,7 @@ impl Journal for PgJournal {
             )
             .bind(now.as_micros())
             .bind(self.channel())
-            .bind(&entries.shard)
-            .bind(&entries.kind)
-            .bind(&entries.entity_type)
-            .bind(&entries.entity_id)
-            .bind(&entries.seq)
-            .bind(&entries.message_id)
-            .bind(&entries.type_tag)
-            .bind(&entries.schema_version)
-            .bind(&entries.payload)
-            .bind(&entries.crc)
-            .bind(&entries.deliver_at)
-            .bind(&entries.created_at)
+            .bind_entries(&entries)
             .fetch_all(&self.inner.pool)
             .await?,
         )?;
