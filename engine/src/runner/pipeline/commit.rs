@@ -325,7 +325,11 @@ impl Pipeline {
             in_flight
                 .shards
                 .insert(*shard, (target, offsets, mb.generation));
-            in_flight.replies.extend(messages.iter().cloned());
+            in_flight.replies.extend(
+                messages
+                    .iter()
+                    .map(|p| (*shard, p.entity.clone(), p.message_id, p.reply.clone())),
+            );
             parts.push(Part {
                 lease: mb.lease,
                 alone: mb.refused >= ISOLATE_AFTER,
@@ -412,11 +416,10 @@ impl Pipeline {
             }
         }
         let mut released = 0u64;
-        for p in in_flight.replies {
-            let shard = self.env.journal.shard_of(&p.entity);
+        for (shard, entity, message_id, reply) in in_flight.replies {
             if committed.contains(&shard) {
                 released += 1;
-                self.waiters.resolve(&p.entity, p.message_id, p.reply);
+                self.waiters.resolve(&entity, message_id, reply);
             }
         }
         metrics::counter!(m::MESSAGES_PROCESSED).increment(released);

@@ -4,7 +4,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::time::Instant;
 
-use entlog_journal::{EntityKey, Lease, Processed, Shard, Timestamp};
+use entlog_journal::{EntityKey, Lease, Shard, Timestamp};
 use tokio::sync::{mpsc, oneshot};
 
 use super::Exit;
@@ -101,8 +101,9 @@ pub(super) struct InFlight {
     pub(super) shards: HashMap<Shard, (u64, BTreeSet<u64>, u64)>,
     /// Handled messages per entity it carries.
     pub(super) entities: HashMap<EntityKey, usize>,
-    /// The replies to release, by message.
-    pub(super) replies: Vec<Processed>,
+    /// The replies to release once committed: (shard, entity, message id, reply). Only
+    /// these are kept, not the messages' events and outgoing messages.
+    pub(super) replies: Vec<(Shard, EntityKey, uuid::Uuid, entlog_journal::Payload)>,
 }
 /// Records a shard's trouble (`Some(cause)`) or its end (`None`) when that changes.
 pub(super) fn trouble(
