@@ -88,6 +88,15 @@ impl AnyJournal {
         }
     }
 
+    /// How soon a runner that stopped answering loses its shards (lock sessions exist on
+    /// PostgreSQL only; SQLite's one process owns every shard and reports the defaults).
+    pub fn liveness(&self) -> crate::Liveness {
+        match self {
+            AnyJournal::Postgres(j) => j.liveness(),
+            AnyJournal::Sqlite(_) => crate::Liveness::default(),
+        }
+    }
+
     /// The largest payload (command, event, reply, state) the journal stores, in bytes.
     pub fn max_payload_bytes(&self) -> usize {
         match self {
@@ -214,6 +223,10 @@ impl Journal for AnyJournal {
             AnyJournal::Postgres(j) => AnyLocks::Postgres(j.lock_session(runner).await?),
             AnyJournal::Sqlite(j) => AnyLocks::Sqlite(j.lock_session(runner).await?),
         })
+    }
+
+    async fn shard_owner(&self, shard: Shard) -> Result<Option<String>> {
+        both!(self, j => j.shard_owner(shard).await)
     }
 
     async fn live_runners(&self) -> Result<Vec<RunnerInfo>> {

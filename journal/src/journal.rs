@@ -272,6 +272,10 @@ pub trait Journal: Send + Sync + 'static {
     /// Runners whose lock sessions are alive, ordered by id.
     fn live_runners(&self) -> impl Future<Output = Result<Vec<RunnerInfo>>> + Send;
 
+    /// The runner that holds the shard's lock right now, if any: `None` when no live lock
+    /// session owns it (nobody runs, or it is moving between runners).
+    fn shard_owner(&self, shard: Shard) -> impl Future<Output = Result<Option<String>>> + Send;
+
     /// An entity's events from `from_seq` on, fetched in pages of [`EVENT_PAGE`], so that a
     /// long history never sits in memory at once.
     fn events<'a>(

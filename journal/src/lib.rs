@@ -29,6 +29,7 @@ mod envelope;
 mod error;
 mod inspect;
 mod journal;
+mod liveness;
 mod meta;
 mod ownership;
 mod postgres;
@@ -55,6 +56,7 @@ pub use inspect::{
     CursorInfo, EntityRecords, PruneReport, RunnerRow, ScheduledMessage, ShardInfo, StoredSnapshot,
 };
 pub use journal::{EVENT_PAGE, Journal};
+pub use liveness::Liveness;
 pub use meta::FORMAT_VERSION;
 pub use ownership::{Lease, RunnerInfo, ShardLocks};
 pub use postgres::{PgJournal, PgLocks, PgOptions};

@@ -12,13 +12,20 @@
 //! A session lock belongs to the server backend that took it. A pooled connection may be
 //! recycled, or shared by a transaction-mode pooler, which would hand the lock to a
 //! stranger or drop it silently; the lock connection is therefore opened with
-//! `PgConnection::connect` and never enters a pool. It is pinged every
-//! `lock_ping_interval`; the first failure marks the session lost, and every lease it held
-//! is void from then on (the server freed the locks when the backend went away).
+//! `PgConnection::connect` (at `PgOptions::lock_url` when set) and never enters a pool.
+//!
+//! # Liveness
+//!
+//! The session runs a heartbeat every `ping_interval` ([`Liveness`]); one that does not
+//! finish within `ping_timeout` — counting the wait for the connection, which an acquire
+//! may hold — marks the session lost, and every lease it held is void from then on. The
+//! server ends a session that sent nothing for `session_timeout` (`idle_session_timeout`),
+//! which frees its locks when the runner stalls or its network goes silent. Statements
+//! wait at most `Liveness::lock_wait` for a row lock (`lock_timeout`): an acquire that
+//! meets a locked shard row gives the shard up for now instead of blocking the session.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex as StdMutex};
-use std::time::Duration;
 
 use sqlx::{Connection, PgConnection};
 use tokio::sync::{Mutex, watch};
@@ -26,9 +33,9 @@ use tokio::task::JoinHandle;
 
 use super::PgOptions;
 use crate::error::{JournalError, Result};
+use crate::liveness::Liveness;
 use crate::ownership::{Lease, ShardLocks, runner_lock_key};
 use crate::shard::Shard;
-use crate::time::Timestamp;
 
 /// A runner's shard locks, held on one connection outside the pool.
 pub struct PgLocks {
@@ -68,7 +75,22 @@ impl PgLocks {
         runner: &str,
     ) -> Result<Self> {
         crate::envelope::check_name(crate::error::Field::Consumer, runner)?;
-        let mut conn = PgConnection::connect_with(&options.connect_options()?).await?;
+        let liveness = options.liveness;
+        // A connect that hangs (a host or route that swallows packets) gives up like a
+        // heartbeat would: the runner tries again rather than waiting forever.
+        let connect_options = options.lock_connect_options()?;
+        let connect = PgConnection::connect_with(&connect_options);
+        let mut conn = tokio::time::timeout(liveness.session_timeout, connect)
+            .await
+            .map_err(|_| {
+                sqlx::Error::Io(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!(
+                        "the lock session could not connect within {:?}",
+                        liveness.session_timeout
+                    ),
+                ))
+            })??;
         sqlx::query("SET application_name = 'entlog-locks'")
             .execute(&mut conn)
             .await?;
@@ -84,14 +106,15 @@ impl PgLocks {
                 runner: runner.to_owned(),
             });
         }
-        let now = Timestamp::now().as_micros();
+        // Times from the server's clock: one clock for every runner.
         sqlx::query(
-            "INSERT INTO runners (runner, lock_key, started_at, heartbeat_at) VALUES ($1, $2, $3, $3)
-             ON CONFLICT (runner) DO UPDATE SET lock_key = $2, started_at = $3, heartbeat_at = $3",
+            "INSERT INTO runners (runner, lock_key, started_at, heartbeat_at)
+             SELECT $1, $2, t, t FROM (SELECT (extract(epoch from clock_timestamp()) * 1000000)::BIGINT) n(t)
+             ON CONFLICT (runner) DO UPDATE SET lock_key = $2, started_at = excluded.started_at,
+                                                heartbeat_at = excluded.heartbeat_at",
         )
         .bind(runner)
         .bind(key)
-        .bind(now)
         .execute(&mut conn)
         .await?;
         let (alive, _) = watch::channel(true);
@@ -103,7 +126,7 @@ impl PgLocks {
             runner: runner.to_owned(),
             held: StdMutex::new(HashSet::new()),
         });
-        let pinger = tokio::spawn(ping(inner.clone(), options.lock_ping_interval));
+        let pinger = tokio::spawn(ping(inner.clone(), liveness));
         Ok(PgLocks { inner, pinger })
     }
 
@@ -152,30 +175,58 @@ impl LockConn {
     }
 }
 
-async fn ping(inner: Arc<LockConn>, every: Duration) {
+async fn ping(inner: Arc<LockConn>, liveness: Liveness) {
     loop {
-        tokio::time::sleep(every).await;
-        let mut guard = inner.conn.lock().await;
-        let Some(conn) = guard.as_mut() else { return };
-        // The ping is the heartbeat: one round trip proves the connection (and with it
-        // every lock) alive and refreshes what `status` shows.
-        let beat = sqlx::query("UPDATE runners SET heartbeat_at = $2 WHERE runner = $1")
+        tokio::time::sleep(liveness.ping_interval).await;
+        // The wait for the connection counts: an acquire stuck behind a row lock must not
+        // keep the heartbeat from noticing a dead session.
+        let beat = async {
+            let mut guard = inner.conn.lock().await;
+            let Some(conn) = guard.as_mut() else {
+                return (guard, None);
+            };
+            // The ping is the heartbeat: one round trip proves the connection (and with it
+            // every lock) alive and refreshes what `status` shows.
+            let result = sqlx::query(
+                "UPDATE runners SET heartbeat_at = (extract(epoch from clock_timestamp()) * 1000000)::BIGINT
+                  WHERE runner = $1",
+            )
             .bind(&inner.runner)
-            .bind(Timestamp::now().as_micros())
-            .execute(&mut *conn);
-        let result = tokio::time::timeout(every.max(Duration::from_secs(2)), beat)
+            .execute(&mut *conn)
             .await
-            .map(|r| r.map(|_| ()));
-        let err = match result {
-            Ok(Ok(())) => continue,
-            Ok(Err(e)) => e,
-            Err(_) => sqlx::Error::PoolTimedOut,
+            .map(|_| ());
+            (guard, Some(result))
         };
-        // Drop the connection: if it was merely slow, closing it frees its locks too, so
-        // no shard stays locked by a session that has given up on it.
-        inner.fail(&mut guard, err);
+        match tokio::time::timeout(liveness.ping_timeout, beat).await {
+            Ok((_, None)) => {}
+            Ok((_, Some(Ok(())))) => continue,
+            Ok((mut guard, Some(Err(e)))) => {
+                inner.fail(&mut guard, e);
+            }
+            Err(_) => {
+                // The connection may be held by a statement that will never return; the
+                // session is lost either way. Forget the leases now, and drop the
+                // connection (which frees its locks) once it can be had.
+                inner.lost(sqlx::Error::Protocol(format!(
+                    "heartbeat took longer than {:?}",
+                    liveness.ping_timeout
+                )));
+                let inner = inner.clone();
+                tokio::spawn(async move {
+                    inner.conn.lock().await.take();
+                });
+            }
+        }
         return;
     }
+}
+
+/// Whether a lock-session statement gave up waiting (`lock_timeout`, `statement_timeout`)
+/// rather than failing: the session is still fine.
+fn gave_up_waiting(e: &sqlx::Error) -> bool {
+    e.as_database_error()
+        .and_then(|d| d.code())
+        .is_some_and(|c| c == "55P03" || c == "57014")
 }
 
 impl ShardLocks for PgLocks {
@@ -216,6 +267,22 @@ impl ShardLocks for PgLocks {
         .await
         {
             Ok(epoch) => epoch,
+            Err(e) if gave_up_waiting(&e) => {
+                // The shard's row is locked (a stalled owner's transaction, until the
+                // server ends it). A session lock taken by the failed statement stays
+                // taken (session locks ignore rollback): give it back, and try again at
+                // the next rebalance.
+                tracing::info!(shard, error = %e, "shard row busy; acquiring later");
+                let unlock = sqlx::query("SELECT pg_advisory_unlock($1, $2)")
+                    .bind(self.inner.namespace)
+                    .bind(shard as i32)
+                    .execute(&mut *conn)
+                    .await;
+                return match unlock {
+                    Ok(_) => Ok(None),
+                    Err(e) => Err(self.inner.fail(&mut guard, e)),
+                };
+            }
             Err(e) => return Err(self.inner.fail(&mut guard, e)),
         };
         Ok(epoch.map(|epoch| {

@@ -160,6 +160,11 @@ impl PgJournal {
         self.inner.wakeups.count(shard)
     }
 
+    /// The liveness bounds of this journal's lock sessions.
+    pub fn liveness(&self) -> crate::Liveness {
+        self.inner.options.liveness
+    }
+
     /// The largest payload this journal stores, in bytes.
     pub fn max_payload_bytes(&self) -> usize {
         self.inner.options.max_payload_bytes
@@ -699,6 +704,25 @@ impl Journal for PgJournal {
             return true;
         }
         self.inner.wakeups.wait_replies(shard, timeout).await
+    }
+
+    async fn shard_owner(&self, shard: Shard) -> Result<Option<String>> {
+        self.check_shard(shard)?;
+        // Owned = the shard's advisory lock is held right now (see `live_runners`).
+        let owner: Option<Option<String>> = sqlx::query_scalar(
+            "SELECT s.owner FROM shards s
+              WHERE s.shard = $2 AND EXISTS (
+                    SELECT 1 FROM pg_locks l
+                     WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2
+                       AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+                       AND l.classid::BIGINT = ($1::BIGINT & 4294967295)
+                       AND l.objid::BIGINT = s.shard::BIGINT)",
+        )
+        .bind(self.inner.lock_namespace)
+        .bind(shard as i32)
+        .fetch_optional(&self.inner.pool)
+        .await?;
+        Ok(owner.flatten())
     }
 
     async fn live_runners(&self) -> Result<Vec<RunnerInfo>> {

@@ -11,6 +11,7 @@ use tokio::sync::OnceCell;
 use super::{Inner, PgJournal};
 use crate::envelope::DEFAULT_MAX_PAYLOAD_BYTES;
 use crate::error::{JournalError, Result};
+use crate::liveness::Liveness;
 use crate::meta::{
     APPLIED_MIGRATIONS, FORMAT_VERSION, Meta, adopt_shard_count, check_meta, check_migrated,
     parse_meta,
@@ -36,9 +37,14 @@ pub struct PgOptions {
     /// Send NOTIFY on append so tailers in other processes wake at once. Default true.
     /// Without it, other processes find new entries only by polling.
     pub notify: bool,
-    /// How often a lock session checks that its connection is alive. Default 250 ms:
-    /// the bound on how long a runner may go on after losing its locks unnoticed.
-    pub lock_ping_interval: Duration,
+    /// How soon a runner that stopped answering loses its shards, on its side and on the
+    /// server's (see [`Liveness`]). Default: heartbeat every 250 ms, the runner stops
+    /// writing 1.75 s after its last good one, the server frees its locks after 3 s.
+    pub liveness: Liveness,
+    /// Where the lock session connects, when not at `url`. Session advisory locks need a
+    /// real server session: with a transaction-mode pooler (PgBouncer) in front of the
+    /// pool, point this at PostgreSQL itself. Default `None`: `url`.
+    pub lock_url: Option<String>,
 }
 
 impl PgOptions {
@@ -51,7 +57,8 @@ impl PgOptions {
             max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
             max_connections: 10,
             notify: true,
-            lock_ping_interval: Duration::from_millis(250),
+            liveness: Liveness::default(),
+            lock_url: None,
         }
     }
 
@@ -85,16 +92,53 @@ impl PgOptions {
         self
     }
 
-    /// Connection options with the journal's schema on the search path, and JIT off.
+    /// Sets the liveness bounds of lock sessions.
+    pub fn liveness(mut self, liveness: Liveness) -> Self {
+        self.liveness = liveness;
+        self
+    }
+
+    /// Sets where the lock session connects.
+    pub fn lock_url(mut self, url: impl Into<String>) -> Self {
+        self.lock_url = Some(url.into());
+        self
+    }
+
+    /// Connection options of the pool: the journal's schema on the search path, JIT off,
+    /// and a transaction left idle longer than the liveness bound ended by the server.
+    ///
+    /// Why the idle-transaction bound: a stalled process's open transaction holds row
+    /// locks (a shard's head row) that the next owner needs; the server ends it so that
+    /// failover does not wait for the process.
     ///
     /// Why JIT off: the journal's statements are short index walks, but the planner's cost
     /// estimate for a custom plan of the many-shard mailbox read (and of the array-taking
     /// functions) passes `jit_above_cost`, and compiling takes far longer than the query:
     /// measured here, 206 ms with JIT against 14 ms without for the same mailbox read.
     pub(crate) fn connect_options(&self) -> Result<PgConnectOptions> {
-        let opts = PgConnectOptions::from_str(&self.url)
+        self.options_for(&self.url, self.liveness.pool_settings())
+    }
+
+    /// Connection options of the lock session: as the pool's, with the lock session's
+    /// timeouts (see [`Liveness`]).
+    pub(crate) fn lock_connect_options(&self) -> Result<PgConnectOptions> {
+        let url = self.lock_url.as_deref().unwrap_or(&self.url);
+        self.options_for(url, self.liveness.lock_session_settings())
+    }
+
+    fn options_for(
+        &self,
+        url: &str,
+        settings: Vec<(&'static str, String)>,
+    ) -> Result<PgConnectOptions> {
+        let opts = PgConnectOptions::from_str(url)
             .map_err(|e| JournalError::Config(format!("bad PostgreSQL URL: {e}")))?;
-        Ok(opts.options([("search_path", self.schema.as_str()), ("jit", "off")]))
+        let mut all = vec![
+            ("search_path", self.schema.clone()),
+            ("jit", "off".to_owned()),
+        ];
+        all.extend(settings.into_iter().map(|(k, v)| (k, v)));
+        Ok(opts.options(all))
     }
 }
 
@@ -116,6 +160,7 @@ fn check_schema_name(schema: &str) -> Result<()> {
 
 pub(super) async fn open(mut options: PgOptions) -> Result<PgJournal> {
     check_schema_name(&options.schema)?;
+    options.liveness.check()?;
     if options.shard_count > i32::MAX as u32 {
         return Err(JournalError::Config(format!(
             "shard count {} is out of range",
@@ -177,6 +222,7 @@ pub(super) async fn open(mut options: PgOptions) -> Result<PgJournal> {
 /// it was created with; changes nothing in the database (tools use this).
 pub(super) async fn open_existing(mut options: PgOptions) -> Result<PgJournal> {
     check_schema_name(&options.schema)?;
+    options.liveness.check()?;
     let pool = connect(&options).await?;
     let location = format!("schema {:?}", options.schema);
     let Some(meta) = read_meta(&pool).await? else {

@@ -650,6 +650,18 @@ impl Journal for SqliteJournal {
         Ok(locks)
     }
 
+    async fn shard_owner(&self, shard: Shard) -> Result<Option<String>> {
+        self.check_shard(shard)?;
+        let owner: Option<Option<String>> =
+            sqlx::query_scalar("SELECT owner FROM shards WHERE shard = ?1")
+                .bind(shard as i64)
+                .fetch_optional(&self.inner.reader)
+                .await?;
+        // Owned only while the owner's lock session in this process is open.
+        let live = |r: &String| self.inner.live.lock().is_ok_and(|l| l.contains(r));
+        Ok(owner.flatten().filter(live))
+    }
+
     async fn live_runners(&self) -> Result<Vec<RunnerInfo>> {
         let live: Vec<String> = self
             .inner

@@ -1178,20 +1178,41 @@ pub async fn runner_registry<B: Backend>(b: &B) {
     );
     let lease = a.try_acquire(1).await.expect("acquire").expect("free");
     a.close().await.expect("close");
-    let live: Vec<String> = j
-        .live_runners()
-        .await
-        .expect("live")
-        .into_iter()
-        .map(|r| r.runner)
-        .collect();
+    // A closed session's locks are freed by the server once its backend has exited, a
+    // moment after the client closed: wait for that, within a generous bound.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let (live, taken) = loop {
+        let live: Vec<String> = j
+            .live_runners()
+            .await
+            .expect("live")
+            .into_iter()
+            .map(|r| r.runner)
+            .collect();
+        let taken = match live.as_slice() {
+            [only] if only == "runner-c" => c.try_acquire(1).await.expect("acquire"),
+            _ => None,
+        };
+        if let Some(taken) = taken {
+            break (live, taken);
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "runner-a's locks were not released by close: live {live:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
     assert_eq!(live, ["runner-c"]);
-    let taken = c
-        .try_acquire(1)
-        .await
-        .expect("acquire")
-        .expect("released by close");
     assert!(taken.epoch > lease.epoch);
+    assert_eq!(
+        j.shard_owner(1).await.expect("owner").as_deref(),
+        Some("runner-c")
+    );
+    assert_eq!(
+        j.shard_owner(0).await.expect("owner"),
+        None,
+        "never acquired"
+    );
     let again = j.lock_session("runner-a").await.expect("id free again");
     drop(again);
     let err = j.lock_session("").await.expect_err("empty runner id");
