@@ -413,11 +413,32 @@ impl<E: Entity> EntityRef<E> {
             | AppendOutcome::Scheduled { .. }
             | AppendOutcome::Duplicate { .. } => {}
         }
-        let deadline = tokio::time::Instant::now() + inner.config.ask_timeout;
-        match tokio::time::timeout_at(deadline, wait.reply()).await {
-            Ok(Some(reply)) => codec::decode_reply::<E>(id, &reply),
-            Ok(None) => Err(EngineError::ShutDown),
-            Err(_) => Err(EngineError::Timeout { message_id: id }),
+        let start = tokio::time::Instant::now();
+        let deadline = start + inner.config.ask_timeout;
+        let mut check = start + inner.config.unavailable_after;
+        let reply = wait.reply();
+        tokio::pin!(reply);
+        loop {
+            tokio::select! {
+                got = &mut reply => return match got {
+                    Some(reply) => codec::decode_reply::<E>(id, &reply),
+                    None => Err(EngineError::ShutDown),
+                },
+                _ = tokio::time::sleep_until(deadline.min(check)) => {}
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(EngineError::Timeout { message_id: id });
+            }
+            // Slow, or nobody there? Only a shard no live runner holds fails early.
+            if inner.journal.shard_owner(shard).await?.is_none() {
+                metrics::counter!(m::RUNNER_UNAVAILABLE).increment(1);
+                return Err(EngineError::RunnerUnavailable {
+                    shard,
+                    message_id: id,
+                    waited: start.elapsed(),
+                });
+            }
+            check += inner.config.unavailable_after;
         }
     }
 

@@ -38,6 +38,12 @@ pub struct Config {
     pub rebalance_interval: Duration,
     /// How long `ask` waits for a reply. Default 30 s.
     pub ask_timeout: Duration,
+    /// How long `ask` waits before checking that some live runner owns the entity's shard;
+    /// if none does, it fails with `EngineError::RunnerUnavailable` instead of waiting out
+    /// `ask_timeout` (checked again every as long while the ask waits). Default 5 s:
+    /// longer than a silent runner's failover (about 3.3 s), so a moving shard is not
+    /// mistaken for an abandoned one.
+    pub unavailable_after: Duration,
     /// How long graceful shutdown waits for shards to finish. Default 10 s.
     pub shutdown_timeout: Duration,
     /// Attempts of a message whose handler panics before it gets a failure reply.
@@ -63,11 +69,6 @@ pub struct Config {
     /// still owned; doubles on each consecutive failure up to 1 minute, and starts over
     /// after a run of a minute or more. Default 1 s.
     pub singleton_restart_backoff: Duration,
-    /// When a singleton's previous run did not stop cleanly (its runner died or lost its
-    /// lock connection), how long the new owner waits before starting it, so that the old
-    /// runner has noticed its lost lock and aborted its copy. Must exceed the journal's
-    /// lock ping interval (250 ms by default) plus a round trip. Default 1 s.
-    pub singleton_takeover_grace: Duration,
 }
 
 impl Default for Config {
@@ -82,6 +83,7 @@ impl Default for Config {
             poll_interval: Duration::from_secs(1),
             rebalance_interval: Duration::from_millis(250),
             ask_timeout: Duration::from_secs(30),
+            unavailable_after: Duration::from_secs(5),
             shutdown_timeout: Duration::from_secs(10),
             max_attempts: 3,
             retry_backoff: Duration::from_millis(20),
@@ -91,7 +93,6 @@ impl Default for Config {
             metrics_addr: None,
             singleton_stop_timeout: Duration::from_secs(5),
             singleton_restart_backoff: Duration::from_secs(1),
-            singleton_takeover_grace: Duration::from_secs(1),
         }
     }
 }

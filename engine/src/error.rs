@@ -28,6 +28,21 @@ pub enum EngineError {
         /// The message's id, for `ask_with_id`.
         message_id: Uuid,
     },
+    /// No live runner held the entity's shard when the ask had waited
+    /// `Config::unavailable_after`: nobody is running, or every runner lost the shard.
+    /// The message is journaled and is processed once a runner owns the shard; ask again
+    /// with the same id to get its reply.
+    #[error(
+        "no runner owns shard {shard}: message {message_id} waits in the journal (waited {waited:?})"
+    )]
+    RunnerUnavailable {
+        /// The entity's shard.
+        shard: u32,
+        /// The message's id, for `ask_with_id`.
+        message_id: Uuid,
+        /// How long the ask waited.
+        waited: std::time::Duration,
+    },
     /// The stored reply to an ask has another entity type's tag than the asked entity's:
     /// it is not decoded (a reply of one type is never read as another's).
     #[error("reply to message {message_id} is a {found}, not a {expected}")]

@@ -34,6 +34,13 @@ pub const MESSAGES_PER_COMMIT: &str = "entlog_messages_per_commit";
 /// serves every such ask of one shard).
 pub const REPLY_QUERIES: &str = "entlog_reply_queries_total";
 
+/// Counter: asks that failed with `RunnerUnavailable` (no live runner owned their shard).
+pub const RUNNER_UNAVAILABLE: &str = "entlog_runner_unavailable_total";
+
+/// Counter: lock sessions this runner lost (a dead or silent connection): it stopped
+/// writing and dropped every shard.
+pub const LOCK_SESSIONS_LOST: &str = "entlog_lock_sessions_lost_total";
+
 /// Registers the descriptions of every metric with the installed recorder.
 pub fn describe() {
     use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
@@ -73,5 +80,13 @@ pub fn describe() {
     describe_counter!(
         REPLY_QUERIES,
         "batched reply queries for asks answered by another process"
+    );
+    describe_counter!(
+        RUNNER_UNAVAILABLE,
+        "asks failed because no live runner owned their shard"
+    );
+    describe_counter!(
+        LOCK_SESSIONS_LOST,
+        "lock sessions lost: every shard dropped, writing stopped"
     );
 }

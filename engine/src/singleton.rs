@@ -21,22 +21,25 @@
 //!
 //! The owner is whoever holds the shard's advisory lock, so there is at most one owner at
 //! a time. A *task* can still outlive its ownership for a moment: when a runner's lock
-//! connection dies (the server frees its locks at once), the runner notices only at its
-//! next ping — within the journal's `lock_ping_interval` (250 ms), or, when the connection
-//! dies silently, when the ping times out (`max(lock_ping_interval, 2 s)`) — and then
-//! aborts its singletons without waiting. To cover that window, a new owner that finds the
+//! connection dies, the server frees its locks, while the runner notices at its next
+//! heartbeat — at once when the connection was closed, or within the journal's
+//! `Liveness::self_detection` (1.75 s by default) when it went silent — and then aborts
+//! its singletons without waiting. To cover that window, a new owner that finds the
 //! previous run not stopped cleanly (it records starts and clean stops in the
-//! `singletons` table) waits `Config::singleton_takeover_grace` (1 s) before starting.
-//! Copies overlap only if the old runner takes longer than that to notice and abort: a
-//! connection that died silently, a stalled process, or a task that does not reach an
-//! `.await` (abort takes effect there). A task whose side effects must never be doubled
+//! `singletons` table) waits `Liveness::takeover_grace` (1.5 × the detection time,
+//! 2.6 s by default) before starting. A runner that merely stalls or is cut off keeps its
+//! locks until the server ends its silent session (`Liveness::session_timeout`, 3 s), by
+//! which time it has stopped writing on its own side. Copies overlap only if the old
+//! runner takes longer than the grace to notice and abort — a process stalled between
+//! its last heartbeat and its next `.await`, or a task that never reaches an `.await`
+//! (abort takes effect there). A task whose side effects must never be doubled
 //! needs its own fencing on top — deterministic message ids (the journal drops a repeated
 //! id, which is how [cron](crate::CronSchedule) fires once per tick), or a
 //! compare-and-set on a row.
 //!
-//! Failover takes, with the default settings, the time the server needs to notice the
-//! dead connection (at once when the process died or the connection was terminated),
-//! then up to `rebalance_interval` (250 ms), then the takeover grace (1 s): about 1.3 s.
+//! Failover takes the time the server needs to notice the runner is gone (at once when
+//! the process died or the connection was closed; `session_timeout`, 3 s, when it went
+//! silent), then up to `rebalance_interval` (250 ms), then the takeover grace (2.6 s).
 //! On SQLite one process owns every shard and runs every singleton.
 //!
 //! ```no_run
@@ -290,12 +293,10 @@ impl Supervisor {
             }
         };
         if unclean {
-            tracing::info!(singleton = %name, grace = ?self.config.singleton_takeover_grace,
+            let grace = self.journal.liveness().takeover_grace();
+            tracing::info!(singleton = %name, ?grace,
                 "previous run did not stop cleanly; waiting out the takeover grace");
-            if self
-                .sleep_or_stop(self.config.singleton_takeover_grace)
-                .await
-            {
+            if self.sleep_or_stop(grace).await {
                 return;
             }
         }

@@ -31,6 +31,8 @@ const NOT_PRODUCED: &[&str] = &[
     "entlog_shard_retries_total",
     // Local asks get their replies from the runner: no reply query.
     "entlog_reply_queries_total",
+    "entlog_runner_unavailable_total",
+    "entlog_lock_sessions_lost_total",
 ];
 
 /// A projection that fails on every event, so `entlog_projection_failures_total` moves.

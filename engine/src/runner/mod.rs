@@ -59,6 +59,13 @@ struct Worker {
     singletons: Vec<JoinHandle<()>>,
 }
 
+/// What ends one turn of a lock session's loop.
+enum Next {
+    Rebalance,
+    Lost,
+    Shutdown,
+}
+
 pub(crate) struct Runner {
     pub id: String,
     pub journal: AnyJournal,
@@ -127,18 +134,29 @@ impl Runner {
             };
             tracing::info!(runner = %self.id, "lock session open");
             loop {
-                self.rebalance(&locks).await;
-                tokio::select! {
-                    _ = locks.lost() => {
+                // Loss detection and shutdown never wait behind a rebalance: a rebalance
+                // cut short leaves nothing behind that the session's end does not free.
+                let next = tokio::select! {
+                    biased;
+                    _ = locks.lost() => Next::Lost,
+                    _ = shutdown.changed() => Next::Shutdown,
+                    _ = async {
+                        self.rebalance(&locks).await;
+                        tokio::time::sleep(self.config.rebalance_interval).await;
+                    } => Next::Rebalance,
+                };
+                match next {
+                    Next::Rebalance => {}
+                    Next::Lost => {
                         tracing::warn!(runner = %self.id, "lock session lost: stopping every shard");
+                        metrics::counter!(m::LOCK_SESSIONS_LOST).increment(1);
                         self.drop_all();
                         break;
                     }
-                    _ = shutdown.changed() => {
+                    Next::Shutdown => {
                         self.hand_over(locks).await;
                         return;
                     }
-                    _ = tokio::time::sleep(self.config.rebalance_interval) => {}
                 }
             }
         }
