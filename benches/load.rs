@@ -24,7 +24,9 @@
 //!    the server; time until an ask to an entity of one of A's shards is answered by B
 //!    (or by A again: A notices the loss at its next ping and re-opens a lock session,
 //!    so B takes over only if its rebalance sees A gone first); then the same with the
-//!    runner in a child process killed with SIGKILL;
+//!    runner in a child process killed with SIGKILL, stopped with SIGSTOP (every socket
+//!    stays open: the server ends its silent lock session), and with its lock connection
+//!    black-holed by a proxy that stops forwarding and closes nothing;
 //! 4. activation: the first ask to a 10,000-event counter in a fresh cluster, from its
 //!    snapshot (+50 events), and with no snapshot at all;
 //! 5. memory: the process RSS after scenario 1;
@@ -49,6 +51,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use entlog_engine::{Cluster, Config, Context, Entity, Outcome, Rejection};
+use entlog_journal::testing::BlackHoleProxy;
 use entlog_journal::{PgJournal, PgOptions, Timestamp, shard_of};
 use serde::{Deserialize, Serialize};
 use sqlx::postgres::PgPoolOptions;
@@ -309,7 +312,7 @@ struct Report {
     sqlite: Option<Load>,
     seq: Option<Lat>,
     failover: Vec<FailoverRun>,
-    failover_process: Vec<FailoverRun>,
+    failover_process: Vec<(Strike, FailoverRun)>,
     variants: Vec<(&'static str, Load)>,
     activation: Option<Activation>,
     /// Scheduled-message lateness per backend.
@@ -1440,7 +1443,7 @@ async fn failover(url: &str, admin: &PgPool, s: &Settings, report: &mut Report) 
     // The same with a runner process killed outright (SIGKILL): no runner left to
     // re-open the lock session, so B must take over.
     a.shutdown().await.unwrap();
-    println!("  -- runner process killed (SIGKILL) instead of its lock connection:");
+    println!("  -- runner processes struck instead of a lock connection:");
     failover_process(admin, s, report, &b, &schema).await;
     b.shutdown().await.unwrap();
     drop_schema(admin, &schema).await;
@@ -1451,10 +1454,12 @@ const CHILD_ENV: &str = "ENTLOG_LOAD_CHILD_RUNNER";
 /// The child runner's node number (its `handled_at` is on another clock).
 const CHILD_NODE: u8 = 3;
 
-/// Child mode (`CHILD_ENV` = `schema|runner id`): host the counter as node 3 until killed,
-/// or until stdin closes (the parent went away).
+/// Child mode (`CHILD_ENV` = `schema|runner id|lock url or empty`): host the counter as
+/// node 3 until killed, or until stdin closes (the parent went away).
 fn child_runner(spec: &str) {
-    let (schema, id) = spec.split_once('|').unwrap();
+    let mut parts = spec.split('|');
+    let (schema, id) = (parts.next().unwrap(), parts.next().unwrap());
+    let lock_url = parts.next().filter(|u| !u.is_empty()).map(str::to_owned);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -1464,7 +1469,26 @@ fn child_runner(spec: &str) {
             runner_id: Some(id.to_owned()),
             ..config()
         };
-        let _cluster = pg_cluster(&pg_url(), schema, config, CHILD_NODE).await;
+        let _cluster = match lock_url {
+            None => pg_cluster(&pg_url(), schema, config, CHILD_NODE).await,
+            Some(lock_url) => {
+                let journal = PgJournal::open(
+                    PgOptions::new(pg_url())
+                        .schema(schema)
+                        .shard_count(SHARDS)
+                        .lock_url(lock_url),
+                )
+                .await
+                .unwrap();
+                Cluster::builder()
+                    .journal(journal)
+                    .config(config)
+                    .entity(Counter { node: CHILD_NODE })
+                    .start()
+                    .await
+                    .unwrap()
+            }
+        };
         let _ = tokio::task::spawn_blocking(|| {
             use std::io::Read;
             let mut buf = [0u8; 64];
@@ -1518,6 +1542,29 @@ async fn settled_with_child(
     false
 }
 
+/// How a runner process is taken out in a failover run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Strike {
+    /// `kill -9`: the kernel closes its sockets, the server frees its locks at once.
+    Kill,
+    /// SIGSTOP: the process stops answering with every socket open.
+    Stop,
+    /// Its lock connection goes silent (a proxy stops forwarding, closes nothing).
+    Silence,
+}
+
+impl Strike {
+    const ALL: [Strike; 3] = [Strike::Kill, Strike::Stop, Strike::Silence];
+
+    fn label(self) -> &'static str {
+        match self {
+            Strike::Kill => "runner process SIGKILLed",
+            Strike::Stop => "runner process SIGSTOPped",
+            Strike::Silence => "lock connection black-holed",
+        }
+    }
+}
+
 async fn failover_process(
     admin: &PgPool,
     s: &Settings,
@@ -1525,63 +1572,111 @@ async fn failover_process(
     b: &Cluster,
     schema: &str,
 ) {
+    for strike in Strike::ALL {
+        println!("  -- {}:", strike.label());
+        for run_no in 0..s.failover_runs {
+            if let Some(run) = failover_child(admin, report, b, schema, strike, run_no).await {
+                report.failover_process.push((strike, run));
+            }
+        }
+    }
+}
+
+/// One run: a child runner shares the shards with B, is struck, and B takes over.
+async fn failover_child(
+    admin: &PgPool,
+    report: &mut Report,
+    b: &Cluster,
+    schema: &str,
+    strike: Strike,
+    run_no: usize,
+) -> Option<FailoverRun> {
     let exe = std::env::current_exe().unwrap();
     let pid = std::process::id();
-    for run_no in 0..s.failover_runs {
-        let runner = format!("load-p{run_no}-{pid}");
+    {
+        let proxy = match strike {
+            Strike::Silence => match BlackHoleProxy::for_url(&pg_url()).await {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    report.anomaly(format!("failover ({strike:?}): no proxy: {e}"));
+                    return None;
+                }
+            },
+            _ => None,
+        };
+        let lock_url = proxy.as_ref().map(|(_, u)| u.clone()).unwrap_or_default();
+        let runner = format!("load-{strike:?}{run_no}-{pid}").to_lowercase();
         let started = Instant::now();
         let mut child = match std::process::Command::new(&exe)
-            .env(CHILD_ENV, format!("{schema}|{runner}"))
+            .env(CHILD_ENV, format!("{schema}|{runner}|{lock_url}"))
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::null())
             .spawn()
         {
             Ok(c) => c,
             Err(e) => {
-                report.anomaly(format!("failover (process): cannot start a runner: {e}"));
-                return;
+                report.anomaly(format!("failover ({strike:?}): cannot start a runner: {e}"));
+                return None;
             }
+        };
+        let end = |mut child: std::process::Child| {
+            let _ = child.kill();
+            let _ = child.wait();
         };
         let ok = settled_with_child(admin, schema, b, &runner, Duration::from_secs(20)).await;
         let settled_in = started.elapsed();
         let theirs = db_owned(admin, schema, &runner).await;
         if !ok || theirs.is_empty() {
             report.anomaly(format!(
-                "failover (process) run {run_no}: the child runner and B did not settle in \
+                "failover ({strike:?}) run {run_no}: the child runner and B did not settle in \
                  20 s (child owns {} shards per the table, B lists {})",
                 theirs.len(),
                 b.owned_shards().len()
             ));
-            let _ = child.kill();
-            let _ = child.wait();
-            continue;
+            end(child);
+            return None;
         }
         let shard = theirs[run_no % theirs.len()];
         let id = (0..)
-            .map(|i| format!("p{run_no}-{i}"))
+            .map(|i| format!("p{strike:?}{run_no}-{i}"))
             .find(|id| shard_of(id, SHARDS) == shard)
             .unwrap();
         match b.entity::<Counter>(&id).ask(Cmd::Add(1)).await {
             Ok(r) if r.node == CHILD_NODE => {}
             other => {
                 report.anomaly(format!(
-                    "failover (process) run {run_no}: ask before the kill to the child's \
+                    "failover ({strike:?}) run {run_no}: ask before the strike to the child's \
                      shard {shard}: {:?}",
                     other.map_err(|e| e.to_string())
                 ));
-                let _ = child.kill();
-                let _ = child.wait();
-                continue;
+                end(child);
+                return None;
             }
         }
         let phase = (Uuid::now_v7().as_u128() >> 32) % 250;
         tokio::time::sleep(Duration::from_millis(phase as u64)).await;
-        child.kill().unwrap();
+        let signal = |sig: &str| {
+            let _ = std::process::Command::new("kill")
+                .args([sig, &child.id().to_string()])
+                .status();
+        };
+        match strike {
+            Strike::Kill => signal("-KILL"),
+            Strike::Stop => signal("-STOP"),
+            Strike::Silence => {
+                if let Some((p, _)) = &proxy {
+                    p.set_silent(true);
+                }
+            }
+        }
         let t0 = Instant::now();
         let run = takeover(b, &id, shard, t0, CHILD_NODE, || true).await;
-        let _ = child.wait();
+        if strike == Strike::Stop {
+            signal("-CONT");
+        }
+        end(child);
         for e in &run.errors {
-            report.anomaly(format!("failover (process) run {run_no}: {e}"));
+            report.anomaly(format!("failover ({strike:?}) run {run_no}: {e}"));
         }
         let show = |d: Option<Duration>| d.map_or_else(|| "-".to_owned(), ms);
         println!(
@@ -1595,10 +1690,10 @@ async fn failover_process(
         );
         if run.b_reply.is_none() {
             report.anomaly(format!(
-                "failover (process) run {run_no}: no reply from B within 10 s of the kill"
+                "failover ({strike:?}) run {run_no}: no reply from B within 10 s of the strike"
             ));
         }
-        report.failover_process.push(run);
+        Some(run)
     }
 }
 
@@ -1988,15 +2083,25 @@ fn print_summary(r: &Report, s: &Settings, wall: Duration) {
             format!("median {}  (all kills: {})", ms(median(&gaps)), list(&gaps)),
         );
     }
-    if !r.failover_process.is_empty() {
-        let runs = &r.failover_process;
+    for strike in Strike::ALL {
+        let runs: Vec<&FailoverRun> = r
+            .failover_process
+            .iter()
+            .filter(|(s, _)| *s == strike)
+            .map(|(_, f)| f)
+            .collect();
+        if runs.is_empty() {
+            continue;
+        }
         let by_b: Vec<Duration> = runs.iter().filter_map(|f| f.b_reply).collect();
         let gaps: Vec<Duration> = runs.iter().map(|f| f.gap).collect();
+        let max = by_b.iter().max().copied().unwrap_or_default();
         col(
-            "failover (runner process SIGKILLed → first reply from B)",
+            &format!("failover ({} → first reply from B)", strike.label()),
             format!(
-                "median {}  (runs: {}; longest gaps {})",
+                "median {}  max {}  (runs: {}; longest gaps {})",
                 ms(median(&by_b)),
+                ms(max),
                 list(&by_b),
                 list(&gaps)
             ),

@@ -4,172 +4,12 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::pg::*;
 use common::*;
-use entlog_engine::{Cluster, Config};
-use entlog_journal::testing::database_url;
-use sqlx::{Connection, PgConnection};
-use tokio::sync::Semaphore;
-use uuid::Uuid;
-
-const SHARDS: u32 = 16;
-
-struct Schema {
-    url: String,
-    name: String,
-}
-
-impl Schema {
-    async fn new() -> Self {
-        Schema {
-            url: database_url().await,
-            name: format!("e_{}", Uuid::now_v7().simple()),
-        }
-    }
-
-    async fn runner(&self, id: &str) -> Cluster {
-        Cluster::builder()
-            .postgres_schema(&self.url, &self.name)
-            .config(Config {
-                runner_id: Some(id.into()),
-                ..config(SHARDS)
-            })
-            .entity(Counter)
-            .projection(entlog_engine::StateProjection::<Counter>::new())
-            .start()
-            .await
-            .unwrap()
-    }
-
-    async fn client(&self) -> Cluster {
-        Cluster::builder()
-            .postgres_schema(&self.url, &self.name)
-            .config(config(SHARDS))
-            .client_only()
-            .start()
-            .await
-            .unwrap()
-    }
-
-    async fn admin(&self) -> PgConnection {
-        PgConnection::connect(&self.url).await.unwrap()
-    }
-
-    /// The server process holding runner `id`'s lock connection.
-    async fn lock_backend(&self, id: &str) -> i32 {
-        let mut admin = self.admin().await;
-        sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-            "SELECT l.pid FROM pg_locks l JOIN {}.runners r
-               ON l.locktype = 'advisory' AND l.objsubid = 2 AND l.granted
-              AND l.objid::BIGINT = (r.lock_key::BIGINT & 4294967295)
-            WHERE r.runner = $1",
-            self.name
-        )))
-        .bind(id)
-        .fetch_one(&mut admin)
-        .await
-        .unwrap()
-    }
-
-    async fn owners(&self) -> HashMap<u32, Option<String>> {
-        let mut admin = self.admin().await;
-        let rows: Vec<(i32, Option<String>)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT shard, owner FROM {}.shards",
-            self.name
-        )))
-        .fetch_all(&mut admin)
-        .await
-        .unwrap();
-        rows.into_iter().map(|(s, o)| (s as u32, o)).collect()
-    }
-
-    async fn drop(self) {
-        let mut admin = self.admin().await;
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "DROP SCHEMA {} CASCADE",
-            self.name
-        )))
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    }
-}
-
-/// Every shard owned by exactly one of `clusters`.
-fn covered(clusters: &[&Cluster]) -> bool {
-    let mut seen = vec![0; SHARDS as usize];
-    for c in clusters {
-        for s in c.owned_shards() {
-            seen[s as usize] += 1;
-        }
-    }
-    seen.iter().all(|&n| n == 1)
-}
-
-/// Sends one Add command per tag over `entities` counters with `in_flight` concurrent asks;
-/// `midway` runs once half of them were acknowledged. Returns acknowledgements per
-/// counter; panics if any ask fails.
-async fn load<F, Fut>(
-    client: &Cluster,
-    tags: std::ops::Range<u64>,
-    entities: u64,
-    in_flight: usize,
-    midway: F,
-) -> HashMap<String, u64>
-where
-    F: FnOnce() -> Fut,
-    Fut: std::future::Future<Output = ()>,
-{
-    let asks = tags.end - tags.start;
-    let sem = Arc::new(Semaphore::new(in_flight));
-    let mut tasks = Vec::with_capacity(asks as usize);
-    let mut midway = Some(midway);
-    let acked = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    for tag in tags.clone() {
-        if tag == tags.start + asks / 2 {
-            // Let the first half land, then strike.
-            while acked.load(std::sync::atomic::Ordering::SeqCst) < asks / 3 {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-            if let Some(f) = midway.take() {
-                f().await;
-            }
-        }
-        let permit = sem.clone().acquire_owned().await.unwrap();
-        let id = format!("c{}", tag % entities);
-        let c = client.entity::<Counter>(&id);
-        let acked = acked.clone();
-        tasks.push(tokio::spawn(async move {
-            let r = c.ask(Cmd::Add { n: 1, tag }).await;
-            drop(permit);
-            acked.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            (id, tag, r)
-        }));
-    }
-    let mut per = HashMap::new();
-    for t in tasks {
-        let (id, tag, r) = t.await.unwrap();
-        r.unwrap_or_else(|e| panic!("ask {tag} to {id} failed: {e}"));
-        *per.entry(id).or_insert(0) += 1;
-    }
-    per
-}
-
-/// Every counter's history is gapless, applies each tag once, and has exactly one event
-/// per acknowledged ask.
-async fn check_counters(client: &Cluster, acked: &HashMap<String, u64>) {
-    for (id, n) in acked {
-        let history = check_history(client.journal(), id).await;
-        assert_eq!(
-            history.len() as u64,
-            *n,
-            "{id}: events vs acknowledged asks"
-        );
-    }
-}
+use entlog_engine::Cluster;
 
 /// Three runners, 10,000 asks over 500 entities; one runner's lock connection is
 /// terminated by the server mid-run. Every ask completes, each counter equals the asks
@@ -281,51 +121,7 @@ async fn runners_join_and_leave_under_load() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn killed_runner_process_is_replaced() {
     let schema = Schema::new().await;
-    let exe = std::env::current_exe()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("examples")
-        .join("counter_runner");
-    // Build it if missing or stale (a stale binary would carry an older schema).
-    let built = tokio::process::Command::new(env!("CARGO"))
-        .args([
-            "build",
-            "-q",
-            "-p",
-            "entlog-engine",
-            "--example",
-            "counter_runner",
-        ])
-        .status()
-        .await
-        .unwrap();
-    assert!(
-        built.success() && exe.exists(),
-        "cannot build {}",
-        exe.display()
-    );
-    let mut child = tokio::process::Command::new(&exe)
-        .args([&schema.url, &schema.name, "proc-1", &SHARDS.to_string()])
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    // The schema is created by whoever starts first; give the child a head start.
-    eventually(20, "the child runner to own shards", || async {
-        let Ok(mut admin) = PgConnection::connect(&schema.url).await else {
-            return false;
-        };
-        let n: Result<i64, _> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-            "SELECT count(*) FROM {}.shards WHERE owner = 'proc-1'",
-            schema.name
-        )))
-        .fetch_one(&mut admin)
-        .await;
-        n.is_ok_and(|n| n == i64::from(SHARDS))
-    })
-    .await;
+    let mut child = RunnerProcess::start(&schema, "proc-1").await;
     let local = schema.runner("local").await;
     eventually(20, "the two runners to share", || async {
         let n = local.owned_shards().len() as u32;
@@ -334,8 +130,7 @@ async fn killed_runner_process_is_replaced() {
     .await;
     let client = schema.client().await;
     let acked = load(&client, 0..4_000, 200, 128, || async {
-        child.start_kill().unwrap();
-        let status = child.wait().await.unwrap();
+        let status = child.kill().await;
         eprintln!("killed the runner process: {status}");
     })
     .await;

@@ -1,6 +1,8 @@
 //! A counter entity and helpers shared by the engine tests.
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod pg;
+
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
