@@ -137,7 +137,7 @@ impl PgOptions {
             ("search_path", self.schema.clone()),
             ("jit", "off".to_owned()),
         ];
-        all.extend(settings.into_iter().map(|(k, v)| (k, v)));
+        all.extend(settings);
         Ok(opts.options(all))
     }
 }
