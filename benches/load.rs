@@ -1607,7 +1607,7 @@ async fn failover_child(
         let lock_url = proxy.as_ref().map(|(_, u)| u.clone()).unwrap_or_default();
         let runner = format!("load-{strike:?}{run_no}-{pid}").to_lowercase();
         let started = Instant::now();
-        let mut child = match std::process::Command::new(&exe)
+        let child = match std::process::Command::new(&exe)
             .env(CHILD_ENV, format!("{schema}|{runner}|{lock_url}"))
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::null())
