@@ -429,8 +429,14 @@ impl<E: Entity> EntityRef<E> {
             if tokio::time::Instant::now() >= deadline {
                 return Err(EngineError::Timeout { message_id: id });
             }
-            // Slow, or nobody there? Only a shard no live runner holds fails early.
-            if inner.journal.shard_owner(shard).await?.is_none() {
+            // Slow, or nobody there? Only a shard no live runner holds fails early; a
+            // check that cannot be made (the database is unreachable) leaves the ask
+            // waiting for its reply or its timeout, as before.
+            let owner = inner.journal.shard_owner(shard).await;
+            if let Err(e) = &owner {
+                tracing::debug!(shard, error = %e, "cannot check the shard's owner; still waiting");
+            }
+            if owner.is_ok_and(|o| o.is_none()) {
                 metrics::counter!(m::RUNNER_UNAVAILABLE).increment(1);
                 return Err(EngineError::RunnerUnavailable {
                     shard,
