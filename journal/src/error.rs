@@ -149,6 +149,16 @@ pub enum JournalError {
         /// The journal's database file.
         path: PathBuf,
     },
+    /// The SQLite journal file has more than one name (hard links). SQLite names its
+    /// write-ahead log after the name a file is opened by, so commits made through one
+    /// name and not yet checkpointed are missing through another.
+    #[error("the journal {path} has {links} names (hard links); remove all but one")]
+    HardLinked {
+        /// The journal's database file, as given.
+        path: PathBuf,
+        /// How many names it has.
+        links: u64,
+    },
     /// A runner with this id already holds a live lock session.
     #[error("runner {runner} is already live")]
     RunnerInUse {

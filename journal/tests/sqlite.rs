@@ -4,7 +4,9 @@
 use std::path::PathBuf;
 
 use entlog_journal::testing::conformance::{self as suite, Backend};
-use entlog_journal::{Journal, JournalError, SqliteJournal, SqliteOptions};
+use entlog_journal::{
+    Access, EntityKey, Journal, JournalError, NewMessage, Payload, SqliteJournal, SqliteOptions,
+};
 
 struct Sqlite {
     dir: PathBuf,
@@ -118,20 +120,93 @@ async fn another_process_is_refused() {
     let _owner = SqliteJournal::open(SqliteOptions::new(&path))
         .await
         .unwrap();
-    let mut lock = path.clone().into_os_string();
-    lock.push(".lock");
-    // flock(1) from util-linux, non-blocking: exits 1 when the lock is held elsewhere.
-    let status = tokio::process::Command::new("flock")
-        .args(["-n", "-x"])
-        .arg(&lock)
-        .arg("true")
-        .status()
+    let link = path.with_extension("hardlink.db");
+    std::fs::hard_link(&path, &link).unwrap();
+    for reached in [&path, &link] {
+        // flock(1) from util-linux, non-blocking: exits 1 when the lock is held elsewhere.
+        let status = tokio::process::Command::new("flock")
+            .args(["-n", "-x"])
+            .arg(reached)
+            .arg("true")
+            .status()
+            .await
+            .unwrap();
+        assert!(
+            !status.success(),
+            "another process could take the owner lock through {}",
+            reached.display()
+        );
+    }
+}
+
+/// The same file through a symlink, a hard link or a path with `..` in it has one owner:
+/// each second opener is refused, and the owner goes on writing and reading (a refused
+/// opener must not disturb the owner's SQLite locks). A read-only handle sees the owner.
+/// A file with two names is refused once it has no owner: its write-ahead log is named
+/// after the name used.
+#[tokio::test]
+async fn every_path_to_the_file_has_one_owner() {
+    let b = Sqlite::new();
+    let path = b.path();
+    let dir = path.parent().unwrap().to_owned();
+    let owner = SqliteJournal::open(SqliteOptions::new(&path).shard_count(4))
         .await
         .unwrap();
+    let symlink = dir.join("symlink.db");
+    std::os::unix::fs::symlink(&path, &symlink).unwrap();
+    let hard = dir.join("hard.db");
+    std::fs::hard_link(&path, &hard).unwrap();
+    std::fs::create_dir_all(dir.join("sub")).unwrap();
+    let dotted = dir.join("sub").join("..").join(path.file_name().unwrap());
+    let key = EntityKey::new("counter", "c").unwrap();
+    for (n, other) in [&symlink, &hard, &dotted].into_iter().enumerate() {
+        let err = SqliteJournal::open(SqliteOptions::new(other).shard_count(4))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, JournalError::Locked { .. }),
+            "{}: got {err:?}",
+            other.display()
+        );
+        let appended = owner
+            .append(vec![NewMessage::new(
+                key.clone(),
+                Payload::encode("counter.cmd", 1, &(n as u64)).unwrap(),
+            )])
+            .await;
+        assert!(appended.is_ok(), "the owner writes on: {appended:?}");
+    }
+    let shard = owner.shard_of(&key);
+    assert_eq!(owner.head(shard).await.unwrap(), 3, "the owner reads its writes");
+    let err = SqliteJournal::open_existing(SqliteOptions::new(&hard), Access::ReadOnly)
+        .await
+        .unwrap_err();
     assert!(
-        !status.success(),
-        "another process could take the owner lock"
+        matches!(&err, JournalError::HardLinked { links: 2, .. }),
+        "got {err:?}"
     );
+    std::fs::remove_file(&hard).unwrap();
+    let viewer = SqliteJournal::open_existing(SqliteOptions::new(&symlink), Access::ReadOnly)
+        .await
+        .unwrap();
+    assert!(viewer.owner_alive().await.unwrap(), "the owner is seen through a symlink");
+    owner.close().await;
+    drop(owner);
+    assert!(!viewer.owner_alive().await.unwrap(), "a closed owner is not");
+    viewer.close().await;
+    std::fs::hard_link(&path, &hard).unwrap();
+    let err = SqliteJournal::open(SqliteOptions::new(&path).shard_count(4))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, JournalError::HardLinked { links: 2, .. }),
+        "got {err:?}"
+    );
+    std::fs::remove_file(&hard).unwrap();
+    let again = SqliteJournal::open(SqliteOptions::new(&symlink).shard_count(4))
+        .await
+        .unwrap();
+    assert_eq!(again.head(shard).await.unwrap(), 3);
 }
 
 /// A column SQLite stores with the wrong type (it does not enforce column types) does not

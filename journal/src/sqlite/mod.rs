@@ -3,18 +3,18 @@
 //! One writer connection allocates offsets and commits, so commit order is offset order by
 //! construction; readers use their own connections (WAL lets them read while the writer
 //! writes). One process owns the file: [`SqliteJournal::open`] takes an exclusive lock on
-//! `<path>.lock`, and a second opener gets [`JournalError::Locked`] instead of a split
-//! brain.
+//! the database file (see `owner.rs`), and a second opener — by any path to the file —
+//! gets [`JournalError::Locked`] instead of a split brain.
 
 #[macro_use]
 mod rows;
 mod open;
+mod owner;
 mod place;
 use place::Dedup;
 #[cfg(feature = "testing")]
 mod tamper;
 
-use std::fs::File;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -57,8 +57,10 @@ struct Inner {
     wakeups: Wakeups,
     /// Runners with an open lock session in this process: the only live ones.
     live: std::sync::Mutex<std::collections::BTreeSet<String>>,
-    /// The exclusive lock on `<path>.lock`, held until the journal is closed or dropped.
-    owner: std::sync::Mutex<Option<File>>,
+    /// The exclusive lock on the file, held until the journal is closed or dropped.
+    owner: std::sync::Mutex<Option<owner::OwnerLock>>,
+    /// Looks whether another handle owns the file (for handles without `owner`).
+    probe: owner::OwnerProbe,
 }
 
 impl std::fmt::Debug for SqliteJournal {
@@ -106,8 +108,8 @@ impl SqliteJournal {
         {
             return Ok(true);
         }
-        let options = self.inner.options.clone();
-        tokio::task::spawn_blocking(move || open::probe_owner_lock(&options))
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || inner.probe.owned())
             .await
             .map_err(|e| JournalError::Config(format!("owner-lock probe failed: {e}")))?
     }

@@ -1,6 +1,5 @@
 //! Opening a SQLite journal: options, the owner lock, migrations, and the stored metadata.
 
-use std::fs::{File, TryLockError};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,6 +7,7 @@ use std::time::Duration;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
 
+use super::owner::{OwnerLock, OwnerProbe};
 use super::{Inner, SqliteJournal};
 use crate::envelope::DEFAULT_MAX_PAYLOAD_BYTES;
 use crate::error::{JournalError, Result};
@@ -85,63 +85,6 @@ impl SqliteOptions {
         self.durability = d;
         self
     }
-
-    fn lock_path(&self) -> PathBuf {
-        let mut p = self.path.clone().into_os_string();
-        p.push(".lock");
-        PathBuf::from(p)
-    }
-}
-
-/// Whether another process holds the owner lock (blocking; run off the runtime).
-pub(super) fn probe_owner_lock(options: &SqliteOptions) -> Result<bool> {
-    let lock_path = options.lock_path();
-    let file = match File::options().write(true).open(&lock_path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
-        Err(source) => {
-            return Err(JournalError::Io {
-                path: lock_path,
-                source,
-            });
-        }
-    };
-    match file.try_lock() {
-        Ok(()) => {
-            let _ = file.unlock();
-            Ok(false)
-        }
-        Err(TryLockError::WouldBlock) => Ok(true),
-        Err(TryLockError::Error(source)) => Err(JournalError::Io {
-            path: lock_path,
-            source,
-        }),
-    }
-}
-
-/// Takes the exclusive owner lock on `<path>.lock`, or reports who has it.
-async fn take_owner_lock(options: &SqliteOptions) -> Result<File> {
-    let lock_path = options.lock_path();
-    let db_path = options.path.clone();
-    tokio::task::spawn_blocking(move || {
-        let io = |source| JournalError::Io {
-            path: lock_path.clone(),
-            source,
-        };
-        let file = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(io)?;
-        match file.try_lock() {
-            Ok(()) => Ok(file),
-            Err(TryLockError::WouldBlock) => Err(JournalError::Locked { path: db_path }),
-            Err(TryLockError::Error(e)) => Err(io(e)),
-        }
-    })
-    .await
-    .map_err(|e| JournalError::Config(format!("owner-lock task failed: {e}")))?
 }
 
 pub(super) async fn open(mut options: SqliteOptions) -> Result<SqliteJournal> {
@@ -151,7 +94,10 @@ pub(super) async fn open(mut options: SqliteOptions) -> Result<SqliteJournal> {
             options.shard_count
         )));
     }
-    let owner = take_owner_lock(&options).await?;
+    let path = options.path.clone();
+    let owner = tokio::task::spawn_blocking(move || OwnerLock::take(&path))
+        .await
+        .map_err(|e| JournalError::Config(format!("owner-lock task failed: {e}")))??;
     let connect = SqliteConnectOptions::new()
         .filename(&options.path)
         .create_if_missing(true)
@@ -202,6 +148,7 @@ pub(super) async fn open(mut options: SqliteOptions) -> Result<SqliteJournal> {
             shard_count: options.shard_count,
             wakeups: Wakeups::new(options.shard_count),
             live: std::sync::Mutex::new(std::collections::BTreeSet::new()),
+            probe: OwnerProbe::new(options.path.clone()),
             options,
             owner: std::sync::Mutex::new(Some(owner)),
         }),
@@ -215,8 +162,9 @@ pub(super) async fn open_existing(
     access: Access,
 ) -> Result<SqliteJournal> {
     let location = options.path.display().to_string();
-    if !options.path.is_file() {
-        return Err(JournalError::NotFound { location });
+    match std::fs::metadata(&options.path) {
+        Ok(meta) if meta.is_file() => super::owner::one_name(&options.path, &meta)?,
+        _ => return Err(JournalError::NotFound { location }),
     }
     let connect = SqliteConnectOptions::new()
         .filename(&options.path)
@@ -251,6 +199,7 @@ pub(super) async fn open_existing(
             shard_count: options.shard_count,
             wakeups: Wakeups::new(options.shard_count),
             live: std::sync::Mutex::new(std::collections::BTreeSet::new()),
+            probe: OwnerProbe::new(options.path.clone()),
             options,
             owner: std::sync::Mutex::new(None),
         }),
