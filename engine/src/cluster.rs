@@ -470,7 +470,8 @@ impl<E: Entity> EntityRef<E> {
         after: Duration,
         command: E::Command,
     ) -> Result<Uuid, EngineError> {
-        self.tell_at(Timestamp::now().after(after), command).await
+        let at = self.cluster.journal().now().after(after);
+        self.tell_at(at, command).await
     }
 
     /// [`tell_at`](Self::tell_at) under a caller-chosen id: re-sending an id that is

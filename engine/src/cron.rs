@@ -287,7 +287,7 @@ async fn drive(schedule: Arc<CronSchedule>, action: Arc<Action>, ctx: SingletonC
     let runner = ctx.cluster().runner_id().to_owned();
     let name = schedule.name.as_str();
     let mut last = loop {
-        match load_or_create(&journal, name, &runner, Timestamp::now()).await {
+        match load_or_create(&journal, name, &runner, journal.now()).await {
             Ok(t) => break t,
             Err(e) => {
                 tracing::warn!(schedule = name, error = %e, "cannot read the schedule's last tick; retrying");
@@ -298,7 +298,7 @@ async fn drive(schedule: Arc<CronSchedule>, action: Arc<Action>, ctx: SingletonC
         }
     };
     while !ctx.is_stopping() {
-        let now = Timestamp::now();
+        let now = journal.now();
         let result = match schedule.step(last, now) {
             Step::Done => {
                 tracing::info!(schedule = name, "the expression has no further ticks");
@@ -433,7 +433,7 @@ async fn advance(
     fired: bool,
     runner: &str,
 ) -> Result<bool, JournalError> {
-    let now = Timestamp::now().as_micros();
+    let now = journal.now().as_micros();
     let moved = match journal {
         AnyJournal::Postgres(j) => sqlx::query(
             "UPDATE cron_schedules SET last_tick = $2, fired = $3, runner = $4, updated_at = $5

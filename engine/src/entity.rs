@@ -131,6 +131,8 @@ pub struct Context {
     pub(crate) entity: Option<EntityKey>,
     pub(crate) outgoing: Vec<NewMessage>,
     pub(crate) error: Option<EngineError>,
+    /// The journal's clock when the message was handed to the handler.
+    pub(crate) now: Timestamp,
 }
 
 impl Context {
@@ -179,7 +181,7 @@ impl Context {
     /// To send the timer to this entity, copy its id first (`let me =
     /// ctx.entity_id().to_owned();`): `ctx` is borrowed mutably by the call.
     pub fn schedule<T: Entity>(&mut self, after: Duration, id: &str, command: &T::Command) -> Uuid {
-        self.send_at::<T>(id, command, Some(Timestamp::now().after(after)))
+        self.send_at::<T>(id, command, Some(self.now.after(after)))
     }
 }
 

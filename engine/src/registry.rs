@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use entlog_journal::{
     AnyJournal, EntityKey, Journal, JournalError, NewEvent, NewMessage, NewSnapshot, Payload,
+    Timestamp,
 };
 use futures_util::{FutureExt, TryStreamExt};
 
@@ -52,9 +53,14 @@ pub(crate) enum Handled {
 pub(crate) trait Instance: Send + Sync {
     /// Handles one command: decides, encodes the outcome, checks every payload against
     /// `max_payload` bytes (an oversized event, reply or outgoing message fails the message
-    /// and leaves the state untouched), then applies the events in memory.
-    fn handle<'a>(&'a mut self, command: &'a Payload, max_payload: usize)
-    -> BoxFuture<'a, Handled>;
+    /// and leaves the state untouched), then applies the events in memory. `now` is the
+    /// journal's clock, from which the handler's timers count.
+    fn handle<'a>(
+        &'a mut self,
+        command: &'a Payload,
+        max_payload: usize,
+        now: Timestamp,
+    ) -> BoxFuture<'a, Handled>;
     /// Events applied since the last snapshot.
     fn since_snapshot(&self) -> u64;
     /// The current state as a snapshot to save.
@@ -155,7 +161,12 @@ pub(crate) fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
 }
 
 impl<E: Entity> Live<E> {
-    async fn handle_inner(&mut self, command: &Payload, max_payload: usize) -> Handled {
+    async fn handle_inner(
+        &mut self,
+        command: &Payload,
+        max_payload: usize,
+        now: Timestamp,
+    ) -> Handled {
         let broken = |reason: String| Handled::Broken {
             reason,
             state_lost: false,
@@ -166,6 +177,7 @@ impl<E: Entity> Live<E> {
         };
         let mut ctx = Context {
             entity: Some(self.key.clone()),
+            now,
             ..Context::default()
         };
         let decided = AssertUnwindSafe(self.entity.handle(&self.state, cmd, &mut ctx))
@@ -266,8 +278,9 @@ impl<E: Entity> Instance for Live<E> {
         &'a mut self,
         command: &'a Payload,
         max_payload: usize,
+        now: Timestamp,
     ) -> BoxFuture<'a, Handled> {
-        Box::pin(self.handle_inner(command, max_payload))
+        Box::pin(self.handle_inner(command, max_payload, now))
     }
 
     fn since_snapshot(&self) -> u64 {

@@ -66,7 +66,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use entlog_journal::{AnyJournal, JournalError, MAX_NAME_BYTES, Timestamp, shard_of};
+use entlog_journal::{AnyJournal, Journal, JournalError, MAX_NAME_BYTES, shard_of};
 use tokio::sync::watch;
 use tokio::task::{AbortHandle, JoinHandle};
 
@@ -403,7 +403,7 @@ async fn previous_run(
 }
 
 async fn mark_started(journal: &AnyJournal, name: &str, runner: &str) -> Result<(), JournalError> {
-    let now = Timestamp::now().as_micros();
+    let now = journal.now().as_micros();
     match journal {
         AnyJournal::Postgres(j) => {
             sqlx::query(
@@ -435,7 +435,7 @@ async fn mark_started(journal: &AnyJournal, name: &str, runner: &str) -> Result<
 
 /// Marks this runner's run stopped cleanly; a later run by another runner is left alone.
 async fn mark_stopped(journal: &AnyJournal, name: &str, runner: &str) -> Result<(), JournalError> {
-    let now = Timestamp::now().as_micros();
+    let now = journal.now().as_micros();
     match journal {
         AnyJournal::Postgres(j) => {
             sqlx::query(

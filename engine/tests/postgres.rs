@@ -174,3 +174,66 @@ async fn inline_projection_reads_its_writes() {
     cluster.shutdown().await.unwrap();
     schema.drop().await;
 }
+
+/// Rebuilds of an inline projection while asks keep coming: each rebuild resets the
+/// checkpoints under the runner's feet, the runner's next commit of each shard finds its
+/// checkpoint moved, catches the projection up and commits again. Every ask succeeds and
+/// the projected state is each entity's state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn inline_projection_survives_rebuilds() {
+    let schema = Schema::new().await;
+    let cluster = Cluster::builder()
+        .postgres_schema(&schema.url, &schema.name)
+        .config(config(SHARDS))
+        .entity(Counter)
+        .inline_projection(entlog_engine::StateProjection::<Counter>::new())
+        .start()
+        .await
+        .unwrap();
+    eventually(10, "the runner to own every shard", || async {
+        covered(&[&cluster])
+    })
+    .await;
+    let asking = {
+        let cluster = cluster.clone();
+        tokio::spawn(async move {
+            let mut totals = std::collections::BTreeMap::new();
+            for n in 1..=40u64 {
+                for id in ["r1", "r2", "r3", "r4", "r5", "r6"] {
+                    let total = cluster
+                        .entity::<Counter>(id)
+                        .ask(Cmd::Add { n: 2, tag: n })
+                        .await
+                        .unwrap();
+                    totals.insert(id, total);
+                }
+            }
+            totals
+        })
+    };
+    let projection: Arc<dyn entlog_projections::DynProjection> =
+        Arc::new(entlog_engine::StateProjection::<Counter>::new());
+    let mut rebuilds = 0;
+    while !asking.is_finished() || rebuilds < 3 {
+        entlog_projections::rebuild(cluster.journal(), projection.clone(), 16, |_| {})
+            .await
+            .unwrap();
+        rebuilds += 1;
+    }
+    let totals = asking.await.unwrap();
+    for (id, total) in totals {
+        let c = cluster.entity::<Counter>(id);
+        c.ask(Cmd::Add { n: 0, tag: 1_000 }).await.unwrap();
+        let (seq, state) = entlog_engine::projected_state::<Counter>(cluster.journal(), id)
+            .await
+            .unwrap()
+            .expect("projected");
+        assert_eq!(
+            (seq, state.total),
+            (41, total),
+            "{id} after {rebuilds} rebuilds"
+        );
+    }
+    cluster.shutdown().await.unwrap();
+    schema.drop().await;
+}

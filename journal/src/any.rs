@@ -123,6 +123,10 @@ impl Journal for AnyJournal {
         both!(self, j => j.shard_count())
     }
 
+    fn now(&self) -> Timestamp {
+        both!(self, j => j.now())
+    }
+
     async fn append(&self, messages: Vec<NewMessage>) -> Result<Vec<AppendOutcome>> {
         both!(self, j => j.append(messages).await)
     }

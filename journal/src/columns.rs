@@ -200,6 +200,8 @@ pub(crate) struct BatchColumns {
     pub replies: ReplyColumns,
     /// Per handled message: (number of events, number of outgoing messages).
     pub layout: Vec<(usize, usize)>,
+    /// The time stored as every row's `created_at`.
+    pub created_at: Timestamp,
 }
 
 impl BatchColumns {
@@ -273,6 +275,7 @@ impl BatchColumns {
             entries,
             replies,
             layout,
+            created_at: now,
         })
     }
 }
@@ -334,7 +337,10 @@ pub(crate) async fn receipt<J: Journal>(
     cols: &BatchColumns,
     placed: &[Placed],
 ) -> Result<CommitReceipt> {
-    let mut receipt = CommitReceipt::default();
+    let mut receipt = CommitReceipt {
+        created_at: cols.created_at,
+        ..CommitReceipt::default()
+    };
     let mut at = 0;
     for &(events, outgoing) in &cols.layout {
         let offsets = placed

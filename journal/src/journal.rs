@@ -118,6 +118,12 @@ pub trait Journal: Send + Sync + 'static {
         shard_of(entity.entity_id(), self.shard_count())
     }
 
+    /// The journal's clock: the time rows are stamped with and timers fall due by. Every
+    /// member of a cluster reads the same clock (PostgreSQL's), whatever its host's says.
+    fn now(&self) -> Timestamp {
+        Timestamp::now()
+    }
+
     /// Appends messages (any shards) in one transaction; outcomes in input order.
     fn append(
         &self,

@@ -83,6 +83,8 @@ pub struct CommitReceipt {
     pub event_offsets: Vec<Vec<u64>>,
     /// For each handled message in batch order, the outcome of each outgoing message.
     pub outgoing: Vec<Vec<AppendOutcome>>,
+    /// The `created_at` stored on the batch's rows.
+    pub created_at: Timestamp,
 }
 
 impl CommitReceipt {

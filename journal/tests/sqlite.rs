@@ -177,7 +177,11 @@ async fn every_path_to_the_file_has_one_owner() {
         assert!(appended.is_ok(), "the owner writes on: {appended:?}");
     }
     let shard = owner.shard_of(&key);
-    assert_eq!(owner.head(shard).await.unwrap(), 3, "the owner reads its writes");
+    assert_eq!(
+        owner.head(shard).await.unwrap(),
+        3,
+        "the owner reads its writes"
+    );
     let err = SqliteJournal::open_existing(SqliteOptions::new(&hard), Access::ReadOnly)
         .await
         .unwrap_err();
@@ -189,10 +193,16 @@ async fn every_path_to_the_file_has_one_owner() {
     let viewer = SqliteJournal::open_existing(SqliteOptions::new(&symlink), Access::ReadOnly)
         .await
         .unwrap();
-    assert!(viewer.owner_alive().await.unwrap(), "the owner is seen through a symlink");
+    assert!(
+        viewer.owner_alive().await.unwrap(),
+        "the owner is seen through a symlink"
+    );
     owner.close().await;
     drop(owner);
-    assert!(!viewer.owner_alive().await.unwrap(), "a closed owner is not");
+    assert!(
+        !viewer.owner_alive().await.unwrap(),
+        "a closed owner is not"
+    );
     viewer.close().await;
     std::fs::hard_link(&path, &hard).unwrap();
     let err = SqliteJournal::open(SqliteOptions::new(&path).shard_count(4))

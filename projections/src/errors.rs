@@ -1,6 +1,6 @@
 //! Recorded projection failures (`projection_errors`), visible to status tools.
 
-use entlog_journal::{AnyJournal, JournalError, Shard, Timestamp};
+use entlog_journal::{AnyJournal, Journal, JournalError, Shard};
 
 /// Records that `projection` is stopped at `offset` of `shard`.
 pub(crate) async fn record(
@@ -10,7 +10,7 @@ pub(crate) async fn record(
     offset: u64,
     error: &str,
 ) -> Result<(), JournalError> {
-    let now = Timestamp::now().as_micros();
+    let now = journal.now().as_micros();
     match journal {
         AnyJournal::Postgres(j) => {
             sqlx::query(

@@ -1,8 +1,8 @@
 //! The projector: folds one shard's events into one projection, checkpointed.
 //!
 //! ```text
-//!   read events after the checkpoint ──► apply the wanted ones in a transaction ──►
-//!   move the checkpoint (compare-and-set) in that transaction ──► commit
+//!   read events after the checkpoint ──► in one transaction: move the checkpoint
+//!   (compare-and-set) ──► apply the wanted events ──► commit
 //! ```
 //!
 //! The read-model writes and the checkpoint move commit together, and the checkpoint
@@ -15,7 +15,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use entlog_journal::{AnyJournal, Entry, EntryKind, Journal, JournalError, Shard, Timestamp};
+use entlog_journal::{AnyJournal, Entry, EntryKind, Journal, JournalError, Shard};
 use tokio::sync::watch;
 
 use crate::errors;
@@ -135,22 +135,30 @@ impl Projector {
         })
     }
 
-    /// One transaction: apply `events`, move the checkpoint from `from` to `to`.
+    /// One transaction: move the checkpoint from `from` to `to`, apply `events`.
+    ///
+    /// The checkpoint moves first: its row lock is then taken before any read-model row,
+    /// in the same order as [`rebuild`](crate::rebuild), so the two wait for each other
+    /// instead of deadlocking, and a rebuild that reset the checkpoint meanwhile is seen
+    /// before anything is applied.
     async fn attempt(&self, from: u64, to: u64, events: &[Entry]) -> Result<Attempt, JournalError> {
         let mut tx = self.journal.begin().await?;
-        if !events.is_empty()
-            && let Err(e) = self.projection.apply(&mut tx, events).await
-        {
-            tx.rollback().await?;
-            return Ok(Attempt::Failed(e));
-        }
         match tx
             .move_checkpoint(&self.consumer, self.shard, from, to)
             .await
         {
             Ok(()) => {}
-            Err(JournalError::CheckpointMoved { .. }) => return Ok(Attempt::Raced),
+            Err(JournalError::CheckpointMoved { .. }) => {
+                tx.rollback().await?;
+                return Ok(Attempt::Raced);
+            }
             Err(e) => return Err(e),
+        }
+        if !events.is_empty()
+            && let Err(e) = self.projection.apply(&mut tx, events).await
+        {
+            tx.rollback().await?;
+            return Ok(Attempt::Failed(e));
         }
         tx.commit().await?;
         Ok(Attempt::Done)
@@ -294,7 +302,7 @@ pub async fn status(
             .await?;
         let lag = oldest
             .first()
-            .map(|e| Timestamp::now().since(e.created_at))
+            .map(|e| journal.now().since(e.created_at))
             .unwrap_or_default();
         out.push(ShardStatus {
             shard,

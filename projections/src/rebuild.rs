@@ -36,11 +36,15 @@ pub async fn rebuild(
 ) -> Result<(), ProjectionError> {
     let consumer = checkpoint_name(projection.name());
     let shards = journal.shard_count();
+    // Checkpoints first: a live projector's transaction moves its checkpoint before it
+    // writes, so taking every checkpoint row waits for those in flight to commit and
+    // makes later ones find the checkpoint moved. The reset then sees (and removes)
+    // everything any projector committed.
     let mut tx = journal.begin().await?;
-    projection.reset(&mut tx).await?;
     for shard in 0..shards {
         tx.set_checkpoint(&consumer, shard, 0).await?;
     }
+    projection.reset(&mut tx).await?;
     tx.commit().await?;
 
     let mut targets = Vec::with_capacity(shards as usize);

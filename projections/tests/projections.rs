@@ -23,6 +23,9 @@ struct Sums {
     poisoned: AtomicBool,
     /// Sleep inside the transaction after writing, to widen the window for kills.
     linger: bool,
+    /// Sleep inside a reset after emptying `sums`, to widen the window in which a live
+    /// projector could commit between a rebuild's reset and its checkpoints.
+    slow_reset: bool,
 }
 
 impl Sums {
@@ -30,6 +33,7 @@ impl Sums {
         Arc::new(Sums {
             poisoned: AtomicBool::new(false),
             linger: false,
+            slow_reset: false,
         })
     }
 }
@@ -88,6 +92,9 @@ impl Projection for Sums {
             AnyTx::Sqlite(tx) => {
                 sqlx::query("DELETE FROM sums").execute(&mut **tx).await?;
             }
+        }
+        if self.slow_reset {
+            tokio::time::sleep(Duration::from_millis(40)).await;
         }
         Ok(())
     }
@@ -178,6 +185,7 @@ impl Backend {
 /// entity and round. Returns the fold: entity → (total, events).
 async fn write_events(
     j: &AnyJournal,
+    prefix: &str,
     entities: usize,
     rounds: u64,
     start_seq: u64,
@@ -185,7 +193,7 @@ async fn write_events(
     let mut fold = BTreeMap::new();
     for r in 0..rounds {
         for e in 0..entities {
-            let id = format!("e{e}");
+            let id = format!("{prefix}{e}");
             let key = EntityKey::new("counter", &id).unwrap();
             let value = (r as i64 * 7 + e as i64) % 50 + 1;
             j.commit(ProcessedBatch {
@@ -283,10 +291,11 @@ async fn exactly_once_under_kills(b: Backend, kills: usize) {
     let p = Arc::new(Sums {
         poisoned: AtomicBool::new(false),
         linger: true,
+        slow_reset: false,
     });
     let writer = {
         let j = j.clone();
-        tokio::spawn(async move { write_events(&j, 12, 40, 0).await })
+        tokio::spawn(async move { write_events(&j, "e", 12, 40, 0).await })
     };
     let mut rng = rand::rng();
     for round in 0..kills {
@@ -361,7 +370,7 @@ async fn failing_handler_stops_its_shard(b: Backend) {
     let j = b.open().await;
     let p = Sums::new();
     p.poisoned.store(true, Ordering::SeqCst);
-    let fold = write_events(&j, 12, 3, 0).await;
+    let fold = write_events(&j, "e", 12, 3, 0).await;
     // Value 13 is written for (round, entity) with (7r + e) % 50 + 1 == 13: r=1, e=5.
     let bad = EntityKey::new("counter", "e5").unwrap();
     let bad_shard = j.shard_of(&bad);
@@ -427,7 +436,7 @@ async fn pg_failing_handler_stops_its_shard() {
 async fn rebuild_matches_live(b: Backend) {
     let j = b.open().await;
     let p = Sums::new();
-    let fold = write_events(&j, 10, 20, 0).await;
+    let fold = write_events(&j, "e", 10, 20, 0).await;
     catch_up(&j, p.clone()).await;
     let live = read_model(&j).await;
     assert_eq!(live, fold);
@@ -441,7 +450,7 @@ async fn rebuild_matches_live(b: Backend) {
     assert!(reports.len() > 2, "progress reported along the way");
     assert!(reports.windows(2).all(|w| w[0].done <= w[1].done));
     // New events after the rebuild are picked up as usual.
-    let more = write_events(&j, 10, 2, 20).await;
+    let more = write_events(&j, "e", 10, 2, 20).await;
     catch_up(&j, p).await;
     let model = read_model(&j).await;
     for (id, (t, n)) in more {
@@ -458,4 +467,66 @@ async fn sqlite_rebuild_matches_live() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pg_rebuild_matches_live() {
     rebuild_matches_live(Backend::pg().await).await;
+}
+
+/// Rebuilds while live projectors of every shard keep applying new events (of entities
+/// the read model has not seen, whose rows a reset cannot lock): afterwards the read
+/// model is exactly the fold of the journal — nothing a live projector committed during a
+/// rebuild is applied twice.
+async fn rebuild_beside_live_projectors(b: Backend) {
+    let j = b.open().await;
+    let p = Arc::new(Sums {
+        poisoned: AtomicBool::new(false),
+        linger: true,
+        slow_reset: true,
+    });
+    write_events(&j, "a", 8, 5, 0).await;
+    let (stop, rx) = tokio::sync::watch::channel(false);
+    let mut live = Vec::new();
+    for shard in 0..SHARDS {
+        let projector = Projector::new(b.second_handle(&j).await, p.clone(), shard, 8);
+        let rx = rx.clone();
+        live.push(tokio::spawn(async move {
+            projector.run(rx, Duration::from_millis(2)).await
+        }));
+    }
+    let writing = Arc::new(AtomicBool::new(true));
+    let writer = {
+        let (j, writing) = (j.clone(), writing.clone());
+        tokio::spawn(async move {
+            let mut round = 0;
+            while writing.load(Ordering::SeqCst) {
+                write_events(&j, &format!("w{round}-"), 4, 1, 0).await;
+                round += 1;
+            }
+            round
+        })
+    };
+    for _ in 0..4 {
+        rebuild(&j, p.clone(), 16, |_| {}).await.unwrap();
+    }
+    writing.store(false, Ordering::SeqCst);
+    let rounds = writer.await.unwrap();
+    assert!(rounds > 0, "events were written during the rebuilds");
+    stop.send(true).unwrap();
+    for t in live {
+        t.await.unwrap();
+    }
+    catch_up(&j, p).await;
+    assert_eq!(
+        read_model(&j).await,
+        journal_fold(&j).await,
+        "read model = fold of the journal after rebuilds beside live projectors"
+    );
+    b.cleanup(j).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_rebuild_beside_live_projectors() {
+    rebuild_beside_live_projectors(Backend::sqlite()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pg_rebuild_beside_live_projectors() {
+    rebuild_beside_live_projectors(Backend::pg().await).await;
 }

@@ -1,7 +1,7 @@
 //! `prune`: retention for processed messages and their replies.
 
 use entlog_engine::MAILBOX;
-use entlog_journal::Timestamp;
+use entlog_journal::{Journal as _, Timestamp};
 use serde_json::json;
 
 use super::Ctx;
@@ -15,12 +15,13 @@ pub(crate) async fn run(ctx: &Ctx, older_than: &str) -> Result<(), CliError> {
         value: older_than.to_owned(),
         reason: format!("{e} (expected e.g. 30d, 12h, 0s)"),
     })?;
+    let journal = open::existing(&ctx.location, Need::Write).await?;
     let before = Timestamp(
-        Timestamp::now()
+        journal
+            .now()
             .as_micros()
             .saturating_sub(i64::try_from(age.as_micros()).unwrap_or(i64::MAX)),
     );
-    let journal = open::existing(&ctx.location, Need::Write).await?;
     let report = journal.prune(MAILBOX, before).await;
     journal.close().await;
     let report = report?;

@@ -7,7 +7,7 @@
 use std::collections::BTreeSet;
 
 use entlog_engine::{FAILURE_PREFIX, MAILBOX, failure_reason};
-use entlog_journal::{AnyJournal, CursorInfo, Journal, Timestamp};
+use entlog_journal::{AnyJournal, CursorInfo, Journal};
 use serde_json::{Value, json};
 
 use super::Ctx;
@@ -57,7 +57,7 @@ pub(crate) async fn projection_json(journal: &AnyJournal, name: &str) -> Result<
 }
 
 async fn gather(journal: &AnyJournal, poison_limit: usize) -> Result<Value, CliError> {
-    let now = Timestamp::now();
+    let now = journal.now();
     let runners = journal.runners().await?;
     let live: BTreeSet<&str> = runners
         .iter()

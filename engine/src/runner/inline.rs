@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use entlog_journal::{
     AnyJournal, AnyTx, CommitReceipt, Entry, EntryKind, Journal, JournalError, ProcessedBatch,
-    Shard, Timestamp,
+    Shard,
 };
 use entlog_projections::{DynProjection, Projector, Step, checkpoint_name};
 
@@ -80,7 +80,7 @@ impl Inline {
             .map(|p| (p.entity.clone(), p.message_id, p.events.clone()))
             .collect();
         let receipt = journal.commit_in(tx, batch).await?;
-        let now = Timestamp::now();
+        let now = receipt.created_at;
         let mut entries = Vec::new();
         for ((entity, message_id, evs), offsets) in events.into_iter().zip(&receipt.event_offsets) {
             for (ev, &offset) in evs.into_iter().zip(offsets) {
@@ -105,11 +105,12 @@ impl Inline {
                     .filter(|e| p.wants(e.entity.entity_type()))
                     .cloned()
                     .collect();
+                // The checkpoint first, as the projector does (see `Projector`).
+                tx.move_checkpoint(&checkpoint_name(p.name()), shard, *checkpoint, last)
+                    .await?;
                 if !wanted.is_empty() {
                     p.apply(tx, &wanted).await?;
                 }
-                tx.move_checkpoint(&checkpoint_name(p.name()), shard, *checkpoint, last)
-                    .await?;
             }
             self.moved = Some(last);
         }

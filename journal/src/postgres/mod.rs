@@ -7,6 +7,7 @@
 
 #[macro_use]
 mod rows;
+mod clock;
 mod listen;
 mod locks;
 mod open;
@@ -58,6 +59,7 @@ struct Inner {
     channel: String,
     wakeups: Arc<Wakeups>,
     listener: OnceCell<listen::ListenerTask>,
+    clock: Arc<clock::ServerClock>,
 }
 
 impl std::fmt::Debug for PgJournal {
@@ -92,6 +94,14 @@ impl PgJournal {
         &self.inner.options.schema
     }
 
+    /// Tests only: moves this handle's clock `micros` away from the server's and stops
+    /// measuring it, as if this member's clock were wrong — to show that every time a
+    /// member stamps or compares comes from [`Journal::now`].
+    #[cfg(feature = "testing")]
+    pub fn shift_clock(&self, micros: i64) {
+        self.inner.clock.shift(micros);
+    }
+
     /// Closes the pool and the listener.
     pub async fn close(&self) {
         self.inner.pool.close().await;
@@ -105,7 +115,7 @@ impl PgJournal {
         conn: &mut sqlx::PgConnection,
         mut batch: ProcessedBatch,
     ) -> Result<CommitReceipt> {
-        let now = Timestamp::now();
+        let now = self.now();
         let cols = BatchColumns::prepare(
             &mut batch,
             self.inner.shard_count,
@@ -176,7 +186,7 @@ impl PgJournal {
     /// or none; a stale lease fails the call with [`JournalError::Fenced`] naming its shard
     /// before anything is written. Receipts in batch order; the shards are woken after.
     pub async fn commit_many(&self, batches: Vec<ProcessedBatch>) -> Result<Vec<CommitReceipt>> {
-        let now = Timestamp::now();
+        let now = self.now();
         let many = ManyColumns::prepare(
             batches,
             self.inner.shard_count,
@@ -371,11 +381,15 @@ impl Journal for PgJournal {
         self.inner.shard_count
     }
 
+    fn now(&self) -> Timestamp {
+        self.inner.clock.now(&self.inner.pool)
+    }
+
     async fn append(&self, messages: Vec<NewMessage>) -> Result<Vec<AppendOutcome>> {
         if messages.is_empty() {
             return Ok(Vec::new());
         }
-        let now = Timestamp::now();
+        let now = self.now();
         let (entries, sources) = append_columns(
             messages,
             self.inner.shard_count,
@@ -484,7 +498,7 @@ impl Journal for PgJournal {
         .bind(&shards)
         .bind(&offsets)
         .bind(&reasons)
-        .bind(Timestamp::now().as_micros())
+        .bind(self.now().as_micros())
         .execute(&self.inner.pool)
         .await?;
         Ok(())
@@ -586,7 +600,7 @@ impl Journal for PgJournal {
         .bind(snapshot.state.version as i32)
         .bind(&snapshot.state.bytes)
         .bind(i64::from(crc))
-        .bind(Timestamp::now().as_micros())
+        .bind(self.now().as_micros())
         .execute(&self.inner.pool)
         .await?;
         Ok(())

@@ -215,7 +215,7 @@ pub(super) async fn open(mut options: PgOptions) -> Result<PgJournal> {
     .execute(&pool)
     .await?;
 
-    Ok(assemble(pool, options, meta))
+    assemble(pool, options, meta).await
 }
 
 /// Opens a journal that must already exist and be fully migrated, with the shard count
@@ -237,7 +237,7 @@ pub(super) async fn open_existing(mut options: PgOptions) -> Result<PgJournal> {
         return Err(e);
     }
     options.shard_count = meta.shard_count;
-    Ok(assemble(pool, options, meta))
+    assemble(pool, options, meta).await
 }
 
 /// The journal's pool, after one plain connection: a pool alone would report an
@@ -318,9 +318,10 @@ async fn alive_after_idle(conn: &mut sqlx::PgConnection, idle_for: Duration) -> 
     Ok(true)
 }
 
-fn assemble(pool: PgPool, options: PgOptions, meta: Meta) -> PgJournal {
+async fn assemble(pool: PgPool, options: PgOptions, meta: Meta) -> Result<PgJournal> {
     let channel = format!("entlog_{}", options.schema);
-    PgJournal {
+    let clock = Arc::new(super::clock::ServerClock::measure(&pool).await?);
+    Ok(PgJournal {
         inner: Arc::new(Inner {
             pool,
             shard_count: options.shard_count,
@@ -328,9 +329,10 @@ fn assemble(pool: PgPool, options: PgOptions, meta: Meta) -> PgJournal {
             channel,
             wakeups: Arc::new(Wakeups::new(options.shard_count)),
             listener: OnceCell::new(),
+            clock,
             options,
         }),
-    }
+    })
 }
 
 async fn read_meta(pool: &PgPool) -> Result<Option<Meta>> {

@@ -243,11 +243,14 @@ fn journal_shard(journal: &AnyJournal, entity: &entlog_journal::EntityKey) -> Sh
 }
 
 /// Whether an error may pass by itself: the database unreachable or busy, a dropped
-/// connection, a deadlock or serialization failure. Anything else is a refusal that
-/// repeating the same commit would meet again.
+/// connection, a deadlock or serialization failure, an inline projection's checkpoint
+/// moved by a rebuild (the shard's reset catches the projection up again). Anything
+/// else is a refusal that repeating the same commit would meet again.
 pub(crate) fn is_transient(e: &JournalError) -> bool {
-    let JournalError::Persistence(e) = e else {
-        return false;
+    let e = match e {
+        JournalError::Persistence(e) => e,
+        JournalError::CheckpointMoved { .. } => return true,
+        _ => return false,
     };
     match e {
         sqlx::Error::Io(_)

@@ -21,7 +21,9 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use entlog_journal::{AnyJournal, EntityKey, Entry, JournalError, Processed, Shard, Timestamp};
+use entlog_journal::{
+    AnyJournal, EntityKey, Entry, Journal, JournalError, Processed, Shard, Timestamp,
+};
 use futures_util::FutureExt;
 
 use tokio::task::JoinSet;
@@ -142,7 +144,7 @@ pub(crate) async fn run(
             continue;
         }
         let (outcome, attempts) = handle_one(&env, &mut slot, &entry).await;
-        record_latency(&entry);
+        record_latency(&entry, env.journal.now());
         match outcome {
             Handled::Done {
                 events,
@@ -180,7 +182,8 @@ async fn handle_one(env: &Env, slot: &mut Slot, entry: &Entry) -> (Handled, u32)
     loop {
         let handled = tokio::time::timeout(
             timeout,
-            slot.instance.handle(&entry.payload, env.max_payload),
+            slot.instance
+                .handle(&entry.payload, env.max_payload, env.journal.now()),
         )
         .await;
         match handled {
@@ -213,11 +216,11 @@ pub(crate) fn backoff(base: Duration, attempt: u32) -> Duration {
 }
 
 /// Records the time from a message's send (or due time) to its handling.
-fn record_latency(entry: &Entry) {
+fn record_latency(entry: &Entry, now: Timestamp) {
     let since = entry
         .deliver_at
         .map_or(entry.created_at, |due| due.max(entry.created_at));
-    let latency = Timestamp::now().since(since);
+    let latency = now.since(since);
     metrics::histogram!(m::PROCESSING_LATENCY).record(latency.as_secs_f64());
 }
 

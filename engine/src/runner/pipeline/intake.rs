@@ -160,7 +160,7 @@ async fn prepare(journal: &AnyJournal, w: Want, batch: usize) -> Got {
     };
     let mut refresh = w.refresh_due;
     if w.promote {
-        match journal.promote_due(w.shard, Timestamp::now()).await {
+        match journal.promote_due(w.shard, journal.now()).await {
             Ok(_) => refresh = true,
             Err(e) => {
                 fail(&mut got, "cannot promote due messages", &e);
@@ -186,9 +186,10 @@ async fn prepare(journal: &AnyJournal, w: Want, batch: usize) -> Got {
 impl Pipeline {
     pub(super) fn start_intake(&mut self) -> Option<JoinHandle<Vec<Got>>> {
         let batch = self.config().batch_size;
+        let now = self.env.journal.now();
         let mut wants = Vec::new();
         for (shard, mb) in &mut self.mailboxes {
-            if !mb.wants_intake(&self.env.config) {
+            if !mb.wants_intake(&self.env.config, now) {
                 continue;
             }
             let init = mb.cursor.is_none();
@@ -198,7 +199,7 @@ impl Pipeline {
             mb.in_intake = true;
             mb.dirty = false;
             mb.last_read = Instant::now();
-            let promote = mb.promote_due();
+            let promote = mb.promote_due(now);
             let refresh_due = init || mb.due_stale(&self.env.config);
             if refresh_due {
                 mb.due_checked = Some(Instant::now());

@@ -58,7 +58,8 @@ impl Mailbox {
         self.not_before.is_none_or(|t| Instant::now() >= t)
     }
 
-    pub(super) fn wants_intake(&self, config: &Config) -> bool {
+    /// Whether the pipeline should read this mailbox now (`now` on the journal's clock).
+    pub(super) fn wants_intake(&self, config: &Config, now: Timestamp) -> bool {
         if self.stopping || self.in_intake || !self.ready_in() {
             return false;
         }
@@ -66,13 +67,13 @@ impl Mailbox {
             return self.inline.is_some() && !self.in_commit;
         }
         self.dirty
-            || self.promote_due()
+            || self.promote_due(now)
             || self.due_stale(config)
             || self.last_read.elapsed() >= config.poll_interval
     }
 
-    pub(super) fn promote_due(&self) -> bool {
-        self.next_due.is_some_and(|t| t <= Timestamp::now())
+    pub(super) fn promote_due(&self, now: Timestamp) -> bool {
+        self.next_due.is_some_and(|t| t <= now)
     }
 
     pub(super) fn due_stale(&self, config: &Config) -> bool {
@@ -81,13 +82,13 @@ impl Mailbox {
     }
 
     /// When this mailbox next needs the pipeline without a wake-up.
-    pub(super) fn deadline(&self, config: &Config) -> Instant {
+    pub(super) fn deadline(&self, config: &Config, now: Timestamp) -> Instant {
         let mut at = self.last_read + config.poll_interval;
         if let Some(t) = self.due_checked {
             at = at.min(t + config.poll_interval);
         }
         if let Some(due) = self.next_due {
-            at = at.min(Instant::now() + due.since(Timestamp::now()));
+            at = at.min(Instant::now() + due.since(now));
         }
         if let Some(t) = self.not_before {
             at = at.max(t);

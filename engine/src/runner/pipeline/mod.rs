@@ -325,10 +325,11 @@ impl Pipeline {
     /// The next time the pipeline must look without being woken.
     fn deadline(&self) -> Instant {
         let config = self.config();
+        let now = self.env.journal.now();
         let mut at = self.last_sweep + sweep_every(config);
         for mb in self.mailboxes.values() {
             if !mb.in_intake && !mb.stopping {
-                at = at.min(mb.deadline(config));
+                at = at.min(mb.deadline(config, now));
             }
         }
         for t in self.delayed.values() {
