@@ -141,6 +141,12 @@ impl Context {
         self.entity.as_ref().map_or("", |e| e.entity_id())
     }
 
+    /// The journal's clock when the message was handed to the handler: the time its
+    /// timers count from, the same on every member (PostgreSQL's clock in a cluster).
+    pub fn now(&self) -> Timestamp {
+        self.now
+    }
+
     /// Sends `command` to entity `id` of type `T` when this message's outcome commits.
     pub fn send<T: Entity>(&mut self, id: &str, command: &T::Command) {
         self.send_at::<T>(id, command, None);

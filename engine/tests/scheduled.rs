@@ -59,7 +59,7 @@ impl Entity for Timer {
         cmd: Cmd,
         ctx: &mut Context,
     ) -> Result<Outcome<Self>, Rejection> {
-        let now = Timestamp::now().as_micros();
+        let now = ctx.now().as_micros();
         let me = ctx.entity_id().to_owned();
         let mut arm = |tag, after_ms| {
             ctx.schedule::<Timer>(Duration::from_millis(after_ms), &me, &Cmd::Fire { tag })
@@ -570,4 +570,55 @@ async fn postgres_failover_delivers_each_scheduled_message_once() {
     }
     r2.shutdown().await.unwrap();
     store.cleanup().await;
+}
+
+/// One clock: every time a member stamps, schedules or compares comes from its journal's
+/// clock, not its host's. A runner whose journal clock is moved 30 s ahead of (or behind)
+/// the host's delivers a `tell_after` and a handler's timer after their delay of real
+/// time — not 30 s late (or at once), as it would if any step read the host's clock.
+async fn one_clock(shift_secs: i64) {
+    let store = Store::postgres().await;
+    let runner = store.runner("r1", 1).await;
+    let AnyJournal::Postgres(pg) = runner.journal() else {
+        unreachable!()
+    };
+    pg.shift_clock(shift_secs * 1_000_000);
+    let delay = Duration::from_millis(1_500);
+    let t = runner.entity::<Timer>("clocked");
+    let sent = std::time::Instant::now();
+    t.tell_after(delay, Cmd::Fire { tag: 1 }).await.unwrap();
+    t.ask(Cmd::Arm {
+        tag: 2,
+        after_ms: delay.as_millis() as u64,
+    })
+    .await
+    .unwrap();
+    let mut seen: HashMap<u64, Duration> = HashMap::new();
+    while seen.len() < 2 && sent.elapsed() < Duration::from_secs(20) {
+        for d in deliveries(runner.journal()).await {
+            seen.entry(d.tag).or_insert_with(|| sent.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let all = deliveries(runner.journal()).await;
+    check_once_and_never_early(&all);
+    for tag in [1, 2] {
+        let after = seen.get(&tag).copied();
+        assert!(
+            after.is_some_and(|a| a >= delay && a < delay + Duration::from_secs(8)),
+            "shift {shift_secs} s: tag {tag} delivered after {after:?}, due after {delay:?}"
+        );
+    }
+    runner.shutdown().await.unwrap();
+    store.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_journal_clock_ahead_of_the_host() {
+    one_clock(30).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_journal_clock_behind_the_host() {
+    one_clock(-30).await;
 }

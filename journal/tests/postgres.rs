@@ -639,3 +639,50 @@ async fn replies_committed_elsewhere_wake_by_notification() {
     here.close().await;
     b.cleanup().await;
 }
+
+/// The journal's clock is the server's: `now()` lies between two readings of the
+/// server's `clock_timestamp()` taken around it (with a little room for rounding), and
+/// rows are stamped with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn journal_clock_is_the_servers() {
+    let b = Pg::new().await;
+    let j = b.fresh(2).await;
+    let server = || async {
+        let t: i64 =
+            sqlx::query_scalar("SELECT (extract(epoch FROM clock_timestamp()) * 1000000)::BIGINT")
+                .fetch_one(j.pool())
+                .await
+                .unwrap();
+        t
+    };
+    let slack = 5_000; // µs: the offset is measured over a round trip
+    let mut inside = 0;
+    for _ in 0..20 {
+        let before = server().await;
+        let now = j.now().as_micros();
+        let after = server().await;
+        if now >= before - slack && now <= after + slack {
+            inside += 1;
+        }
+    }
+    assert!(
+        inside >= 15,
+        "journal clock within the server's in {inside} of 20"
+    );
+    let before = server().await;
+    let out = j
+        .append(vec![NewMessage::new(key("c"), payload(1))])
+        .await
+        .unwrap();
+    let after = server().await;
+    let AppendOutcome::Appended { shard, offset } = out[0] else {
+        panic!("{out:?}")
+    };
+    let entry = j.read_shard(shard, offset - 1, 1, None).await.unwrap();
+    let stamped = entry[0].created_at.as_micros();
+    assert!(
+        stamped >= before - slack && stamped <= after + slack,
+        "stamped {stamped}, server between {before} and {after}"
+    );
+    b.cleanup().await;
+}
