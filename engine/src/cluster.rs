@@ -21,6 +21,7 @@ use crate::entity::Entity;
 use crate::error::EngineError;
 use crate::exporter;
 use crate::metrics as m;
+use crate::owner_check::OwnerChecks;
 use crate::registry::Registry;
 use crate::replies::ReplyFetch;
 use crate::runner::{Hosted, InMemory, Owned, Runner};
@@ -42,6 +43,8 @@ struct Inner {
     fetch: ReplyFetch,
     appender: Appender,
     owned: Owned,
+    /// Answers "does this shard have a live owner?" for asks that waited long.
+    owner_checks: OwnerChecks,
     in_memory: InMemory,
     shutdown: watch::Sender<bool>,
     /// The runner task and the appender tasks, joined at shutdown.
@@ -327,6 +330,7 @@ impl ClusterBuilder {
                 waiters,
                 fetch,
                 owned,
+                owner_checks: OwnerChecks::default(),
                 in_memory,
                 shutdown,
                 tasks: Mutex::new(tasks),
@@ -432,11 +436,11 @@ impl<E: Entity> EntityRef<E> {
             // Slow, or nobody there? Only a shard no live runner holds fails early; a
             // check that cannot be made (the database is unreachable) leaves the ask
             // waiting for its reply or its timeout, as before.
-            let owner = inner.journal.shard_owner(shard).await;
-            if let Err(e) = &owner {
+            let owned = inner.owner_checks.has_owner(&inner.journal, shard).await;
+            if let Err(e) = &owned {
                 tracing::debug!(shard, error = %e, "cannot check the shard's owner; still waiting");
             }
-            if owner.is_ok_and(|o| o.is_none()) {
+            if owned.is_ok_and(|owned| !owned) {
                 metrics::counter!(m::RUNNER_UNAVAILABLE).increment(1);
                 return Err(EngineError::RunnerUnavailable {
                     shard,

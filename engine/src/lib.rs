@@ -56,6 +56,7 @@ mod entity;
 mod error;
 mod exporter;
 pub mod metrics;
+mod owner_check;
 mod registry;
 mod replies;
 mod runner;

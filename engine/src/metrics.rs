@@ -41,6 +41,13 @@ pub const RUNNER_UNAVAILABLE: &str = "entlog_runner_unavailable_total";
 /// writing and dropped every shard.
 pub const LOCK_SESSIONS_LOST: &str = "entlog_lock_sessions_lost_total";
 
+/// Counter: attempts to open a lock session that failed (the database unreachable, or
+/// this runner id still live in an old session); the runner retries every 500 ms.
+pub const LOCK_SESSION_FAILURES: &str = "entlog_lock_session_failures_total";
+
+/// Gauge: 1 while this runner has an open lock session (it can own shards), else 0.
+pub const LOCK_SESSION_OPEN: &str = "entlog_lock_session_open";
+
 /// Registers the descriptions of every metric with the installed recorder.
 pub fn describe() {
     use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
@@ -88,5 +95,13 @@ pub fn describe() {
     describe_counter!(
         LOCK_SESSIONS_LOST,
         "lock sessions lost: every shard dropped, writing stopped"
+    );
+    describe_counter!(
+        LOCK_SESSION_FAILURES,
+        "attempts to open a lock session that failed"
+    );
+    describe_gauge!(
+        LOCK_SESSION_OPEN,
+        "1 while this runner has an open lock session, else 0"
     );
 }

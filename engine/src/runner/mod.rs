@@ -117,14 +117,23 @@ impl Runner {
     }
 
     async fn run_sessions(&mut self, shutdown: &mut watch::Receiver<bool>) {
+        let open = metrics::gauge!(m::LOCK_SESSION_OPEN);
+        let mut failures = 0u64;
         loop {
+            open.set(0.0);
             if *shutdown.borrow() {
                 return;
             }
             let locks = match self.journal.lock_session(&self.id).await {
                 Ok(l) => l,
                 Err(e) => {
-                    tracing::warn!(runner = %self.id, error = %e, "cannot open a lock session; retrying");
+                    failures += 1;
+                    metrics::counter!(m::LOCK_SESSION_FAILURES).increment(1);
+                    // Every attempt at first, then every 20th (10 s): a runner that owns
+                    // nothing must say so, without filling the log.
+                    if failures <= 3 || failures % 20 == 0 {
+                        tracing::error!(runner = %self.id, error = %e, failures, "cannot open a lock session: this runner owns no shard; retrying every 500 ms");
+                    }
                     tokio::select! {
                         _ = tokio::time::sleep(Duration::from_millis(500)) => {}
                         _ = shutdown.changed() => {}
@@ -132,7 +141,9 @@ impl Runner {
                     continue;
                 }
             };
-            tracing::info!(runner = %self.id, "lock session open");
+            tracing::info!(runner = %self.id, after_failures = failures, "lock session open");
+            failures = 0;
+            open.set(1.0);
             loop {
                 // Loss detection and shutdown never wait behind a rebalance: a rebalance
                 // cut short leaves nothing behind that the session's end does not free.

@@ -5,6 +5,23 @@
 //! of SQL functions (`append_entries`, `commit_batch`): one round trip each, atomic in
 //! autocommit. Shard ownership is held on dedicated connections ([`PgLocks`]).
 
+/// SQL: a granted two-key advisory lock in this journal's namespace (`$1`) whose second
+/// key is `$key2` exists right now. Two-key advisory locks show in `pg_locks` as
+/// `classid` = key 1, `objid` = key 2, `objsubid` = 2.
+macro_rules! advisory_lock_held {
+    ($key2:literal) => {
+        concat!(
+            "EXISTS (SELECT 1 FROM pg_locks l
+                      WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2
+                        AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+                        AND l.classid::BIGINT = ($1::BIGINT & 4294967295)
+                        AND l.objid::BIGINT = ",
+            $key2,
+            ")"
+        )
+    };
+}
+
 #[macro_use]
 mod rows;
 mod clock;
@@ -723,15 +740,10 @@ impl Journal for PgJournal {
     async fn shard_owner(&self, shard: Shard) -> Result<Option<String>> {
         self.check_shard(shard)?;
         // Owned = the shard's advisory lock is held right now (see `live_runners`).
-        let owner: Option<Option<String>> = sqlx::query_scalar(
-            "SELECT s.owner FROM shards s
-              WHERE s.shard = $2 AND EXISTS (
-                    SELECT 1 FROM pg_locks l
-                     WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2
-                       AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
-                       AND l.classid::BIGINT = ($1::BIGINT & 4294967295)
-                       AND l.objid::BIGINT = s.shard::BIGINT)",
-        )
+        let owner: Option<Option<String>> = sqlx::query_scalar(concat!(
+            "SELECT s.owner FROM shards s WHERE s.shard = $2 AND ",
+            advisory_lock_held!("s.shard::BIGINT")
+        ))
         .bind(self.inner.lock_namespace)
         .bind(shard as i32)
         .fetch_optional(&self.inner.pool)
@@ -740,18 +752,12 @@ impl Journal for PgJournal {
     }
 
     async fn live_runners(&self) -> Result<Vec<RunnerInfo>> {
-        // Live = its liveness lock is held right now (two-key advisory locks show as
-        // classid = key1, objid = key2, objsubid = 2 in pg_locks).
-        let rows = sqlx::query(
-            "SELECT r.runner, r.started_at, r.heartbeat_at FROM runners r
-              WHERE EXISTS (
-                    SELECT 1 FROM pg_locks l
-                     WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2
-                       AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
-                       AND l.classid::BIGINT = ($1::BIGINT & 4294967295)
-                       AND l.objid::BIGINT = (r.lock_key::BIGINT & 4294967295))
-              ORDER BY r.runner",
-        )
+        // Live = its liveness lock is held right now.
+        let rows = sqlx::query(concat!(
+            "SELECT r.runner, r.started_at, r.heartbeat_at FROM runners r WHERE ",
+            advisory_lock_held!("(r.lock_key::BIGINT & 4294967295)"),
+            " ORDER BY r.runner"
+        ))
         .bind(self.inner.lock_namespace)
         .fetch_all(&self.inner.pool)
         .await?;
