@@ -36,7 +36,7 @@
 //! Runners and shard owners, from another terminal (the `entlog` command-line tool):
 //!
 //! ```sh
-//! cargo run --bin entlog -- status --db postgres://postgres@127.0.0.1:5432/test --schema entlog_cluster_demo
+//! cargo run -p entlog-cli -- status --db postgres://postgres@127.0.0.1:5432/test --schema entlog_cluster_demo
 //! ```
 //!
 //! Start afresh with `psql postgres://postgres@127.0.0.1:5432/test -c 'DROP SCHEMA

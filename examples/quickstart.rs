@@ -17,8 +17,10 @@
 
 use std::process::ExitCode;
 
-use entlog::cli::{Cli, Registry};
+// An application enables entlog's `cli` feature and writes `entlog::cli::{Cli, Registry}`;
+// the example uses the same crate under its own name, a dev-dependency.
 use entlog::{Cluster, Config, Context, EngineError, Entity, Outcome, Rejection, StateProjection};
+use entlog_cli::{Cli, Registry};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 

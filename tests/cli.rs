@@ -24,7 +24,7 @@ mod common;
 
 /// The plain `entlog` binary.
 fn entlog() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_entlog"))
+    common::entlog_bin()
 }
 
 /// A journal for one test: a SQLite file in a directory of its own, or a PostgreSQL
