@@ -341,17 +341,33 @@ impl ClusterBuilder {
     }
 }
 
-/// A handle on one entity: `ask`, `tell` and their idempotent forms.
+/// A handle on one entity: `ask`, `tell` and their idempotent forms, `state` without a
+/// message. Cheap to clone.
 pub struct EntityRef<E: Entity> {
     cluster: Cluster,
     id: String,
     _entity: PhantomData<fn() -> E>,
 }
 
+impl<E: Entity> Clone for EntityRef<E> {
+    fn clone(&self) -> Self {
+        EntityRef {
+            cluster: self.cluster.clone(),
+            id: self.id.clone(),
+            _entity: PhantomData,
+        }
+    }
+}
+
 impl<E: Entity> EntityRef<E> {
     /// The entity's address; an empty or oversized id is a typed journal error.
-    fn key(&self) -> Result<EntityKey, EngineError> {
+    pub(crate) fn key(&self) -> Result<EntityKey, EngineError> {
         Ok(EntityKey::new(E::TYPE, self.id.as_str())?)
+    }
+
+    /// The cluster this reference sends through.
+    pub(crate) fn cluster(&self) -> &Cluster {
+        &self.cluster
     }
 
     fn message(

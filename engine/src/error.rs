@@ -128,6 +128,24 @@ pub enum EngineError {
     Journal(#[from] JournalError),
 }
 
+impl EngineError {
+    /// Whether the same call is worth making again, after a pause: an ask that timed out
+    /// or found no live runner (ask again with the same id, `ask_with_id`, to get its
+    /// reply without executing it twice), or a journal error that may pass by itself
+    /// ([`JournalError::is_transient`]: the database unreachable or busy). Rejections,
+    /// failures, bad input and configuration errors are met again.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            EngineError::Timeout { .. } | EngineError::RunnerUnavailable { .. } => true,
+            EngineError::Journal(e) => e.is_transient(),
+            EngineError::Projection(entlog_projections::ProjectionError::Journal(e)) => {
+                e.is_transient()
+            }
+            _ => false,
+        }
+    }
+}
+
 /// For application projections: `decode_event::<E>(entry)?` inside `Projection::apply`.
 /// Journal and projection errors keep their variant; the others become
 /// [`ProjectionError::Handler`](entlog_projections::ProjectionError::Handler) with their

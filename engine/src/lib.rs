@@ -61,6 +61,7 @@ mod registry;
 mod replies;
 mod runner;
 mod singleton;
+mod state;
 mod state_projection;
 mod waiters;
 

@@ -8,10 +8,9 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use entlog_journal::{
-    AnyJournal, EntityKey, Journal, JournalError, NewEvent, NewMessage, NewSnapshot, Payload,
-    Timestamp,
+    AnyJournal, EntityKey, JournalError, NewEvent, NewMessage, NewSnapshot, Payload, Timestamp,
 };
-use futures_util::{FutureExt, TryStreamExt};
+use futures_util::FutureExt;
 
 use crate::codec::{self, StoredOutcome};
 use crate::entity::{Context, Entity};
@@ -95,39 +94,12 @@ impl<E: Entity> EntityType for Registered<E> {
         key: EntityKey,
     ) -> BoxFuture<'a, Result<Box<dyn Instance>, EngineError>> {
         Box::pin(async move {
-            let mut state = E::State::default();
-            let mut seq = 0;
-            if let Some(snap) = journal.load_snapshot(&key, E::STATE_VERSION).await? {
-                match snap.state.decode::<E::State>() {
-                    Ok(s) => {
-                        state = s;
-                        seq = snap.seq;
-                    }
-                    Err(e) => {
-                        tracing::warn!(entity = %key, error = %e, "undecodable snapshot; replaying in full")
-                    }
-                }
-            }
-            let snapshot_seq = seq;
-            let mut replayed = 0u64;
-            {
-                let mut events = std::pin::pin!(journal.events(&key, seq + 1));
-                while let Some(entry) = events.try_next().await? {
-                    let at = entry.seq.unwrap_or(0);
-                    if at != seq + 1 {
-                        return Err(JournalError::Corrupt {
-                            shard: entry.shard,
-                            offset: entry.offset,
-                            reason: format!("{key} jumps from seq {seq} to {at}"),
-                        }
-                        .into());
-                    }
-                    let event = codec::decode_event::<E>(&entry)?;
-                    E::apply(&mut state, &event);
-                    seq = at;
-                    replayed += 1;
-                }
-            }
+            let crate::state::Folded {
+                state,
+                seq,
+                snapshot_seq,
+                replayed,
+            } = crate::state::fold::<E>(journal, &key).await?;
             metrics::counter!(m::EVENTS_REPLAYED).increment(replayed);
             Ok(Box::new(Live::<E> {
                 entity: self.0.clone(),

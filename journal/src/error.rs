@@ -217,5 +217,38 @@ pub enum JournalError {
     },
 }
 
+impl JournalError {
+    /// Whether the error may pass by itself, so that the same operation is worth trying
+    /// again: the database unreachable or busy, a dropped connection, a deadlock or
+    /// serialization failure. Anything else (bad input, a fence, corruption) is met again.
+    pub fn is_transient(&self) -> bool {
+        let JournalError::Persistence(e) = self else {
+            return false;
+        };
+        match e {
+            sqlx::Error::Io(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed
+            | sqlx::Error::Protocol(_) => true,
+            sqlx::Error::Database(db) => {
+                let code = db.code().unwrap_or_default();
+                // PostgreSQL: connection exceptions (08), serialization failure and
+                // deadlock (40001, 40P01), insufficient resources (53), operator
+                // intervention (57, which includes statement and lock time-outs).
+                // SQLite: SQLITE_BUSY (5) and SQLITE_LOCKED (6), with their extended codes.
+                code.starts_with("08")
+                    || code == "40001"
+                    || code == "40P01"
+                    || code.starts_with("53")
+                    || code.starts_with("57")
+                    || code == "55P03"
+                    || matches!(code.parse::<i32>().map(|c| c & 0xff), Ok(5 | 6))
+            }
+            _ => false,
+        }
+    }
+}
+
 /// Result alias for journal operations.
 pub type Result<T, E = JournalError> = std::result::Result<T, E>;

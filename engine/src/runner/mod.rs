@@ -131,7 +131,7 @@ impl Runner {
                     metrics::counter!(m::LOCK_SESSION_FAILURES).increment(1);
                     // Every attempt at first, then every 20th (10 s): a runner that owns
                     // nothing must say so, without filling the log.
-                    if failures <= 3 || failures % 20 == 0 {
+                    if failures <= 3 || failures.is_multiple_of(20) {
                         tracing::error!(runner = %self.id, error = %e, failures, "cannot open a lock session: this runner owns no shard; retrying every 500 ms");
                     }
                     tokio::select! {

@@ -242,36 +242,12 @@ fn journal_shard(journal: &AnyJournal, entity: &entlog_journal::EntityKey) -> Sh
     journal.shard_of(entity)
 }
 
-/// Whether an error may pass by itself: the database unreachable or busy, a dropped
-/// connection, a deadlock or serialization failure, an inline projection's checkpoint
-/// moved by a rebuild (the shard's reset catches the projection up again). Anything
-/// else is a refusal that repeating the same commit would meet again.
+/// Whether a commit error may pass by itself: [`JournalError::is_transient`], or an
+/// inline projection's checkpoint moved by a rebuild (the shard's reset catches the
+/// projection up again). Anything else is a refusal that repeating the same commit would
+/// meet again.
 pub(crate) fn is_transient(e: &JournalError) -> bool {
-    let e = match e {
-        JournalError::Persistence(e) => e,
-        JournalError::CheckpointMoved { .. } => return true,
-        _ => return false,
-    };
-    match e {
-        sqlx::Error::Io(_)
-        | sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::WorkerCrashed
-        | sqlx::Error::Protocol(_) => true,
-        sqlx::Error::Database(db) => {
-            let code = db.code().unwrap_or_default();
-            // PostgreSQL: connection exceptions (08), serialization failure and deadlock
-            // (40001, 40P01), insufficient resources (53), operator intervention (57).
-            // SQLite: SQLITE_BUSY (5) and SQLITE_LOCKED (6), with their extended codes.
-            code.starts_with("08")
-                || code == "40001"
-                || code == "40P01"
-                || code.starts_with("53")
-                || code.starts_with("57")
-                || matches!(code.parse::<i32>().map(|c| c & 0xff), Ok(5 | 6))
-        }
-        _ => false,
-    }
+    matches!(e, JournalError::CheckpointMoved { .. }) || e.is_transient()
 }
 
 // ---- the commit stage of the pipeline ------------------------------------------------
