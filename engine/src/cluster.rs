@@ -244,8 +244,21 @@ impl ClusterBuilder {
     }
 
     /// Opens the journal and starts the runner.
+    ///
+    /// entlog reports trouble (a lost lock session, a retrying shard, a stopped
+    /// projection) through `tracing`. With no subscriber installed in the process, it says
+    /// so once on stderr, since those reports would otherwise reach nobody.
     pub async fn start(mut self) -> Result<Cluster, EngineError> {
         self.singletons.check()?;
+        if !tracing::dispatcher::has_been_set() {
+            static TOLD: std::sync::Once = std::sync::Once::new();
+            TOLD.call_once(|| {
+                eprintln!(
+                    "entlog: no tracing subscriber is installed, so its warnings and errors are not logged \
+                     (install one, e.g. tracing_subscriber::fmt().init())"
+                );
+            });
+        }
         let config = self.config;
         let opened_here = !matches!(self.target, Some(Target::Journal(_)));
         let journal = match self.target {
