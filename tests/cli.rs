@@ -326,6 +326,67 @@ fn quickstart_journal(db: &Db) {
 
     // migrate on an existing journal keeps it.
     assert!(db.ok(&entlog(), &["migrate"]).contains("8 shards"));
+
+    // A projection stopped at an event is stuck: named with its error, exit status 1.
+    block_on(async {
+        let journal: AnyJournal = if db.postgres {
+            db.journal().await
+        } else {
+            SqliteJournal::open_existing(SqliteOptions::new(&db.db), Access::ReadWrite)
+                .await
+                .unwrap()
+                .into()
+        };
+        let broken: std::sync::Arc<dyn entlog::projections::DynProjection> =
+            std::sync::Arc::new(Broken);
+        let mut stopped = 0;
+        for shard in 0..entlog::Journal::shard_count(&journal) {
+            let mut p =
+                entlog::projections::Projector::new(journal.clone(), broken.clone(), shard, 16);
+            p.init().await.unwrap();
+            if let entlog::projections::Step::Failed { .. } = p.step().await.unwrap() {
+                stopped += 1;
+            }
+        }
+        assert!(
+            stopped > 0,
+            "the broken projection stops where there are events"
+        );
+        journal.close().await;
+    });
+    db.fails(&entlog(), &["status"], "thing(s) stuck");
+    let text = String::from_utf8(db.run(&entlog(), &["status"]).stdout).unwrap();
+    assert!(
+        text.contains("projection broken: stopped at shard") && text.contains("always fails"),
+        "{text}"
+    );
+}
+
+/// A projection that fails on every event.
+struct Broken;
+
+impl entlog::projections::Projection for Broken {
+    fn name(&self) -> &str {
+        "broken"
+    }
+    fn wants(&self, _: &str) -> bool {
+        true
+    }
+    async fn apply(
+        &self,
+        _: &mut entlog::journal::AnyTx,
+        _: &[entlog::Entry],
+    ) -> Result<(), entlog::projections::ProjectionError> {
+        Err(entlog::projections::ProjectionError::Handler(
+            "always fails".into(),
+        ))
+    }
+    async fn reset(
+        &self,
+        _: &mut entlog::journal::AnyTx,
+    ) -> Result<(), entlog::projections::ProjectionError> {
+        Ok(())
+    }
 }
 
 #[test]
@@ -450,6 +511,46 @@ fn prune(db: &Db) {
         .map(|s| s["backlog"].as_u64().unwrap())
         .sum();
     assert_eq!(backlog, 3, "the three unprocessed sends");
+    assert_eq!(
+        status["stuck"],
+        serde_json::json!([]),
+        "not stuck yet: {status}"
+    );
+
+    // Stuck once they wait longer than --stuck-after: named, with why, and exit status 1.
+    let out = db.run(&entlog(), &["status", "--stuck-after", "0s", "--json"]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("1 thing(s) stuck"));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let stuck = report["stuck"].as_array().unwrap();
+    assert_eq!(stuck.len(), 1, "{report}");
+    let shard = stuck[0]["shard"].as_u64().unwrap();
+    let cause = stuck[0]["cause"].as_str().unwrap();
+    assert!(cause.contains("no live runner owns it"), "{cause}");
+    assert!(
+        report["shards"][shard as usize]["waiting_seconds"]
+            .as_f64()
+            .is_some(),
+        "{report}"
+    );
+    let text = db.run(&entlog(), &["status", "--stuck-after", "0s"]);
+    assert_eq!(text.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.contains("stuck (1):")
+            && text.contains(&format!("shard {shard}: a message has waited")),
+        "{text}"
+    );
+    db.fails(
+        &entlog(),
+        &["status", "--stuck-after", "soon"],
+        "bad --stuck-after",
+    );
 
     let kept = db.json(&entlog(), &["prune", "--older-than", "1h"]);
     assert_eq!(kept["messages"], 0);

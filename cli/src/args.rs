@@ -45,7 +45,9 @@ pub(crate) enum Command {
         shards: Option<u32>,
     },
     /// Runners, shards (owner, head, cursor, backlog), projections (lag), poison messages,
-    /// damaged entries (known only by shard and offset).
+    /// damaged entries (known only by shard and offset), and what is stuck: a shard whose
+    /// oldest unanswered message waits longer than --stuck-after, a shard retrying its
+    /// commit, a projection stopped at an event. Exits 1 when anything is stuck.
     #[command(after_help = "Examples:
   entlog --db app.db status
   entlog --db postgres://postgres@127.0.0.1/app status --json | jq '.shards[] | select(.backlog > 0)'")]
@@ -53,6 +55,9 @@ pub(crate) enum Command {
         /// Most poison messages (failure replies) to list.
         #[arg(long, default_value_t = 20)]
         poison_limit: usize,
+        /// A shard whose oldest unanswered message has waited this long is stuck.
+        #[arg(long, default_value = "60s")]
+        stuck_after: String,
     },
     /// Follow new entries of the journal, decoded when the types are registered.
     #[command(after_help = "Examples:

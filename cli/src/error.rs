@@ -69,6 +69,12 @@ pub enum CliError {
         /// How many values differ.
         differences: usize,
     },
+    /// `status` found something stuck (listed in its output).
+    #[error("{count} thing(s) stuck: see the list above")]
+    Stuck {
+        /// How many.
+        count: usize,
+    },
     /// Writing the output failed.
     #[error("cannot write output: {0}")]
     Output(#[from] std::io::Error),

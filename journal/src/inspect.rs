@@ -236,6 +236,26 @@ impl AnyJournal {
         })
     }
 
+    /// When the oldest message after `offset` that has no reply yet became due (its
+    /// `deliver_at` or, if later, when it was sent); `None` when every one is answered.
+    pub async fn oldest_unanswered(&self, shard: Shard, offset: u64) -> Result<Option<Timestamp>> {
+        on_pool!(self, pool => {
+            let row: Option<(i64, Option<i64>)> = sqlx::query_as(
+                r#"SELECT j.created_at, j.deliver_at FROM journal j
+                    WHERE j.shard = $1 AND j."offset" > $2 AND j.kind = 1
+                      AND NOT EXISTS (SELECT 1 FROM replies r
+                                       WHERE r.entity_type = j.entity_type AND r.entity_id = j.entity_id
+                                         AND r.message_id = j.message_id)
+                    ORDER BY j."offset" LIMIT 1"#,
+            )
+            .bind(shard as i32)
+            .bind(offset as i64)
+            .fetch_optional(pool)
+            .await?;
+            Ok(row.map(|(created, due)| Timestamp(due.map_or(created, |d| d.max(created)))))
+        })
+    }
+
     /// Every registered runner, live or not, ordered by id.
     pub async fn runners(&self) -> Result<Vec<RunnerRow>> {
         let live: Vec<String> = match self {

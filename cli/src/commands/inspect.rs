@@ -20,7 +20,10 @@ pub(crate) async fn run(ctx: &Ctx, address: &str) -> Result<(), CliError> {
     }
     let t = key.entity_type();
     let reg = &ctx.registry;
-    let reply_of = |id| records.replies.iter().find(|r| r.message_id == id);
+    // By message id: an entity with many messages is looked up once per message.
+    let replies: std::collections::HashMap<uuid::Uuid, &entlog_journal::StoredReply> =
+        records.replies.iter().map(|r| (r.message_id, r)).collect();
+    let reply_of = |id: uuid::Uuid| replies.get(&id).copied();
     if ctx.out.json {
         let entries: Vec<Value> = records
             .entries

@@ -24,7 +24,10 @@ pub(crate) struct Ctx {
 pub(crate) async fn run(ctx: &Ctx, command: Command) -> Result<(), CliError> {
     match command {
         Command::Migrate { shards } => migrate::run(ctx, shards).await,
-        Command::Status { poison_limit } => status::run(ctx, poison_limit).await,
+        Command::Status {
+            poison_limit,
+            stuck_after,
+        } => status::run(ctx, poison_limit, &stuck_after).await,
         Command::Tail(args) => tail::run(ctx, args).await,
         Command::Inspect { entity } => inspect::run(ctx, &entity).await,
         Command::Replay(args) => replay::run(ctx, args).await,

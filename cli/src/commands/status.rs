@@ -1,4 +1,11 @@
-//! `status`: runners, shards, projections, poison messages and damaged entries at a glance.
+//! `status`: runners, shards, projections, poison messages and damaged entries at a glance,
+//! and what is stuck — with exit status 1 then, for scripts and health checks.
+//!
+//! Stuck means waiting with no end in sight: a shard whose oldest unanswered message has
+//! waited longer than `--stuck-after` (with why, as far as the journal tells: no live
+//! owner, or the commit error its owner recorded), a shard retrying its commit, a
+//! projection stopped at an event. Poison messages and damaged entries are not stuck:
+//! they ended (with a failure reply, or passed by their shard).
 //!
 //! A damaged entry (one that failed its checksum or did not decode) is known only by its
 //! place: its entity cannot be trusted, so `inspect TYPE/ID` cannot find it and it is
@@ -15,15 +22,25 @@ use crate::error::CliError;
 use crate::open::{self, Need};
 use crate::render;
 
-pub(crate) async fn run(ctx: &Ctx, poison_limit: usize) -> Result<(), CliError> {
+pub(crate) async fn run(ctx: &Ctx, poison_limit: usize, stuck_after: &str) -> Result<(), CliError> {
+    let stuck_after =
+        humantime::parse_duration(stuck_after).map_err(|e| CliError::BadArgument {
+            what: "--stuck-after",
+            value: stuck_after.to_owned(),
+            reason: format!("{e} (expected e.g. 60s, 5m)"),
+        })?;
     let journal = open::existing(&ctx.location, Need::Read).await?;
-    let result = gather(&journal, poison_limit).await;
+    let result = gather(&journal, poison_limit, stuck_after).await;
     journal.close().await;
     let report = result?;
     if ctx.out.json {
-        ctx.out.json_value(&report, false)
+        ctx.out.json_value(&report, false)?;
     } else {
-        print(ctx, &report)
+        print(ctx, &report)?;
+    }
+    match report["stuck"].as_array().map_or(0, Vec::len) {
+        0 => Ok(()),
+        count => Err(CliError::Stuck { count }),
     }
 }
 
@@ -56,7 +73,11 @@ pub(crate) async fn projection_json(journal: &AnyJournal, name: &str) -> Result<
     }))
 }
 
-async fn gather(journal: &AnyJournal, poison_limit: usize) -> Result<Value, CliError> {
+async fn gather(
+    journal: &AnyJournal,
+    poison_limit: usize,
+    stuck_after: std::time::Duration,
+) -> Result<Value, CliError> {
     let now = journal.now();
     let runners = journal.runners().await?;
     let live: BTreeSet<&str> = runners
@@ -66,16 +87,44 @@ async fn gather(journal: &AnyJournal, poison_limit: usize) -> Result<Value, CliE
         .collect();
     let cursors = journal.cursors().await?;
     let mut shards = Vec::new();
+    let mut stuck = Vec::new();
     for s in journal.shards().await? {
         let cursor = cursors
             .iter()
             .find(|c| c.consumer == MAILBOX && c.shard == s.shard)
             .map_or(0, |c| c.offset);
         let backlog = journal.messages_after(s.shard, cursor).await?;
+        let owner_live = s.owner.as_deref().is_some_and(|o| live.contains(o));
+        let waiting = if backlog > 0 {
+            journal
+                .oldest_unanswered(s.shard, cursor)
+                .await?
+                .map(|due| now.since(due))
+        } else {
+            None
+        };
+        if let Some(waited) = waiting.filter(|w| *w >= stuck_after) {
+            let why = match (&s.trouble, owner_live) {
+                (Some((cause, _)), _) => format!("its owner's commits fail: {cause}"),
+                (None, false) => "no live runner owns it".to_owned(),
+                (None, true) => "its owner has not answered it".to_owned(),
+            };
+            stuck.push(json!({
+                "shard": s.shard,
+                "waiting_seconds": waited.as_secs_f64(),
+                "cause": format!("shard {}: a message has waited {} — {why}", s.shard, render::secs(waited)),
+            }));
+        } else if let Some((cause, since)) = &s.trouble {
+            stuck.push(json!({
+                "shard": s.shard,
+                "cause": format!("shard {}: retrying its commit since {}: {cause}", s.shard, render::time(*since)),
+            }));
+        }
         shards.push(json!({
+            "waiting_seconds": waiting.map(|w| w.as_secs_f64()),
             "shard": s.shard,
             "owner": s.owner,
-            "owner_live": s.owner.as_deref().is_some_and(|o| live.contains(o)),
+            "owner_live": owner_live,
             "head": s.head,
             "cursor": cursor,
             "backlog": backlog,
@@ -89,7 +138,18 @@ async fn gather(journal: &AnyJournal, poison_limit: usize) -> Result<Value, CliE
     }
     let mut projections = Vec::new();
     for name in projection_names(&cursors) {
-        projections.push(projection_json(journal, name).await?);
+        let p = projection_json(journal, name).await?;
+        for f in p["failing"].as_array().into_iter().flatten() {
+            stuck.push(json!({
+                "projection": name,
+                "shard": f["shard"],
+                "cause": format!(
+                    "projection {name}: stopped at shard {} offset {}: {}",
+                    f["shard"], f["offset"], f["error"].as_str().unwrap_or("")
+                ),
+            }));
+        }
+        projections.push(p);
     }
     let mut poison = Vec::new();
     for (entity, reply) in journal
@@ -132,6 +192,7 @@ async fn gather(journal: &AnyJournal, poison_limit: usize) -> Result<Value, CliE
         "projections": projections,
         "poison": poison,
         "damaged": damaged,
+        "stuck": stuck,
     }))
 }
 
@@ -227,6 +288,11 @@ fn print(ctx: &Ctx, r: &Value) -> Result<(), CliError> {
             d["recorded_at"].as_str().unwrap_or(""),
             d["reason"].as_str().unwrap_or("")
         ))?;
+    }
+    let stuck = list("stuck");
+    out.line(format_args!("stuck ({}):", stuck.len()))?;
+    for s in &stuck {
+        out.line(format_args!("  {}", s["cause"].as_str().unwrap_or("")))?;
     }
     Ok(())
 }
