@@ -54,9 +54,6 @@ pub enum EngineError {
         /// The stored reply's tag.
         found: String,
     },
-    /// The entity type was never registered with this cluster.
-    #[error("entity type {0} is not registered")]
-    UnknownEntityType(String),
     /// The cluster is shutting down or was shut down.
     #[error("the cluster is shut down")]
     ShutDown,
@@ -119,6 +116,15 @@ pub enum EngineError {
         offset: u64,
         /// The codec's error.
         source: JournalError,
+    },
+    /// A stored value does not decode as the type it should have (a `StateProjection`'s
+    /// JSON written by another version of the state type).
+    #[error("{what} does not decode: {reason}")]
+    Decode {
+        /// What was read.
+        what: String,
+        /// Why it does not decode.
+        reason: String,
     },
     /// An inline projection failed, so the batch it belongs to did not commit.
     #[error("inline projection failed: {0}")]

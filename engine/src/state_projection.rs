@@ -196,8 +196,9 @@ pub async fn projected_state<E: Entity>(
     };
     match row {
         Some((seq, text)) => {
-            let state = serde_json::from_str(&text).map_err(|e| {
-                EngineError::Config(format!("stored state is not {}: {e}", E::TYPE))
+            let state = serde_json::from_str(&text).map_err(|e| EngineError::Decode {
+                what: format!("the stored state of {}/{id}", E::TYPE),
+                reason: e.to_string(),
             })?;
             Ok(Some((seq as u64, state)))
         }

@@ -85,6 +85,24 @@ async fn sqlite_state_owner_and_locality() {
     let refused = c.ask(Cmd::Refuse).await.unwrap_err();
     assert!(matches!(refused, EngineError::Rejected { .. }));
     assert!(!refused.is_retryable(), "a rejection is met again");
+    // A projected state whose JSON is not the state type: a decode error naming it.
+    let entlog_journal::AnyJournal::Sqlite(j) = cluster.journal() else {
+        unreachable!()
+    };
+    sqlx::query(
+        "INSERT INTO entity_state (entity_type, entity_id, seq, updated_at, state)
+         VALUES ('counter', 'odd', 1, 0, '{\"total\": \"many\"}')",
+    )
+    .execute(j.writer())
+    .await
+    .unwrap();
+    let err = entlog_engine::projected_state::<Counter>(cluster.journal(), "odd")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, EngineError::Decode { what, .. } if what.contains("counter/odd")),
+        "{err:?}"
+    );
     cluster.shutdown().await.unwrap();
     let _ = std::fs::remove_dir_all(&dir);
 }

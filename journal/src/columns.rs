@@ -396,14 +396,14 @@ impl ManyColumns {
         for mut batch in batches {
             let mut cols = BatchColumns::prepare(&mut batch, shard_count, max_payload, now)?;
             if many.parts.iter().any(|p| p.shard == batch.shard) {
-                return Err(JournalError::Config(format!(
+                return Err(JournalError::Internal(format!(
                     "two batches of shard {} in one commit",
                     batch.shard
                 )));
             }
             if let Some((c, _)) = &batch.cursor {
                 if consumer.as_ref().is_some_and(|known| known != c) {
-                    return Err(JournalError::Config(
+                    return Err(JournalError::Internal(
                         "batches of one commit move cursors of different consumers".into(),
                     ));
                 }

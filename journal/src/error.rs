@@ -200,6 +200,18 @@ pub enum JournalError {
     /// The configuration or a URL is unusable.
     #[error("configuration error: {0}")]
     Config(String),
+    /// The database did not answer in time: nothing listens there, a firewall drops the
+    /// packets, or the network is down. Worth trying again.
+    #[error("no answer from {location} within {waited:?}")]
+    Unreachable {
+        /// Where (host and port, without credentials).
+        location: String,
+        /// How long it waited.
+        waited: std::time::Duration,
+    },
+    /// An internal invariant broke: a bug in entlog, not in the caller's input or setup.
+    #[error("internal error (please report): {0}")]
+    Internal(String),
     /// Applying the schema failed.
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
@@ -222,8 +234,10 @@ impl JournalError {
     /// again: the database unreachable or busy, a dropped connection, a deadlock or
     /// serialization failure. Anything else (bad input, a fence, corruption) is met again.
     pub fn is_transient(&self) -> bool {
-        let JournalError::Persistence(e) = self else {
-            return false;
+        let e = match self {
+            JournalError::Persistence(e) => e,
+            JournalError::Unreachable { .. } => return true,
+            _ => return false,
         };
         match e {
             sqlx::Error::Io(_)

@@ -47,7 +47,7 @@ impl AnyJournal {
         match (self, tx) {
             (AnyJournal::Postgres(j), AnyTx::Postgres(tx)) => j.commit_on(tx, batch).await,
             (AnyJournal::Sqlite(j), AnyTx::Sqlite(tx)) => j.commit_on(tx, batch).await,
-            _ => Err(JournalError::Config(
+            _ => Err(JournalError::Internal(
                 "a transaction of one backend used with the other".into(),
             )),
         }

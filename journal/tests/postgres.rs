@@ -571,6 +571,29 @@ async fn unreachable_server_says_why_at_once() {
     assert!(err.to_string().contains("refused"), "got {err}");
 }
 
+/// A server that never answers (a proxy that forwards nothing and closes nothing, as a
+/// firewall dropping packets): `Unreachable` after the 10 s connect bound, naming host and
+/// port but no credentials, and worth retrying — not a configuration error.
+#[tokio::test]
+async fn silent_server_is_unreachable_not_misconfigured() {
+    let url = database_url().await;
+    let (proxy, _) = entlog_journal::testing::BlackHoleProxy::for_url(&url)
+        .await
+        .unwrap();
+    proxy.set_silent(true);
+    let with_password = format!("postgres://postgres:s3cret@{}/test", proxy.addr());
+    let err = PgJournal::open(PgOptions::new(with_password))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, JournalError::Unreachable { waited, .. } if waited.as_secs() == 10),
+        "got {err:?}"
+    );
+    assert!(err.is_transient(), "worth retrying");
+    assert!(!err.to_string().contains("s3cret"), "{err}");
+    assert!(err.to_string().contains("127.0.0.1:"), "{err}");
+}
+
 /// Replies committed by one process wake the reply waiters of another (a second journal
 /// on the same schema stands for it) through the `'r<shard>'` notification, long before
 /// the waiter's timeout; the waiter's shard only, not every shard.

@@ -206,7 +206,7 @@ pub(super) async fn open(mut options: PgOptions) -> Result<PgJournal> {
     tx.commit().await?;
     let meta = read_meta(&pool)
         .await?
-        .ok_or_else(|| JournalError::Config("journal metadata vanished after creation".into()))?;
+        .ok_or_else(|| JournalError::Internal("journal metadata vanished after creation".into()))?;
     check_meta(&meta, options.shard_count)?;
     sqlx::query(
         "INSERT INTO shards (shard) SELECT generate_series(0, $1 - 1) ON CONFLICT (shard) DO NOTHING",
@@ -245,11 +245,18 @@ pub(super) async fn open_existing(mut options: PgOptions) -> Result<PgJournal> {
 async fn connect(options: &PgOptions) -> Result<PgPool> {
     let connect_options = options.connect_options()?;
     let probe = <sqlx::PgConnection as sqlx::Connection>::connect_with(&connect_options);
-    let conn = tokio::time::timeout(Duration::from_secs(10), probe)
-        .await
-        .map_err(|_| {
-            JournalError::Config(format!("no answer from {} within 10 s", options.url))
-        })??;
+    let waited = Duration::from_secs(10);
+    let conn =
+        tokio::time::timeout(waited, probe)
+            .await
+            .map_err(|_| JournalError::Unreachable {
+                location: format!(
+                    "{}:{}",
+                    connect_options.get_host(),
+                    connect_options.get_port()
+                ),
+                waited,
+            })??;
     sqlx::Connection::close(conn).await?;
     Ok(PgPoolOptions::new()
         .max_connections(options.max_connections)

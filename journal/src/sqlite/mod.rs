@@ -111,7 +111,7 @@ impl SqliteJournal {
         let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || inner.probe.owned())
             .await
-            .map_err(|e| JournalError::Config(format!("owner-lock probe failed: {e}")))?
+            .map_err(|e| JournalError::Internal(format!("owner-lock probe failed: {e}")))?
     }
 
     /// The reader pool, for queries.
@@ -149,7 +149,9 @@ impl SqliteJournal {
                 JournalError::Persistence(err) => classify(err, shard),
                 other => other,
             })?
-            .ok_or_else(|| JournalError::Config("placement with lookups cannot conflict".into()))?;
+            .ok_or_else(|| {
+                JournalError::Internal("placement with lookups cannot conflict".into())
+            })?;
         let shards = vec![shard; cols.replies.message_id.len()];
         place::insert_replies(&mut *tx, &shards, &cols.replies, now)
             .await
@@ -217,7 +219,9 @@ impl SqliteJournal {
                 JournalError::Persistence(err) => classify(err, first),
                 other => other,
             })?
-            .ok_or_else(|| JournalError::Config("placement with lookups cannot conflict".into()))?;
+            .ok_or_else(|| {
+                JournalError::Internal("placement with lookups cannot conflict".into())
+            })?;
         place::insert_replies(&mut tx, &many.reply_shards, &many.replies, now)
             .await
             .map_err(|e| classify(e, first))?;
@@ -311,7 +315,7 @@ impl Journal for SqliteJournal {
                 place::place(&mut tx, &entries, now, None, Dedup::Lookup)
                     .await?
                     .ok_or_else(|| {
-                        JournalError::Config("placement with lookups cannot conflict".into())
+                        JournalError::Internal("placement with lookups cannot conflict".into())
                     })?
             }
         };

@@ -97,7 +97,7 @@ pub(super) async fn open(mut options: SqliteOptions) -> Result<SqliteJournal> {
     let path = options.path.clone();
     let owner = tokio::task::spawn_blocking(move || OwnerLock::take(&path))
         .await
-        .map_err(|e| JournalError::Config(format!("owner-lock task failed: {e}")))??;
+        .map_err(|e| JournalError::Internal(format!("owner-lock task failed: {e}")))??;
     let connect = SqliteConnectOptions::new()
         .filename(&options.path)
         .create_if_missing(true)

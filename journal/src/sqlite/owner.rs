@@ -82,7 +82,7 @@ impl OwnerLock {
     pub(super) fn take(path: &Path) -> Result<OwnerLock> {
         let mut owned = OWNED
             .lock()
-            .map_err(|_| JournalError::Config("the owner-lock registry is poisoned".into()))?;
+            .map_err(|_| JournalError::Internal("the owner-lock registry is poisoned".into()))?;
         let owned = owned.get_or_insert_with(HashSet::new);
         let locked = || JournalError::Locked {
             path: path.to_owned(),
@@ -165,7 +165,7 @@ impl OwnerProbe {
         let mut file = self
             .file
             .lock()
-            .map_err(|_| JournalError::Config("the owner probe is poisoned".into()))?;
+            .map_err(|_| JournalError::Internal("the owner probe is poisoned".into()))?;
         if file.is_none() {
             *file = Some(File::open(&self.path).map_err(io(&self.path))?);
         }
