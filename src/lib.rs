@@ -15,9 +15,23 @@ pub use entlog_projections as projections;
 
 pub use entlog_engine::{
     Cluster, ClusterBuilder, Config, Context, CronSchedule, EngineError, Entity, EntityRef,
-    Outcome, Rejection, SingletonContext, StateProjection, projected_state,
+    Outcome, Rejection, SingletonContext, StateProjection, decode_event, projected_state,
 };
 pub use entlog_journal::{
-    AnyJournal, EntityKey, Entry, EntryKind, Journal, JournalError, NewMessage, Payload, PgJournal,
-    PgOptions, SqliteJournal, SqliteOptions,
+    AnyJournal, AnyTx, EntityKey, Entry, EntryKind, Journal, JournalError, NewMessage, Payload,
+    PgJournal, PgOptions, Row, Sql, SqliteJournal, SqliteOptions, Timestamp, sql,
 };
+pub use entlog_projections::{Projection, ProjectionError};
+/// Message ids (`ask_with_id`, `tell_at_with_id`, `cancel`) are UUIDs.
+pub use uuid::Uuid;
+
+/// What application code uses most, in one `use entlog::prelude::*;`: entity types,
+/// the cluster, projections with their backend-neutral SQL, and the ids and times they
+/// carry.
+pub mod prelude {
+    pub use crate::{
+        AnyTx, Cluster, Config, Context, EngineError, Entity, EntityRef, Entry, Journal as _,
+        JournalError, Outcome, Projection, ProjectionError, Rejection, Row, Timestamp, Uuid,
+        decode_event, sql,
+    };
+}

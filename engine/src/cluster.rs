@@ -297,6 +297,15 @@ impl ClusterBuilder {
         };
         m::describe();
         entlog_projections::metrics::describe();
+        // The read models' tables, before any event is applied to them.
+        for p in self.projections.iter().chain(&self.inline) {
+            if let Err(e) = entlog_projections::set_up(&journal, p.as_ref()).await {
+                if opened_here {
+                    journal.close().await;
+                }
+                return Err(e.into());
+            }
+        }
         let runner_id = config
             .runner_id
             .clone()

@@ -102,6 +102,27 @@ impl<E: Entity + ?Sized> Outcome<E> {
     pub fn new(events: Vec<E::Event>, reply: E::Reply) -> Self {
         Outcome { events, reply }
     }
+
+    /// Events and a reply computed from the state *after* them: `reply` gets a copy of
+    /// `state` with the events applied (as the runner will apply them), so it need not
+    /// repeat `apply`'s logic (`items.len() + 1` is wrong when the item was there).
+    pub fn applied(
+        state: &E::State,
+        events: Vec<E::Event>,
+        reply: impl FnOnce(&E::State) -> E::Reply,
+    ) -> Self
+    where
+        E::State: Clone,
+    {
+        let mut after = state.clone();
+        for e in &events {
+            E::apply(&mut after, e);
+        }
+        Outcome {
+            reply: reply(&after),
+            events,
+        }
+    }
 }
 
 /// The handler said no: stored as the reply, with no events.

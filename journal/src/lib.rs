@@ -36,6 +36,7 @@ mod postgres;
 mod records;
 pub mod shard;
 mod snapshot;
+mod sql;
 mod sqlite;
 mod time;
 mod trouble;
@@ -64,6 +65,7 @@ pub use records::{
     AppendOutcome, CommitReceipt, NewSnapshot, Processed, ProcessedBatch, Snapshot, StoredReply,
 };
 pub use shard::{Shard, shard_of};
+pub use sql::{Column, FromValue, Row, Sql, Value, sql};
 pub use sqlite::{Access, Durability, SqliteJournal, SqliteLocks, SqliteOptions};
 pub use time::Timestamp;
 pub use tx::AnyTx;

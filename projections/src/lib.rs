@@ -12,6 +12,8 @@ mod projection;
 mod projector;
 mod rebuild;
 
-pub use projection::{DynProjection, Projection, ProjectionError, checkpoint_name, projection_of};
+pub use projection::{
+    DynProjection, Projection, ProjectionError, checkpoint_name, projection_of, set_up,
+};
 pub use projector::{Projector, ShardStatus, Step, status};
 pub use rebuild::{Progress, rebuild};

@@ -42,6 +42,14 @@ pub trait Projection: Send + Sync + 'static {
 
     /// Empties the read model, for a rebuild.
     fn reset(&self, tx: &mut AnyTx) -> impl Future<Output = Result<(), ProjectionError>> + Send;
+
+    /// Creates the read model's tables if they are missing (`CREATE TABLE IF NOT EXISTS`,
+    /// so it may run any number of times). The cluster runs it at start, before any event
+    /// is applied, and a rebuild before it resets. Does nothing by default.
+    fn setup(&self, tx: &mut AnyTx) -> impl Future<Output = Result<(), ProjectionError>> + Send {
+        let _ = tx;
+        async { Ok(()) }
+    }
 }
 
 pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -60,6 +68,8 @@ pub trait DynProjection: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<(), ProjectionError>>;
     /// See [`Projection::reset`].
     fn reset<'a>(&'a self, tx: &'a mut AnyTx) -> BoxFuture<'a, Result<(), ProjectionError>>;
+    /// See [`Projection::setup`].
+    fn setup<'a>(&'a self, tx: &'a mut AnyTx) -> BoxFuture<'a, Result<(), ProjectionError>>;
 }
 
 impl<P: Projection> DynProjection for P {
@@ -82,6 +92,21 @@ impl<P: Projection> DynProjection for P {
     fn reset<'a>(&'a self, tx: &'a mut AnyTx) -> BoxFuture<'a, Result<(), ProjectionError>> {
         Box::pin(Projection::reset(self, tx))
     }
+
+    fn setup<'a>(&'a self, tx: &'a mut AnyTx) -> BoxFuture<'a, Result<(), ProjectionError>> {
+        Box::pin(Projection::setup(self, tx))
+    }
+}
+
+/// Runs `projection`'s [`setup`](Projection::setup) in a transaction of its own.
+pub async fn set_up(
+    journal: &entlog_journal::AnyJournal,
+    projection: &dyn DynProjection,
+) -> Result<(), ProjectionError> {
+    let mut tx = journal.begin().await?;
+    projection.setup(&mut tx).await?;
+    tx.commit().await?;
+    Ok(())
 }
 
 /// Prefix of every projection's checkpoint consumer name.

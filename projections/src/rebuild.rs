@@ -36,6 +36,7 @@ pub async fn rebuild(
 ) -> Result<(), ProjectionError> {
     let consumer = checkpoint_name(projection.name());
     let shards = journal.shard_count();
+    crate::projection::set_up(journal, projection.as_ref()).await?;
     // Checkpoints first: a live projector's transaction moves its checkpoint before it
     // writes, so taking every checkpoint row waits for those in flight to commit and
     // makes later ones find the checkpoint moved. The reset then sees (and removes)
