@@ -193,6 +193,11 @@ fn quickstart_journal(db: &Db) {
 
     let to_two = db.json(&qs, &["replay", "account/alice", "--to-seq", "2"]);
     assert_eq!(to_two["state"]["cents"], 70);
+    db.fails(
+        &qs,
+        &["replay", "account/alice", "--to-seq", "99"],
+        "account/alice has 3 events",
+    );
     let at = events[1]["created_at"].as_str().unwrap();
     let at_two = db.json(&qs, &["replay", "account/alice", "--at", at]);
     assert_eq!(at_two["state"]["cents"], 70);
@@ -434,6 +439,24 @@ fn bad_addresses_are_clear_errors() {
     bad.db = "postgres://:::bad".into();
     bad.fails(&entlog(), &["status"], "bad PostgreSQL URL");
     db.fails(&entlog(), &["prune", "--older-than", "soon"], "bad age");
+    let mut typo = Db::sqlite();
+    typo.db = "postgres:/oops".into();
+    typo.fails(&entlog(), &["status"], "neither a PostgreSQL URL");
+    assert!(
+        !typo.dir.join("postgres:").exists(),
+        "no file was created for it"
+    );
+    // With --json, the error is JSON as well.
+    let out = typo.run(&entlog(), &["status", "--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err: Value = serde_json::from_slice(&out.stderr).unwrap();
+    assert!(
+        err["error"]
+            .as_str()
+            .unwrap()
+            .contains("neither a PostgreSQL URL"),
+        "{err}"
+    );
     let usage = db.run(&entlog(), &["frobnicate"]);
     assert_eq!(usage.status.code(), Some(2));
     let help = db.ok(&entlog(), &["replay", "--help"]);

@@ -84,10 +84,16 @@ impl Cli {
                 return ExitCode::FAILURE;
             }
         };
+        let json = parsed.json;
         match runtime.block_on(self.run(parsed)) {
             Ok(()) => ExitCode::SUCCESS,
             Err(CliError::Output(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => {
                 ExitCode::SUCCESS
+            }
+            // With --json, the error is JSON too (on stderr), for the script reading it.
+            Err(e) if json => {
+                eprintln!("{}", serde_json::json!({ "error": e.to_string() }));
+                ExitCode::FAILURE
             }
             Err(e) => {
                 eprintln!("error: {e}");
@@ -99,7 +105,7 @@ impl Cli {
     /// Runs parsed arguments.
     async fn run(self, cli: args::Cli) -> Result<(), CliError> {
         let db = cli.db.or(self.default_db).ok_or(CliError::NoDatabase)?;
-        let location = open::Location::parse(&db, &cli.schema);
+        let location = open::Location::parse(&db, &cli.schema)?;
         let out = render::Out::new(cli.json);
         let ctx = commands::Ctx {
             registry: self.registry,

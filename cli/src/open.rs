@@ -17,19 +17,34 @@ pub(crate) enum Location {
 
 impl Location {
     /// Reads `--db`: `postgres://…` / `postgresql://…`, `sqlite://path`, `sqlite:path`, or
-    /// a plain file path.
-    pub(crate) fn parse(db: &str, schema: &str) -> Location {
+    /// a plain file path. Anything else that starts like a URL (`postgres:/oops`,
+    /// `mysql://…`) is refused rather than taken for a file name.
+    pub(crate) fn parse(db: &str, schema: &str) -> Result<Location, CliError> {
         if db.starts_with("postgres://") || db.starts_with("postgresql://") {
-            return Location::Postgres {
+            return Ok(Location::Postgres {
                 url: db.to_owned(),
                 schema: schema.to_owned(),
-            };
+            });
         }
-        let path = db
+        if let Some(path) = db
             .strip_prefix("sqlite://")
             .or_else(|| db.strip_prefix("sqlite:"))
-            .unwrap_or(db);
-        Location::Sqlite(path.into())
+        {
+            return Ok(Location::Sqlite(path.into()));
+        }
+        let scheme = db.split_once(':').map(|(s, _)| s);
+        if scheme.is_some_and(|s| {
+            s.len() > 1 && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '+')
+        }) {
+            return Err(CliError::BadArgument {
+                what: "--db",
+                value: db.to_owned(),
+                reason: "neither a PostgreSQL URL (postgres://user@host/db) nor a SQLite file \
+                         (a path, or sqlite:path)"
+                    .into(),
+            });
+        }
+        Ok(Location::Sqlite(db.into()))
     }
 }
 
@@ -113,20 +128,30 @@ mod tests {
     #[test]
     fn locations_and_addresses() {
         assert_eq!(
-            Location::parse("postgres://u@h/db", "s"),
+            Location::parse("postgres://u@h/db", "s").unwrap(),
             Location::Postgres {
                 url: "postgres://u@h/db".into(),
                 schema: "s".into()
             }
         );
         assert_eq!(
-            Location::parse("sqlite://a/b.db", "s"),
+            Location::parse("sqlite://a/b.db", "s").unwrap(),
             Location::Sqlite("a/b.db".into())
         );
         assert_eq!(
-            Location::parse("b.db", "s"),
+            Location::parse("b.db", "s").unwrap(),
             Location::Sqlite("b.db".into())
         );
+        assert_eq!(
+            Location::parse("./odd:name.db", "s").unwrap(),
+            Location::Sqlite("./odd:name.db".into())
+        );
+        for bad in ["postgres:/oops", "postgresql:oops", "mysql://u@h/db"] {
+            assert!(
+                matches!(Location::parse(bad, "s"), Err(CliError::BadArgument { .. })),
+                "{bad}"
+            );
+        }
         assert_eq!(entity("account/a/b").unwrap().entity_id(), "a/b");
         assert!(matches!(entity("account"), Err(CliError::BadAddress(_))));
         assert!(matches!(entity("account/"), Err(CliError::Journal(_))));

@@ -100,7 +100,9 @@ pub enum JournalError {
         reason: String,
     },
     /// The journal was created with another shard count than the one asked for.
-    #[error("the journal has {stored} shards, but {requested} were configured")]
+    #[error(
+        "the journal has {stored} shards, but {requested} were configured; the count is fixed when a journal is created: configure {stored} (or 0 to adopt it)"
+    )]
     ShardCountMismatch {
         /// Shard count stored in the journal.
         stored: u32,
@@ -184,6 +186,15 @@ pub enum JournalError {
     NotFound {
         /// The database file or PostgreSQL schema looked at.
         location: String,
+    },
+    /// The database holds something that is not an entlog journal (other tables, or a
+    /// file that is not SQLite at all): entlog does not add its tables to it.
+    #[error("{location} is not an entlog journal ({found}); use an empty database or a new file")]
+    NotAJournal {
+        /// The database file or PostgreSQL schema.
+        location: String,
+        /// What is there instead.
+        found: String,
     },
     /// The journal's schema is older than this build: pending migrations must be applied.
     #[error(

@@ -219,6 +219,64 @@ async fn every_path_to_the_file_has_one_owner() {
     assert_eq!(again.head(shard).await.unwrap(), 3);
 }
 
+/// A file that is not an entlog journal — a SQLite database of other tables, or not
+/// SQLite at all — is refused with `NotAJournal`, and left as it was (no journal mode
+/// change, no write-ahead log, no entlog tables). An empty file becomes a journal.
+#[tokio::test]
+async fn a_foreign_file_is_refused_and_left_alone() {
+    use sqlx::Connection as _;
+    let b = Sqlite::new();
+    let theirs = b.path();
+    {
+        let mut conn = sqlx::SqliteConnection::connect_with(
+            &sqlx::sqlite::SqliteConnectOptions::new()
+                .filename(&theirs)
+                .create_if_missing(true),
+        )
+        .await
+        .unwrap();
+        sqlx::query("CREATE TABLE invoices (id INTEGER PRIMARY KEY, total INTEGER)")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        conn.close().await.unwrap();
+    }
+    let before = std::fs::read(&theirs).unwrap();
+    let err = SqliteJournal::open(SqliteOptions::new(&theirs))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, JournalError::NotAJournal { found, .. } if found.contains("invoices")),
+        "got {err:?}"
+    );
+    assert_eq!(
+        std::fs::read(&theirs).unwrap(),
+        before,
+        "the file is untouched"
+    );
+    let mut wal = theirs.clone().into_os_string();
+    wal.push("-wal");
+    assert!(!std::path::Path::new(&wal).exists(), "no write-ahead log");
+
+    let garbage = b.path();
+    std::fs::write(&garbage, vec![0x5a; 8192]).unwrap();
+    let err = SqliteJournal::open(SqliteOptions::new(&garbage))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, JournalError::NotAJournal { found, .. } if found == "not a SQLite database"),
+        "got {err:?}"
+    );
+    assert_eq!(std::fs::read(&garbage).unwrap(), vec![0x5a; 8192]);
+
+    let empty = b.path();
+    std::fs::write(&empty, b"").unwrap();
+    let j = SqliteJournal::open(SqliteOptions::new(&empty).shard_count(2))
+        .await
+        .unwrap();
+    assert_eq!(j.shard_count(), 2);
+}
+
 /// A column SQLite stores with the wrong type (it does not enforce column types) does not
 /// decode: the mailbox read delivers the row as damaged at its place, with its neighbours.
 #[tokio::test]

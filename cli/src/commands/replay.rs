@@ -50,6 +50,14 @@ pub(crate) async fn run(ctx: &Ctx, args: ReplayArgs) -> Result<(), CliError> {
             "{entity} has no events: its state is the initial one"
         ))?;
     }
+    let last = events.last().and_then(|e| e.seq).unwrap_or(0);
+    if let Some(n) = args.to_seq.filter(|n| *n > last) {
+        return Err(CliError::BadArgument {
+            what: "--to-seq",
+            value: n.to_string(),
+            reason: format!("{entity} has {last} events"),
+        });
+    }
     let events: Vec<Entry> = events
         .into_iter()
         .take_while(|e| args.to_seq.is_none_or(|n| e.seq.unwrap_or(0) <= n))

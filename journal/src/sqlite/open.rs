@@ -98,6 +98,7 @@ pub(super) async fn open(mut options: SqliteOptions) -> Result<SqliteJournal> {
     let owner = tokio::task::spawn_blocking(move || OwnerLock::take(&path))
         .await
         .map_err(|e| JournalError::Internal(format!("owner-lock task failed: {e}")))??;
+    refuse_foreign(&options.path).await?;
     let connect = SqliteConnectOptions::new()
         .filename(&options.path)
         .create_if_missing(true)
@@ -204,6 +205,52 @@ pub(super) async fn open_existing(
             owner: std::sync::Mutex::new(None),
         }),
     })
+}
+
+/// Refuses a non-empty file that is not an entlog journal — a SQLite database of other
+/// tables, or not SQLite at all — before anything (even the journal mode) is changed in
+/// it. Looks through a read-only connection with SQLite's defaults.
+async fn refuse_foreign(path: &std::path::Path) -> Result<()> {
+    let len = tokio::fs::metadata(path).await.map_or(0, |m| m.len());
+    if len == 0 {
+        return Ok(());
+    }
+    let location = path.display().to_string();
+    let foreign = |found: String| JournalError::NotAJournal {
+        location: location.clone(),
+        found,
+    };
+    let look = async {
+        let mut conn = <sqlx::SqliteConnection as sqlx::Connection>::connect_with(
+            &SqliteConnectOptions::new().filename(path).read_only(true),
+        )
+        .await?;
+        let tables: Vec<String> = sqlx::query_scalar(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name",
+        )
+        .fetch_all(&mut conn)
+        .await?;
+        sqlx::Connection::close(conn).await?;
+        Ok::<_, sqlx::Error>(tables)
+    };
+    match look.await {
+        Ok(tables) if tables.is_empty() || tables.iter().any(|t| t == "meta") => Ok(()),
+        Ok(tables) => Err(foreign(format!(
+            "tables {}{}",
+            tables
+                .iter()
+                .take(5)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", "),
+            if tables.len() > 5 { ", …" } else { "" }
+        ))),
+        // SQLITE_NOTADB (26): not a database file.
+        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("26") => {
+            Err(foreign("not a SQLite database".into()))
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// `after_release`: a connection that comes back inside a transaction is closed, never
