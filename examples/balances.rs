@@ -6,6 +6,8 @@
 //! "which accounts hold more than 100?" — exactly once per event, whatever crashes.
 #![allow(clippy::unwrap_used)]
 
+mod logs;
+
 use std::time::Duration;
 
 use entlog::journal::{AnyJournal, AnyTx, Entry};
@@ -102,16 +104,8 @@ impl Projection for Balances {
 
 #[tokio::main]
 async fn main() -> Result<(), EngineError> {
-    // Logs on stderr: warnings and errors by default (a lost lock session, a retrying
-    // shard, a stopped projection); RUST_LOG=info or RUST_LOG=entlog_engine=debug shows more.
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    // Warnings and errors on stderr (RUST_LOG for more): see examples/logs/mod.rs.
+    logs::init();
     let path = "balances.db";
     let cluster = Cluster::builder()
         .sqlite(path)

@@ -45,6 +45,8 @@
 //! It prints the numbers and exits with status 1 when any check fails.
 #![allow(clippy::unwrap_used)]
 
+mod logs;
+
 use std::collections::BTreeMap;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -400,16 +402,8 @@ async fn watch_sum(
 
 #[tokio::main]
 async fn main() -> Result<ExitCode, Box<dyn std::error::Error>> {
-    // Logs on stderr: warnings and errors by default (a lost lock session, a retrying
-    // shard, a stopped projection); RUST_LOG=info or RUST_LOG=entlog_engine=debug shows more.
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    // Warnings and errors on stderr (RUST_LOG for more): see examples/logs/mod.rs.
+    logs::init();
     let args = match parse_args() {
         Ok(a) => a,
         Err(e) => {

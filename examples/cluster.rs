@@ -43,6 +43,8 @@
 //! entlog_cluster_demo CASCADE'` while no member runs.
 #![allow(clippy::unwrap_used)]
 
+mod logs;
+
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -140,16 +142,8 @@ fn parse_args() -> Result<Args, String> {
 
 #[tokio::main]
 async fn main() -> Result<ExitCode, EngineError> {
-    // Logs on stderr: warnings and errors by default (a lost lock session, a retrying
-    // shard, a stopped projection); RUST_LOG=info or RUST_LOG=entlog_engine=debug shows more.
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    // Warnings and errors on stderr (RUST_LOG for more): see examples/logs/mod.rs.
+    logs::init();
     let args = match parse_args() {
         Ok(a) => a,
         Err(e) => {

@@ -5,6 +5,8 @@
 //! last run stopped, and re-sent message ids are recognised as duplicates.
 #![allow(clippy::unwrap_used)]
 
+mod logs;
+
 use entlog::journal::{AppendOutcome, EntryKind};
 use entlog::{EntityKey, Journal, NewMessage, Payload, SqliteJournal, SqliteOptions};
 use serde::{Deserialize, Serialize};
@@ -17,16 +19,8 @@ enum CounterCmd {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    // Logs on stderr: warnings and errors by default (a lost lock session, a retrying
-    // shard, a stopped projection); RUST_LOG=info or RUST_LOG=entlog_engine=debug shows more.
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    // Warnings and errors on stderr (RUST_LOG for more): see examples/logs/mod.rs.
+    logs::init();
     let path = "entlog-basics.db";
     let journal = SqliteJournal::open(SqliteOptions::new(path).shard_count(4)).await?;
     println!("journal {path}: {} shards", journal.shard_count());

@@ -15,6 +15,8 @@
 //! ```
 #![allow(clippy::unwrap_used)]
 
+mod logs;
+
 use std::process::ExitCode;
 
 // An application enables entlog's `cli` feature and writes `entlog::cli::{Cli, Registry}`;
@@ -115,16 +117,8 @@ fn main() -> ExitCode {
             return Cli::new(registry).default_db(DEFAULT_DB).main();
         }
     };
-    // Logs on stderr: warnings and errors by default (a lost lock session, a retrying
-    // shard, a stopped projection); RUST_LOG=info or RUST_LOG=entlog_engine=debug shows more.
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    // Warnings and errors on stderr (RUST_LOG for more): see examples/logs/mod.rs.
+    logs::init();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     match runtime.block_on(demo(demo_db)) {
         Ok(()) => ExitCode::SUCCESS,
