@@ -55,6 +55,7 @@ mod cron;
 mod entity;
 mod error;
 mod exporter;
+mod failure_kind;
 pub mod metrics;
 mod owner_check;
 mod registry;

@@ -14,7 +14,9 @@ pub const MESSAGES_PROCESSED: &str = "entlog_messages_processed_total";
 pub const MESSAGES_REDELIVERED: &str = "entlog_messages_redelivered_total";
 /// Counter: sends recognised as duplicates of an earlier message id.
 pub const MESSAGES_DEDUPLICATED: &str = "entlog_messages_deduplicated_total";
-/// Counter: messages given a failure reply after their retries (poison messages).
+/// Counter: messages given a failure reply after their retries (poison messages), by
+/// `kind`: unregistered, activation, state_lost, panicked, timeout, too_large,
+/// undecodable, unencodable, apply_panicked, refused.
 pub const MESSAGES_FAILED: &str = "entlog_messages_failed_total";
 /// Histogram (seconds): from a message's append (a scheduled message's due time) to the
 /// end of its handling (its batch commits right after).

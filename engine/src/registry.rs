@@ -15,6 +15,7 @@ use futures_util::FutureExt;
 use crate::codec::{self, StoredOutcome};
 use crate::entity::{Context, Entity};
 use crate::error::EngineError;
+use crate::failure_kind::FailureKind;
 use crate::metrics as m;
 
 pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -45,7 +46,11 @@ pub(crate) enum Handled {
     /// The message cannot succeed (undecodable command, unencodable outcome); it gets a
     /// failure reply at once. `state_lost` means the in-memory state may be damaged and
     /// the instance must be dropped.
-    Broken { reason: String, state_lost: bool },
+    Broken {
+        kind: FailureKind,
+        reason: String,
+        state_lost: bool,
+    },
 }
 
 /// One entity in memory.
@@ -139,13 +144,19 @@ impl<E: Entity> Live<E> {
         max_payload: usize,
         now: Timestamp,
     ) -> Handled {
-        let broken = |reason: String| Handled::Broken {
+        let broken = |kind: FailureKind, reason: String| Handled::Broken {
+            kind,
             reason,
             state_lost: false,
         };
         let cmd = match codec::command_from_payload::<E>(command) {
             Ok(c) => c,
-            Err(e) => return broken(format!("undecodable command: {e}")),
+            Err(e) => {
+                return broken(
+                    FailureKind::Undecodable,
+                    format!("undecodable command: {e}"),
+                );
+            }
         };
         let mut ctx = Context {
             entity: Some(self.key.clone()),
@@ -164,13 +175,19 @@ impl<E: Entity> Live<E> {
                         reply,
                         outgoing: Vec::new(),
                     },
-                    Err(e) => broken(format!("unencodable rejection: {e}")),
+                    Err(e) => broken(
+                        FailureKind::Unencodable,
+                        format!("unencodable rejection: {e}"),
+                    ),
                 };
             }
             Ok(Ok(outcome)) => outcome,
         };
         if let Some(e) = ctx.error {
-            return broken(format!("bad outgoing message: {e}"));
+            return broken(
+                FailureKind::Unencodable,
+                format!("bad outgoing message: {e}"),
+            );
         }
         let mut events = Vec::with_capacity(outcome.events.len());
         for (i, ev) in outcome.events.iter().enumerate() {
@@ -179,15 +196,17 @@ impl<E: Entity> Live<E> {
                     seq: self.seq + 1 + i as u64,
                     payload,
                 }),
-                Err(e) => return broken(format!("unencodable event: {e}")),
+                Err(e) => {
+                    return broken(FailureKind::Unencodable, format!("unencodable event: {e}"));
+                }
             }
         }
         let reply = match codec::reply::<E>(&StoredOutcome::Replied(outcome.reply)) {
             Ok(r) => r,
-            Err(e) => return broken(format!("unencodable reply: {e}")),
+            Err(e) => return broken(FailureKind::Unencodable, format!("unencodable reply: {e}")),
         };
         if let Some(reason) = oversized(&events, &reply, &ctx.outgoing, max_payload) {
-            return broken(reason);
+            return broken(FailureKind::TooLarge, reason);
         }
         let state = &mut self.state;
         let applied = std::panic::catch_unwind(AssertUnwindSafe(|| {
@@ -197,6 +216,7 @@ impl<E: Entity> Live<E> {
         }));
         if let Err(p) = applied {
             return Handled::Broken {
+                kind: FailureKind::ApplyPanicked,
                 reason: format!("apply panicked: {}", panic_message(p.as_ref())),
                 state_lost: true,
             };

@@ -243,7 +243,10 @@ async fn endpoint_serves_the_documented_metrics() {
         body.contains("entlog_messages_deduplicated_total 1\n"),
         "{body}"
     );
-    assert!(body.contains("entlog_messages_failed_total 1\n"), "{body}");
+    assert!(
+        body.contains("entlog_messages_failed_total{kind=\"panicked\"} 1\n"),
+        "{body}"
+    );
     assert!(body.contains("entlog_entities_active "), "{body}");
     assert!(
         body.contains("entlog_projection_failures_total{projection=\"broken\"}"),

@@ -480,6 +480,7 @@ pub(super) fn poisoned(p: &Processed, reason: &str, registry: &Registry) -> Proc
         p.message_id,
         p.offset,
         version,
+        crate::failure_kind::FailureKind::Refused,
         format!("the journal refused its outcome: {reason}"),
     )
 }

@@ -35,6 +35,7 @@ use super::{FIRST_BACKOFF, MAX_BACKOFF, Pipeline};
 use crate::codec;
 use crate::config::Config;
 use crate::error::EngineError;
+use crate::failure_kind::FailureKind;
 use crate::metrics as m;
 use crate::registry::{Handled, Registry, panic_message};
 
@@ -85,7 +86,7 @@ pub(crate) async fn run(
         let reason = format!("entity type {} is not registered", done.key.entity_type());
         done.processed = entries
             .iter()
-            .map(|e| failed(e, 1, reason.clone()))
+            .map(|e| failed(e, 1, FailureKind::Unregistered, reason.clone()))
             .collect();
         return done;
     };
@@ -114,7 +115,7 @@ pub(crate) async fn run(
                     let reason = format!("activation failed: {e}");
                     done.processed = entries
                         .iter()
-                        .map(|e| failed(e, reply_version, reason.clone()))
+                        .map(|e| failed(e, reply_version, FailureKind::Activation, reason.clone()))
                         .collect();
                     return done;
                 }
@@ -125,7 +126,7 @@ pub(crate) async fn run(
                     );
                     done.processed = entries
                         .iter()
-                        .map(|e| failed(e, reply_version, reason.clone()))
+                        .map(|e| failed(e, reply_version, FailureKind::Activation, reason.clone()))
                         .collect();
                     return done;
                 }
@@ -139,6 +140,7 @@ pub(crate) async fn run(
             done.processed.push(failed(
                 &entry,
                 reply_version,
+                FailureKind::StateLost,
                 "not handled: an earlier message broke the entity's state".into(),
             ));
             continue;
@@ -161,10 +163,16 @@ pub(crate) async fn run(
             Handled::Panicked(reason) => done.processed.push(failed(
                 &entry,
                 reply_version,
+                FailureKind::Panicked,
                 format!("handler panicked {attempts} times: {reason}"),
             )),
-            Handled::Broken { reason, state_lost } => {
-                done.processed.push(failed(&entry, reply_version, reason));
+            Handled::Broken {
+                kind,
+                reason,
+                state_lost,
+            } => {
+                done.processed
+                    .push(failed(&entry, reply_version, kind, reason));
                 lost |= state_lost;
             }
         }
@@ -191,6 +199,7 @@ async fn handle_one(env: &Env, slot: &mut Slot, entry: &Entry) -> (Handled, u32)
                 tracing::error!(entity = %entry.entity, offset = entry.offset, ?timeout, "handler timed out");
                 return (
                     Handled::Broken {
+                        kind: FailureKind::Timeout,
                         reason: format!("handler timed out after {timeout:?}"),
                         state_lost: false,
                     },
@@ -225,12 +234,13 @@ fn record_latency(entry: &Entry, now: Timestamp) {
 }
 
 /// A message's failure: a stored failure reply naming the cause, and nothing else.
-fn failed(entry: &Entry, reply_version: u32, reason: String) -> Processed {
+fn failed(entry: &Entry, reply_version: u32, kind: FailureKind, reason: String) -> Processed {
     failure(
         &entry.entity,
         entry.message_id,
         entry.offset,
         reply_version,
+        kind,
         reason,
     )
 }
@@ -241,10 +251,11 @@ pub(crate) fn failure(
     message_id: uuid::Uuid,
     offset: u64,
     reply_version: u32,
+    kind: FailureKind,
     reason: String,
 ) -> Processed {
-    metrics::counter!(m::MESSAGES_FAILED).increment(1);
-    tracing::error!(%entity, offset, %reason, "message failed");
+    metrics::counter!(m::MESSAGES_FAILED, "kind" => kind.label()).increment(1);
+    tracing::error!(%entity, offset, kind = kind.label(), %reason, "message failed");
     let reply = codec::failure(entity.entity_type(), reply_version, reason).unwrap_or_else(|_| {
         entlog_journal::Payload {
             type_tag: "entlog.failure".into(),
