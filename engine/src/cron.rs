@@ -49,6 +49,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use entlog_journal::{
     AnyJournal, AppendOutcome, EntityKey, Journal, JournalError, NewMessage, Payload, Timestamp,
+    sql,
 };
 use uuid::Uuid;
 
@@ -388,39 +389,22 @@ async fn load_or_create(
     runner: &str,
     now: Timestamp,
 ) -> Result<Timestamp, JournalError> {
-    let now = now.as_micros();
-    let last: i64 = match journal {
-        AnyJournal::Postgres(j) => {
-            sqlx::query(
+    journal
+        .execute(
+            sql(
                 "INSERT INTO cron_schedules (name, last_tick, fired, runner, updated_at)
                  VALUES ($1, $2, FALSE, $3, $2) ON CONFLICT (name) DO NOTHING",
             )
             .bind(name)
-            .bind(now)
-            .bind(runner)
-            .execute(j.pool())
-            .await?;
-            sqlx::query_scalar("SELECT last_tick FROM cron_schedules WHERE name = $1")
-                .bind(name)
-                .fetch_one(j.pool())
-                .await?
-        }
-        AnyJournal::Sqlite(j) => {
-            sqlx::query(
-                "INSERT INTO cron_schedules (name, last_tick, fired, runner, updated_at)
-                 VALUES (?1, ?2, 0, ?3, ?2) ON CONFLICT (name) DO NOTHING",
-            )
-            .bind(name)
-            .bind(now)
-            .bind(runner)
-            .execute(j.writer())
-            .await?;
-            sqlx::query_scalar("SELECT last_tick FROM cron_schedules WHERE name = ?1")
-                .bind(name)
-                .fetch_one(j.writer())
-                .await?
-        }
-    };
+            .bind(now.as_micros())
+            .bind(runner),
+        )
+        .await?;
+    let last: i64 = journal
+        .fetch_optional(sql("SELECT last_tick FROM cron_schedules WHERE name = $1").bind(name))
+        .await?
+        .ok_or_else(|| JournalError::Internal(format!("cron schedule {name} vanished")))?
+        .get(0)?;
     Ok(Timestamp(last))
 }
 
@@ -433,33 +417,19 @@ async fn advance(
     fired: bool,
     runner: &str,
 ) -> Result<bool, JournalError> {
-    let now = journal.now().as_micros();
-    let moved = match journal {
-        AnyJournal::Postgres(j) => sqlx::query(
-            "UPDATE cron_schedules SET last_tick = $2, fired = $3, runner = $4, updated_at = $5
-              WHERE name = $1 AND last_tick < $2",
+    let moved = journal
+        .execute(
+            sql(
+                "UPDATE cron_schedules SET last_tick = $2, fired = $3, runner = $4, updated_at = $5
+                  WHERE name = $1 AND last_tick < $2",
+            )
+            .bind(name)
+            .bind(tick.as_micros())
+            .bind(fired)
+            .bind(runner)
+            .bind(journal.now().as_micros()),
         )
-        .bind(name)
-        .bind(tick.as_micros())
-        .bind(fired)
-        .bind(runner)
-        .bind(now)
-        .execute(j.pool())
-        .await?
-        .rows_affected(),
-        AnyJournal::Sqlite(j) => sqlx::query(
-            "UPDATE cron_schedules SET last_tick = ?2, fired = ?3, runner = ?4, updated_at = ?5
-              WHERE name = ?1 AND last_tick < ?2",
-        )
-        .bind(name)
-        .bind(tick.as_micros())
-        .bind(fired)
-        .bind(runner)
-        .bind(now)
-        .execute(j.writer())
-        .await?
-        .rows_affected(),
-    };
+        .await?;
     Ok(moved == 1)
 }
 

@@ -66,7 +66,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use entlog_journal::{AnyJournal, Journal, JournalError, MAX_NAME_BYTES, shard_of};
+use entlog_journal::{AnyJournal, Journal, JournalError, MAX_NAME_BYTES, shard_of, sql};
 use tokio::sync::watch;
 use tokio::task::{AbortHandle, JoinHandle};
 
@@ -386,77 +386,36 @@ async fn previous_run(
     journal: &AnyJournal,
     name: &str,
 ) -> Result<Option<(String, bool)>, JournalError> {
-    Ok(match journal {
-        AnyJournal::Postgres(j) => {
-            sqlx::query_as("SELECT runner, running FROM singletons WHERE name = $1")
-                .bind(name)
-                .fetch_optional(j.pool())
-                .await?
-        }
-        AnyJournal::Sqlite(j) => {
-            sqlx::query_as("SELECT runner, running FROM singletons WHERE name = ?1")
-                .bind(name)
-                .fetch_optional(j.reader())
-                .await?
-        }
-    })
+    journal
+        .fetch_optional(sql("SELECT runner, running FROM singletons WHERE name = $1").bind(name))
+        .await?
+        .map(|r| Ok((r.get(0)?, r.get(1)?)))
+        .transpose()
 }
 
 async fn mark_started(journal: &AnyJournal, name: &str, runner: &str) -> Result<(), JournalError> {
-    let now = journal.now().as_micros();
-    match journal {
-        AnyJournal::Postgres(j) => {
-            sqlx::query(
-                "INSERT INTO singletons (name, runner, running, started_at) VALUES ($1, $2, TRUE, $3)
+    journal
+        .execute(
+            sql("INSERT INTO singletons (name, runner, running, started_at) VALUES ($1, $2, TRUE, $3)
                  ON CONFLICT (name) DO UPDATE
-                   SET runner = $2, running = TRUE, started_at = $3, stopped_at = NULL",
-            )
+                   SET runner = $2, running = TRUE, started_at = $3, stopped_at = NULL")
             .bind(name)
             .bind(runner)
-            .bind(now)
-            .execute(j.pool())
-            .await?;
-        }
-        AnyJournal::Sqlite(j) => {
-            sqlx::query(
-                "INSERT INTO singletons (name, runner, running, started_at) VALUES (?1, ?2, 1, ?3)
-                 ON CONFLICT (name) DO UPDATE
-                   SET runner = ?2, running = 1, started_at = ?3, stopped_at = NULL",
-            )
-            .bind(name)
-            .bind(runner)
-            .bind(now)
-            .execute(j.writer())
-            .await?;
-        }
-    }
+            .bind(journal.now().as_micros()),
+        )
+        .await?;
     Ok(())
 }
 
 /// Marks this runner's run stopped cleanly; a later run by another runner is left alone.
 async fn mark_stopped(journal: &AnyJournal, name: &str, runner: &str) -> Result<(), JournalError> {
-    let now = journal.now().as_micros();
-    match journal {
-        AnyJournal::Postgres(j) => {
-            sqlx::query(
-                "UPDATE singletons SET running = FALSE, stopped_at = $3 WHERE name = $1 AND runner = $2",
-            )
-            .bind(name)
-            .bind(runner)
-            .bind(now)
-            .execute(j.pool())
-            .await?;
-        }
-        AnyJournal::Sqlite(j) => {
-            sqlx::query(
-                "UPDATE singletons SET running = 0, stopped_at = ?3 WHERE name = ?1 AND runner = ?2",
-            )
-            .bind(name)
-            .bind(runner)
-            .bind(now)
-            .execute(j.writer())
-            .await?;
-        }
-    }
+    journal
+        .execute(
+            sql("UPDATE singletons SET running = FALSE, stopped_at = $3 WHERE name = $1 AND runner = $2")
+                .bind(name)
+                .bind(runner)
+                .bind(journal.now().as_micros()),
+        )
+        .await?;
     Ok(())
 }

@@ -12,9 +12,8 @@
 use std::collections::BTreeMap;
 use std::marker::PhantomData;
 
-use entlog_journal::{AnyJournal, AnyTx, Entry, Timestamp};
+use entlog_journal::{AnyJournal, AnyTx, Entry, JournalError, Timestamp, sql};
 use entlog_projections::{Projection, ProjectionError};
-use sqlx::Row;
 
 use crate::entity::Entity;
 use crate::error::EngineError;
@@ -87,47 +86,28 @@ impl<E: Entity> Projection for StateProjection<E> {
     }
 
     async fn reset(&self, tx: &mut AnyTx) -> Result<(), ProjectionError> {
-        match tx {
-            AnyTx::Postgres(tx) => {
-                sqlx::query("DELETE FROM entity_state WHERE entity_type = $1")
-                    .bind(E::TYPE)
-                    .execute(&mut **tx)
-                    .await?;
-            }
-            AnyTx::Sqlite(tx) => {
-                sqlx::query("DELETE FROM entity_state WHERE entity_type = ?1")
-                    .bind(E::TYPE)
-                    .execute(&mut **tx)
-                    .await?;
-            }
-        }
+        tx.execute(sql("DELETE FROM entity_state WHERE entity_type = $1").bind(E::TYPE))
+            .await?;
         Ok(())
     }
 }
 
-async fn load(tx: &mut AnyTx, ty: &str, id: &str) -> Result<Option<(u64, String)>, sqlx::Error> {
-    let row = match tx {
-        AnyTx::Postgres(tx) => sqlx::query(
-            "SELECT seq, state::TEXT FROM entity_state WHERE entity_type = $1 AND entity_id = $2",
-        )
-        .bind(ty)
-        .bind(id)
-        .fetch_optional(&mut **tx)
-        .await?
-        .map(|r| Ok::<_, sqlx::Error>((r.try_get::<i64, _>(0)?, r.try_get::<String, _>(1)?))),
-        AnyTx::Sqlite(tx) => sqlx::query(
-            "SELECT seq, state FROM entity_state WHERE entity_type = ?1 AND entity_id = ?2",
-        )
-        .bind(ty)
-        .bind(id)
-        .fetch_optional(&mut **tx)
-        .await?
-        .map(|r| Ok::<_, sqlx::Error>((r.try_get::<i64, _>(0)?, r.try_get::<String, _>(1)?))),
-    };
-    row.transpose()
-        .map(|r| r.map(|(seq, text)| (seq as u64, text)))
+/// The stored (seq, state as JSON text) of an entity, read inside `tx`.
+async fn load(tx: &mut AnyTx, ty: &str, id: &str) -> Result<Option<(u64, String)>, JournalError> {
+    tx.fetch_all(
+        sql("SELECT seq, CAST(state AS TEXT) FROM entity_state WHERE entity_type = $1 AND entity_id = $2")
+            .bind(ty)
+            .bind(id),
+    )
+    .await?
+    .first()
+    .map(|r| Ok((r.get::<i64>(0)? as u64, r.get::<String>(1)?)))
+    .transpose()
 }
 
+/// Stores an entity's state. The one statement that differs: PostgreSQL keeps the state
+/// as `JSONB` (queryable with its operators), SQLite as text, and a portable cast to
+/// `JSONB` would give SQLite a numeric affinity that turns a state like `5` into a number.
 async fn store(
     tx: &mut AnyTx,
     ty: &str,
@@ -176,24 +156,15 @@ pub async fn projected_state<E: Entity>(
     journal: &AnyJournal,
     id: &str,
 ) -> Result<Option<(u64, E::State)>, EngineError> {
-    let row: Option<(i64, String)> = match journal {
-        AnyJournal::Postgres(j) => sqlx::query_as(
-            "SELECT seq, state::TEXT FROM entity_state WHERE entity_type = $1 AND entity_id = $2",
+    let row = journal
+        .fetch_optional(
+            sql("SELECT seq, CAST(state AS TEXT) FROM entity_state WHERE entity_type = $1 AND entity_id = $2")
+                .bind(E::TYPE)
+                .bind(id),
         )
-        .bind(E::TYPE)
-        .bind(id)
-        .fetch_optional(j.pool())
-        .await
-        .map_err(entlog_journal::JournalError::from)?,
-        AnyJournal::Sqlite(j) => sqlx::query_as(
-            "SELECT seq, state FROM entity_state WHERE entity_type = ?1 AND entity_id = ?2",
-        )
-        .bind(E::TYPE)
-        .bind(id)
-        .fetch_optional(j.reader())
-        .await
-        .map_err(entlog_journal::JournalError::from)?,
-    };
+        .await?
+        .map(|r| Ok::<_, JournalError>((r.get::<i64>(0)?, r.get::<String>(1)?)))
+        .transpose()?;
     match row {
         Some((seq, text)) => {
             let state = serde_json::from_str(&text).map_err(|e| EngineError::Decode {
