@@ -32,9 +32,7 @@ pub enum StoredOutcome<R> {
     Failed(String),
 }
 
-pub(crate) fn command<E: Entity>(c: &E::Command) -> Result<Payload> {
-    Payload::encode(&format!("{}.command", E::TYPE), E::COMMAND_VERSION, c)
-}
+pub(crate) use crate::entity::encode_command as command;
 
 pub(crate) fn event<E: Entity>(e: &E::Event) -> Result<Payload> {
     Payload::encode(&format!("{}.event", E::TYPE), E::EVENT_VERSION, e)

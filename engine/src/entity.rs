@@ -187,7 +187,7 @@ impl Context {
                 Ok(NewMessage {
                     entity: key,
                     message_id,
-                    payload: crate::codec::command::<T>(command)?,
+                    payload: encode_command::<T>(command)?,
                     deliver_at: at,
                 })
             })
@@ -214,5 +214,13 @@ impl Context {
 
 /// The payload of an outgoing command, for code that builds messages itself.
 pub fn command_payload<E: Entity>(command: &E::Command) -> Result<Payload, EngineError> {
-    Ok(crate::codec::command::<E>(command)?)
+    Ok(encode_command::<E>(command)?)
+}
+
+/// A command as stored: tagged `<type>.command`, at `COMMAND_VERSION`. It lives with the
+/// trait (not in `codec`, which decodes) so that this module needs nothing of `codec`.
+pub(crate) fn encode_command<E: Entity>(
+    command: &E::Command,
+) -> Result<Payload, entlog_journal::JournalError> {
+    Payload::encode(&format!("{}.command", E::TYPE), E::COMMAND_VERSION, command)
 }

@@ -135,7 +135,7 @@ impl SqliteJournal {
         tx: &mut sqlx::SqliteConnection,
         mut batch: ProcessedBatch,
     ) -> Result<CommitReceipt> {
-        let now = Timestamp::now();
+        let now = self.now();
         let cols = BatchColumns::prepare(
             &mut batch,
             self.inner.shard_count,
@@ -183,7 +183,7 @@ impl SqliteJournal {
     /// fails it with [`JournalError::Fenced`] naming its shard before anything is written.
     /// Receipts in batch order; the shards are woken after.
     pub async fn commit_many(&self, batches: Vec<ProcessedBatch>) -> Result<Vec<CommitReceipt>> {
-        let now = Timestamp::now();
+        let now = self.now();
         let many = ManyColumns::prepare(
             batches,
             self.inner.shard_count,
@@ -298,7 +298,7 @@ impl Journal for SqliteJournal {
         if messages.is_empty() {
             return Ok(Vec::new());
         }
-        let now = Timestamp::now();
+        let now = self.now();
         let (entries, sources) = append_columns(
             messages,
             self.inner.shard_count,
@@ -410,7 +410,7 @@ impl Journal for SqliteJournal {
         for e in entries {
             self.check_shard(e.shard)?;
         }
-        let now = Timestamp::now().as_micros();
+        let now = self.now().as_micros();
         let mut tx = self.inner.writer.begin().await?;
         for e in entries {
             sqlx::query(
@@ -527,7 +527,7 @@ impl Journal for SqliteJournal {
         .bind(i64::from(snapshot.state.version))
         .bind(&snapshot.state.bytes)
         .bind(i64::from(crc))
-        .bind(Timestamp::now().as_micros())
+        .bind(self.now().as_micros())
         .execute(&self.inner.writer)
         .await?;
         Ok(())
@@ -644,7 +644,7 @@ impl Journal for SqliteJournal {
             journal: self.clone(),
             runner: runner.to_owned(),
         };
-        let now = Timestamp::now().as_micros();
+        let now = self.now().as_micros();
         sqlx::query(
             "INSERT INTO runners (runner, lock_key, started_at, heartbeat_at) VALUES (?1, 0, ?2, ?2)
              ON CONFLICT (runner) DO UPDATE SET started_at = ?2, heartbeat_at = ?2",
