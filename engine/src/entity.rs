@@ -25,6 +25,14 @@ pub trait Entity: Send + Sync + 'static {
     const REPLY_VERSION: u32 = 1;
     /// Schema version of `State`; snapshots of another version are ignored (full replay).
     const STATE_VERSION: u32 = 1;
+    /// Attempts at a command whose handler panics before it gets a failure reply; `None`:
+    /// `Config::max_attempts`.
+    const MAX_ATTEMPTS: Option<u32> = None;
+    /// First pause between attempts (doubled each time, jittered); `None`:
+    /// `Config::retry_backoff`.
+    const RETRY_BACKOFF: Option<Duration> = None;
+    /// Idle time after which an instance leaves memory; `None`: `Config::passivate_after`.
+    const PASSIVATE_AFTER: Option<Duration> = None;
 
     /// What the entity is asked to do.
     type Command: Serialize + DeserializeOwned + Send + 'static;

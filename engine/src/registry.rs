@@ -31,6 +31,17 @@ pub(crate) trait EntityType: Send + Sync {
 
     /// Schema version of the type's replies (for failure replies).
     fn reply_version(&self) -> u32;
+
+    /// The type's own idle time before passivation, if it sets one.
+    fn passivate_after(&self) -> Option<std::time::Duration>;
+}
+
+/// An entity type's own retry and passivation settings, `None` where `Config` applies.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Policy {
+    pub max_attempts: Option<u32>,
+    pub retry_backoff: Option<std::time::Duration>,
+    pub passivate_after: Option<std::time::Duration>,
 }
 
 /// What handling one message came to.
@@ -71,6 +82,8 @@ pub(crate) trait Instance: Send + Sync {
     fn snapshot(&self) -> Result<NewSnapshot, JournalError>;
     /// Records that a snapshot at the current seq was saved.
     fn snapshotted(&mut self);
+    /// The type's own settings ([`Entity::MAX_ATTEMPTS`] and the like).
+    fn policy(&self) -> Policy;
 }
 
 /// All entity types of a cluster, by name.
@@ -87,6 +100,14 @@ impl Registry {
 
     pub(crate) fn get(&self, name: &str) -> Option<&Arc<dyn EntityType>> {
         self.types.get(name)
+    }
+
+    /// The shortest idle time before passivation, over `default` and every type's own.
+    pub(crate) fn shortest_passivation(&self, default: std::time::Duration) -> std::time::Duration {
+        self.types
+            .values()
+            .filter_map(|t| t.passivate_after())
+            .fold(default, std::cmp::min)
     }
 }
 
@@ -118,6 +139,10 @@ impl<E: Entity> EntityType for Registered<E> {
 
     fn reply_version(&self) -> u32 {
         E::REPLY_VERSION
+    }
+
+    fn passivate_after(&self) -> Option<std::time::Duration> {
+        E::PASSIVATE_AFTER
     }
 }
 
@@ -289,5 +314,13 @@ impl<E: Entity> Instance for Live<E> {
 
     fn snapshotted(&mut self) {
         self.snapshot_seq = self.seq;
+    }
+
+    fn policy(&self) -> Policy {
+        Policy {
+            max_attempts: E::MAX_ATTEMPTS,
+            retry_backoff: E::RETRY_BACKOFF,
+            passivate_after: E::PASSIVATE_AFTER,
+        }
     }
 }

@@ -185,6 +185,7 @@ pub(crate) async fn run(
 /// Handles one message: retries a panicking handler with back-off, bounds each attempt by
 /// the handler timeout. Returns the outcome and the attempts made.
 async fn handle_one(env: &Env, slot: &mut Slot, entry: &Entry) -> (Handled, u32) {
+    let policy = slot.instance.policy();
     let timeout = env.config.handler_timeout;
     let mut attempt = 1;
     loop {
@@ -206,9 +207,12 @@ async fn handle_one(env: &Env, slot: &mut Slot, entry: &Entry) -> (Handled, u32)
                     attempt,
                 );
             }
-            Ok(Handled::Panicked(reason)) if attempt < env.config.max_attempts => {
+            Ok(Handled::Panicked(reason))
+                if attempt < policy.max_attempts.unwrap_or(env.config.max_attempts) =>
+            {
                 tracing::warn!(entity = %entry.entity, offset = entry.offset, attempt, %reason, "handler panicked; retrying");
-                tokio::time::sleep(backoff(env.config.retry_backoff, attempt)).await;
+                let base = policy.retry_backoff.unwrap_or(env.config.retry_backoff);
+                tokio::time::sleep(backoff(base, attempt)).await;
                 attempt += 1;
             }
             Ok(other) => return (other, attempt),

@@ -95,27 +95,30 @@ impl Instances {
         running: usize,
     ) -> Vec<NewSnapshot> {
         let now = Instant::now();
-        let mut evict: Vec<(Instant, EntityKey)> = self
+        // Stale ones (idle past their type's time, or `idle_for`) sort first, then the
+        // least recently used: evicting the first n takes every stale one, then makes room.
+        let mut evict: Vec<(bool, Instant, EntityKey)> = self
             .idle
             .iter()
             .filter(|(k, _)| !self.uncommitted.contains_key(*k))
-            .map(|(k, s)| (s.last_used, k.clone()))
+            .map(|(k, s)| {
+                let limit = s.instance.policy().passivate_after.unwrap_or(idle_for);
+                let stale = now.saturating_duration_since(s.last_used) >= limit;
+                (!stale, s.last_used, k.clone())
+            })
             .collect();
         let over = (self.idle.len() + running).saturating_sub(cap);
-        let stale = evict
-            .iter()
-            .filter(|(t, _)| now.saturating_duration_since(*t) >= idle_for)
-            .count();
+        let stale = evict.iter().filter(|(fresh, _, _)| !fresh).count();
         let n = over.max(stale).min(evict.len());
         if n == 0 {
             return Vec::new();
         }
         if n < evict.len() {
-            evict.select_nth_unstable_by_key(n - 1, |(t, _)| *t);
+            evict.select_nth_unstable_by_key(n - 1, |(fresh, t, _)| (*fresh, *t));
             evict.truncate(n);
         }
         let mut snapshots = Vec::new();
-        for (_, key) in evict {
+        for (_, _, key) in evict {
             if let Some(mut slot) = self.idle.remove(&key)
                 && let Some(s) = take_snapshot(&key, &mut slot)
             {

@@ -326,7 +326,11 @@ impl Pipeline {
     fn deadline(&self) -> Instant {
         let config = self.config();
         let now = self.env.journal.now();
-        let mut at = self.last_sweep + sweep_every(config);
+        let shortest = self
+            .env
+            .registry
+            .shortest_passivation(config.passivate_after);
+        let mut at = self.last_sweep + sweep_every(shortest);
         for mb in self.mailboxes.values() {
             if !mb.in_intake && !mb.stopping {
                 at = at.min(mb.deadline(config, now));
@@ -391,7 +395,11 @@ impl Pipeline {
         let config = &self.env.config;
         let cap = config.max_active_entities.max(1);
         let over = self.instances.len() + self.running.len() > cap;
-        if !over && self.last_sweep.elapsed() < sweep_every(config) {
+        let shortest = self
+            .env
+            .registry
+            .shortest_passivation(config.passivate_after);
+        if !over && self.last_sweep.elapsed() < sweep_every(shortest) {
             return;
         }
         self.last_sweep = Instant::now();
@@ -405,9 +413,9 @@ impl Pipeline {
     }
 }
 
-/// How often idle entities are looked for.
-fn sweep_every(config: &Config) -> Duration {
-    (config.passivate_after / 4).clamp(Duration::from_millis(10), Duration::from_secs(10))
+/// How often idle entities are looked for, given the shortest idle time of any type.
+fn sweep_every(passivate_after: Duration) -> Duration {
+    (passivate_after / 4).clamp(Duration::from_millis(10), Duration::from_secs(10))
 }
 
 /// Awaits an optional task; pending forever when there is none.
