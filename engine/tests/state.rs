@@ -25,27 +25,13 @@ async fn state_equals_the_owners(cluster: &Cluster, reader: &Cluster) {
         a.await.unwrap();
     }
     let total = c.ask(Cmd::Get).await.unwrap();
-    let head_before = cluster
-        .journal()
-        .head(
-            cluster
-                .journal()
-                .shard_of(&entlog_journal::EntityKey::new("counter", "s1").unwrap()),
-        )
-        .await
-        .unwrap();
+    let journal = cluster.journal();
+    let shard = journal.shard_of(&entlog_journal::EntityKey::new("counter", "s1").unwrap());
+    let head_before = journal.head(shard).await.unwrap();
     let (seq, state) = reader.entity::<Counter>("s1").state().await.unwrap();
     assert_eq!((seq, state.total, state.count), (40, total, 40));
     assert_eq!(total, 120);
-    let head_after = cluster
-        .journal()
-        .head(
-            cluster
-                .journal()
-                .shard_of(&entlog_journal::EntityKey::new("counter", "s1").unwrap()),
-        )
-        .await
-        .unwrap();
+    let head_after = journal.head(shard).await.unwrap();
     assert_eq!(head_before, head_after, "state() journals nothing");
     let (seq, state) = reader
         .entity::<Counter>("never-seen")

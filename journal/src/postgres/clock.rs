@@ -6,8 +6,8 @@
 //! again every [`REFRESH`] in the background; [`ServerClock::now`] is the local time
 //! plus that offset.
 
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use sqlx::PgPool;
@@ -26,7 +26,11 @@ const MAX_ROUND_TRIP: Duration = Duration::from_millis(500);
 pub(crate) struct ServerClock {
     /// Server time minus local time, in microseconds.
     offset: AtomicI64,
-    measured: Mutex<Instant>,
+    /// When the clock was made; `measured` counts from it.
+    origin: Instant,
+    /// When the offset was last measured (or tried), in milliseconds after `origin`:
+    /// an atomic, since `now` runs for every handled message.
+    measured: AtomicU64,
     refreshing: AtomicBool,
     /// Shifted by a test: no longer measured.
     shifted: AtomicBool,
@@ -37,7 +41,8 @@ impl ServerClock {
     pub(crate) async fn measure(pool: &PgPool) -> Result<ServerClock> {
         let clock = ServerClock {
             offset: AtomicI64::new(0),
-            measured: Mutex::new(Instant::now()),
+            origin: Instant::now(),
+            measured: AtomicU64::new(0),
             refreshing: AtomicBool::new(false),
             shifted: AtomicBool::new(false),
         };
@@ -49,12 +54,10 @@ impl ServerClock {
     /// The server's time now; starts a new measurement in the background when the last
     /// one is older than [`REFRESH`].
     pub(crate) fn now(self: &Arc<Self>, pool: &PgPool) -> Timestamp {
-        let stale = self
-            .measured
-            .lock()
-            .map(|m| m.elapsed() >= REFRESH)
-            .unwrap_or(false);
-        if stale && !self.shifted.load(Ordering::Relaxed) {
+        let since = self
+            .millis()
+            .saturating_sub(self.measured.load(Ordering::Relaxed));
+        if since >= REFRESH.as_millis() as u64 && !self.shifted.load(Ordering::Relaxed) {
             self.refresh(pool);
         }
         Timestamp(
@@ -70,6 +73,11 @@ impl ServerClock {
     pub(crate) fn shift(&self, micros: i64) {
         self.offset.fetch_add(micros, Ordering::Relaxed);
         self.shifted.store(true, Ordering::Relaxed);
+    }
+
+    /// Milliseconds since the clock was made.
+    fn millis(&self) -> u64 {
+        u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
     fn refresh(self: &Arc<Self>, pool: &PgPool) {
@@ -92,9 +100,7 @@ impl ServerClock {
                 Err(e) => tracing::debug!(error = %e, "server clock not measured"),
             }
             // Measured or not, the next try is one period away.
-            if let Ok(mut m) = clock.measured.lock() {
-                *m = Instant::now();
-            }
+            clock.measured.store(clock.millis(), Ordering::Relaxed);
             clock.refreshing.store(false, Ordering::Release);
         });
     }
