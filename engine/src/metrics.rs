@@ -50,6 +50,9 @@ pub const LOCK_SESSION_FAILURES: &str = "entlog_lock_session_failures_total";
 /// Gauge: 1 while this runner has an open lock session (it can own shards), else 0.
 pub const LOCK_SESSION_OPEN: &str = "entlog_lock_session_open";
 
+/// Gauge: 1 while this runner runs the singleton named by the label `singleton`, else 0.
+pub const SINGLETON_RUNNING: &str = "entlog_singleton_running";
+
 /// Registers the descriptions of every metric with the installed recorder.
 pub fn describe() {
     use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
@@ -105,5 +108,9 @@ pub fn describe() {
     describe_gauge!(
         LOCK_SESSION_OPEN,
         "1 while this runner has an open lock session, else 0"
+    );
+    describe_gauge!(
+        SINGLETON_RUNNING,
+        "1 while this runner runs the singleton, else 0"
     );
 }

@@ -310,6 +310,9 @@ impl Supervisor {
             tracing::warn!(singleton = %name, error = %e, "cannot record the start");
         }
         tracing::info!(singleton = %name, runner = %self.runner, "singleton started");
+        let running =
+            metrics::gauge!(crate::metrics::SINGLETON_RUNNING, "singleton" => name.clone());
+        running.set(1.0);
         let base = self.config.singleton_restart_backoff;
         let mut backoff = base;
         loop {
@@ -354,6 +357,7 @@ impl Supervisor {
             }
         }
         drop(cluster);
+        running.set(0.0);
         if let Err(e) = mark_stopped(&self.journal, &name, &self.runner).await {
             tracing::warn!(singleton = %name, error = %e, "cannot record the clean stop");
         }

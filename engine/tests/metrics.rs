@@ -142,6 +142,7 @@ async fn start(db: &std::path::Path, addr: SocketAddr) -> Result<Cluster, Engine
         .entity(Counter)
         .projection(entlog_engine::StateProjection::<Counter>::new())
         .projection(Broken)
+        .singleton("idle", |ctx| async move { ctx.stopped().await })
         .start()
         .await
 }
@@ -248,6 +249,10 @@ async fn endpoint_serves_the_documented_metrics() {
         "{body}"
     );
     assert!(body.contains("entlog_entities_active "), "{body}");
+    assert!(
+        body.contains("entlog_singleton_running{singleton=\"idle\"} 1\n"),
+        "{body}"
+    );
     assert!(
         body.contains("entlog_projection_failures_total{projection=\"broken\"}"),
         "{body}"
