@@ -144,10 +144,8 @@ async fn killed_runner_process_is_replaced() {
     schema.drop().await;
 }
 
-/// Inline mode on PostgreSQL: a read right after an ask sees the projected write.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn inline_projection_reads_its_writes() {
-    let schema = Schema::new().await;
+/// A runner with the counter's state as an inline projection, owning every shard.
+async fn inline_runner(schema: &Schema) -> Cluster {
     let cluster = Cluster::builder()
         .postgres_schema(&schema.url, &schema.name)
         .config(config(SHARDS))
@@ -160,6 +158,14 @@ async fn inline_projection_reads_its_writes() {
         covered(&[&cluster])
     })
     .await;
+    cluster
+}
+
+/// Inline mode on PostgreSQL: a read right after an ask sees the projected write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn inline_projection_reads_its_writes() {
+    let schema = Schema::new().await;
+    let cluster = inline_runner(&schema).await;
     for id in ["i1", "i2", "i3"] {
         let c = cluster.entity::<Counter>(id);
         for n in 1..=10u64 {
@@ -182,18 +188,7 @@ async fn inline_projection_reads_its_writes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn inline_projection_survives_rebuilds() {
     let schema = Schema::new().await;
-    let cluster = Cluster::builder()
-        .postgres_schema(&schema.url, &schema.name)
-        .config(config(SHARDS))
-        .entity(Counter)
-        .inline_projection(entlog_engine::StateProjection::<Counter>::new())
-        .start()
-        .await
-        .unwrap();
-    eventually(10, "the runner to own every shard", || async {
-        covered(&[&cluster])
-    })
-    .await;
+    let cluster = inline_runner(&schema).await;
     let asking = {
         let cluster = cluster.clone();
         tokio::spawn(async move {
