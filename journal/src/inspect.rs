@@ -374,8 +374,13 @@ impl AnyJournal {
             }
 
             let rows = sqlx::query(
-                r#"SELECT message_id, "offset", type_tag, CAST(schema_version AS BIGINT), payload, crc, created_at
-                     FROM replies WHERE entity_type = $1 AND entity_id = $2 ORDER BY "offset""#,
+                // Through the entity's messages: replies are keyed by message id first.
+                r#"SELECT r.message_id, r."offset", r.type_tag, CAST(r.schema_version AS BIGINT), r.payload, r.crc, r.created_at
+                     FROM journal j
+                     JOIN replies r ON r.message_id = j.message_id AND r.entity_type = j.entity_type
+                                   AND r.entity_id = j.entity_id
+                    WHERE j.kind = 1 AND j.entity_type = $1 AND j.entity_id = $2
+                    ORDER BY r."offset""#,
             )
             .bind(t)
             .bind(id)
