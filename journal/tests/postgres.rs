@@ -547,6 +547,70 @@ async fn notifications_cross_processes() {
     b.cleanup().await;
 }
 
+/// An append or a commit over many shards sends one notification per kind, listing its
+/// shards, in groups of at most 500 (a payload stays under PostgreSQL's 8,000 bytes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn notifications_are_coalesced_per_transaction() {
+    let b = Pg::new().await;
+    let shards: u32 = 1_200;
+    let j = b.fresh(shards).await;
+    let mut listener = sqlx::postgres::PgListener::connect(&b.url).await.unwrap();
+    listener
+        .listen(&format!("entlog_{}", j.schema()))
+        .await
+        .unwrap();
+    let messages: Vec<NewMessage> = (0..shards)
+        .map(|s| NewMessage::new(key(&id_in_shard("c", s, shards)), payload(1)))
+        .collect();
+    let outcomes = j.append(messages.clone()).await.unwrap();
+
+    let mut payloads = Vec::new();
+    let mut seen: Vec<u32> = Vec::new();
+    while seen.len() < shards as usize {
+        let n = tokio::time::timeout(Duration::from_secs(10), listener.recv())
+            .await
+            .expect("notified within 10 s")
+            .unwrap();
+        seen.extend(n.payload().split(',').map(|s| s.parse::<u32>().unwrap()));
+        payloads.push(n.payload().len());
+    }
+    seen.sort_unstable();
+    assert_eq!(seen, (0..shards).collect::<Vec<_>>());
+    assert_eq!(payloads.len(), 3, "500 + 500 + 200 shards: {payloads:?}");
+    assert!(payloads.iter().all(|&len| len < 8_000), "{payloads:?}");
+
+    // The replies of three shards committed together: one 'r' notification naming them.
+    let batches: Vec<ProcessedBatch> = [5u32, 17, 900]
+        .iter()
+        .map(|&s| {
+            let (m, o) = (&messages[s as usize], &outcomes[s as usize]);
+            let AppendOutcome::Appended { offset, .. } = o else {
+                panic!("expected Appended, got {o:?}");
+            };
+            ProcessedBatch {
+                shard: s,
+                lease: None,
+                cursor: None,
+                messages: vec![Processed {
+                    entity: m.entity.clone(),
+                    message_id: m.message_id,
+                    offset: *offset,
+                    events: vec![],
+                    reply: payload(2),
+                    outgoing: vec![],
+                }],
+            }
+        })
+        .collect();
+    j.commit_many(batches).await.unwrap();
+    let n = tokio::time::timeout(Duration::from_secs(10), listener.recv())
+        .await
+        .expect("notified within 10 s")
+        .unwrap();
+    assert_eq!(n.payload(), "r5,17,900");
+    b.cleanup().await;
+}
+
 /// A bad URL is a typed configuration error.
 #[tokio::test]
 async fn bad_url_is_a_config_error() {
