@@ -8,6 +8,8 @@
 
 #[macro_use]
 mod rows;
+mod commit;
+mod locks;
 mod open;
 mod owner;
 mod place;
@@ -21,16 +23,15 @@ use std::time::Duration;
 use sqlx::SqlitePool;
 use uuid::Uuid;
 
+pub use locks::SqliteLocks;
 pub use open::{Access, Durability, SqliteOptions};
 
-use crate::columns::{
-    BatchColumns, EntryColumns, ManyColumns, Placed, append_columns, append_outcomes, receipt,
-};
+use crate::columns::{EntryColumns, Placed, append_columns, append_outcomes, receipt};
 use crate::damaged::{DamagedEntry, Delivery};
 use crate::envelope::{CrcDomain, EntityKey, Entry, EntryKind, NewMessage, checksum};
 use crate::error::{Field, JournalError, Result};
 use crate::journal::{Journal, mailbox_cursors};
-use crate::ownership::{Lease, RunnerInfo, ShardLocks};
+use crate::ownership::RunnerInfo;
 use crate::records::{
     AppendOutcome, CommitReceipt, NewSnapshot, ProcessedBatch, Snapshot, StoredReply,
 };
@@ -129,39 +130,6 @@ impl SqliteJournal {
         }
     }
 
-    /// Commits a processed batch inside the open transaction `tx` (the caller commits).
-    pub(crate) async fn commit_on(
-        &self,
-        tx: &mut sqlx::SqliteConnection,
-        mut batch: ProcessedBatch,
-    ) -> Result<CommitReceipt> {
-        let now = self.now();
-        let cols = BatchColumns::prepare(
-            &mut batch,
-            self.inner.shard_count,
-            self.inner.options.max_payload_bytes,
-            now,
-        )?;
-        let shard = batch.shard;
-        let placed = place::place(&mut *tx, &cols.entries, now, batch.lease, Dedup::Lookup)
-            .await
-            .map_err(|e| match e {
-                JournalError::Persistence(err) => classify(err, shard),
-                other => other,
-            })?
-            .ok_or_else(|| {
-                JournalError::Internal("placement with lookups cannot conflict".into())
-            })?;
-        let shards = vec![shard; cols.replies.message_id.len()];
-        place::insert_replies(&mut *tx, &shards, &cols.replies, now)
-            .await
-            .map_err(|e| classify(e, shard))?;
-        if let Some((consumer, offset)) = &batch.cursor {
-            advance(&mut *tx, consumer, shard, *offset).await?;
-        }
-        receipt(self, &cols, &placed).await
-    }
-
     /// A receiver that changes after every wake-up of any shard.
     pub(crate) fn watch_wakeups(&self) -> tokio::sync::watch::Receiver<u64> {
         self.inner.wakeups.watch()
@@ -175,82 +143,6 @@ impl SqliteJournal {
     /// The largest payload this journal stores, in bytes.
     pub fn max_payload_bytes(&self) -> usize {
         self.inner.options.max_payload_bytes
-    }
-
-    /// Commits the processed batches of several shards (at most one batch per shard) in
-    /// one transaction of a few statements: one placement of every event and outgoing
-    /// message, one insert of every reply, the cursors. All commit or none; a stale lease
-    /// fails it with [`JournalError::Fenced`] naming its shard before anything is written.
-    /// Receipts in batch order; the shards are woken after.
-    pub async fn commit_many(&self, batches: Vec<ProcessedBatch>) -> Result<Vec<CommitReceipt>> {
-        let now = self.now();
-        let many = ManyColumns::prepare(
-            batches,
-            self.inner.shard_count,
-            self.inner.options.max_payload_bytes,
-            now,
-        )?;
-        let mut tx = self.inner.writer.begin().await?;
-        // Every lease's fence in one statement.
-        let leased: Vec<Lease> = many.parts.iter().filter_map(|p| p.lease).collect();
-        if !leased.is_empty() {
-            let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-                "SELECT shard, epoch FROM shards WHERE shard IN (",
-            );
-            let mut list = q.separated(", ");
-            for l in &leased {
-                list.push_bind(l.shard as i64);
-            }
-            q.push(")");
-            let epochs: Vec<(i64, i64)> = q.build_query_as().fetch_all(&mut *tx).await?;
-            for l in &leased {
-                if !epochs.contains(&(l.shard as i64, l.epoch as i64)) {
-                    return Err(JournalError::Fenced {
-                        shard: l.shard,
-                        epoch: l.epoch,
-                    });
-                }
-            }
-        }
-        let first = many.parts.first().map_or(0, |p| p.shard);
-        let placed = place::place(&mut tx, &many.entries, now, None, Dedup::Lookup)
-            .await
-            .map_err(|e| match e {
-                JournalError::Persistence(err) => classify(err, first),
-                other => other,
-            })?
-            .ok_or_else(|| {
-                JournalError::Internal("placement with lookups cannot conflict".into())
-            })?;
-        place::insert_replies(&mut tx, &many.reply_shards, &many.replies, now)
-            .await
-            .map_err(|e| classify(e, first))?;
-        // Every cursor in one statement.
-        let cursors: Vec<(Shard, &str, u64)> = many
-            .parts
-            .iter()
-            .filter_map(|p| p.cursor.as_ref().map(|(n, o)| (p.shard, n.as_str(), *o)))
-            .collect();
-        if !cursors.is_empty() {
-            let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-                r#"INSERT INTO cursors (consumer, shard, "offset") "#,
-            );
-            q.push_values(&cursors, |mut b, (shard, consumer, offset)| {
-                b.push_bind(*consumer)
-                    .push_bind(*shard as i64)
-                    .push_bind(*offset as i64);
-            });
-            q.push(
-                r#" ON CONFLICT (consumer, shard) DO UPDATE SET "offset" = max(cursors."offset", excluded."offset")"#,
-            );
-            q.build().execute(&mut *tx).await?;
-        }
-        tx.commit().await?;
-        let receipts = many.receipts(self, &placed).await?;
-        for (part, receipt) in many.parts.iter().zip(&receipts) {
-            self.wake_after(part.shard, receipt);
-        }
-        Ok(receipts)
     }
 
     fn check_shard(&self, shard: Shard) -> Result<()> {
@@ -271,20 +163,6 @@ impl SqliteJournal {
     fn wake(&self, entries: &EntryColumns, placed: &[Placed]) {
         self.inner.wakeups.after_append(entries, placed);
     }
-}
-
-/// Maps unique violations of the fencing indexes to `SeqConflict`.
-fn classify(err: sqlx::Error, shard: Shard) -> JournalError {
-    if let sqlx::Error::Database(db) = &err {
-        let msg = db.message();
-        if db.is_unique_violation() && (msg.contains("journal.seq") || msg.contains("replies.")) {
-            return JournalError::SeqConflict {
-                shard,
-                detail: msg.to_owned(),
-            };
-        }
-    }
-    JournalError::Persistence(err)
 }
 
 impl Journal for SqliteJournal {
@@ -568,7 +446,7 @@ impl Journal for SqliteJournal {
         self.check_shard(shard)?;
         crate::envelope::check_name(Field::Consumer, consumer)?;
         let mut conn = self.inner.writer.acquire().await?;
-        advance(&mut conn, consumer, shard, offset).await
+        commit::advance(&mut conn, consumer, shard, offset).await
     }
 
     async fn head(&self, shard: Shard) -> Result<u64> {
@@ -628,148 +506,14 @@ impl Journal for SqliteJournal {
     }
 
     async fn lock_session(&self, runner: &str) -> Result<SqliteLocks> {
-        crate::envelope::check_name(Field::Consumer, runner)?;
-        let fresh = self
-            .inner
-            .live
-            .lock()
-            .map(|mut live| live.insert(runner.to_owned()))
-            .unwrap_or(false);
-        if !fresh {
-            return Err(JournalError::RunnerInUse {
-                runner: runner.to_owned(),
-            });
-        }
-        let locks = SqliteLocks {
-            journal: self.clone(),
-            runner: runner.to_owned(),
-        };
-        let now = self.now().as_micros();
-        sqlx::query(
-            "INSERT INTO runners (runner, lock_key, started_at, heartbeat_at) VALUES (?1, 0, ?2, ?2)
-             ON CONFLICT (runner) DO UPDATE SET started_at = ?2, heartbeat_at = ?2",
-        )
-        .bind(runner)
-        .bind(now)
-        .execute(&self.inner.writer)
-        .await?;
-        Ok(locks)
+        locks::open_session(self, runner).await
     }
 
     async fn shard_owner(&self, shard: Shard) -> Result<Option<String>> {
-        self.check_shard(shard)?;
-        let owner: Option<Option<String>> =
-            sqlx::query_scalar("SELECT owner FROM shards WHERE shard = ?1")
-                .bind(shard as i64)
-                .fetch_optional(&self.inner.reader)
-                .await?;
-        // Owned only while the owner's lock session in this process is open.
-        let live = |r: &String| self.inner.live.lock().is_ok_and(|l| l.contains(r));
-        Ok(owner.flatten().filter(live))
+        locks::shard_owner(self, shard).await
     }
 
     async fn live_runners(&self) -> Result<Vec<RunnerInfo>> {
-        let live: Vec<String> = self
-            .inner
-            .live
-            .lock()
-            .map(|l| l.iter().cloned().collect())
-            .unwrap_or_default();
-        let rows =
-            sqlx::query("SELECT runner, started_at, heartbeat_at FROM runners ORDER BY runner")
-                .fetch_all(&self.inner.reader)
-                .await?;
-        let mut out = Vec::new();
-        for r in &rows {
-            let runner: String = r.try_get(0)?;
-            if live.contains(&runner) {
-                out.push(RunnerInfo {
-                    runner,
-                    started_at: Timestamp(r.try_get(1)?),
-                    heartbeat_at: Timestamp(r.try_get(2)?),
-                });
-            }
-        }
-        Ok(out)
-    }
-}
-
-async fn advance(
-    conn: &mut sqlx::SqliteConnection,
-    consumer: &str,
-    shard: Shard,
-    offset: u64,
-) -> Result<()> {
-    sqlx::query(
-        r#"INSERT INTO cursors (consumer, shard, "offset") VALUES (?1, ?2, ?3)
-           ON CONFLICT (consumer, shard) DO UPDATE SET "offset" = max(cursors."offset", excluded."offset")"#,
-    )
-    .bind(consumer)
-    .bind(shard as i64)
-    .bind(offset as i64)
-    .execute(conn)
-    .await?;
-    Ok(())
-}
-
-/// Shard ownership on SQLite: the process that holds the file owns every shard. Each
-/// acquisition still bumps the shard's epoch, so fencing behaves as on PostgreSQL.
-#[derive(Debug)]
-pub struct SqliteLocks {
-    journal: SqliteJournal,
-    runner: String,
-}
-
-impl ShardLocks for SqliteLocks {
-    async fn try_acquire(&self, shard: Shard) -> Result<Option<Lease>> {
-        self.journal.check_shard(shard)?;
-        let epoch: i64 = sqlx::query_scalar(
-            "UPDATE shards SET epoch = epoch + 1, owner = ?2 WHERE shard = ?1 RETURNING epoch",
-        )
-        .bind(shard as i64)
-        .bind(&self.runner)
-        .fetch_one(&self.journal.inner.writer)
-        .await?;
-        Ok(Some(Lease {
-            shard,
-            epoch: epoch as u64,
-        }))
-    }
-
-    async fn release(&self, lease: Lease) -> Result<()> {
-        sqlx::query("UPDATE shards SET owner = NULL WHERE shard = ?1 AND epoch = ?2")
-            .bind(lease.shard as i64)
-            .bind(lease.epoch as i64)
-            .execute(&self.journal.inner.writer)
-            .await?;
-        Ok(())
-    }
-
-    fn is_alive(&self) -> bool {
-        true
-    }
-
-    async fn lost(&self) {
-        std::future::pending::<()>().await
-    }
-
-    async fn close(self) -> Result<()> {
-        sqlx::query("UPDATE shards SET owner = NULL WHERE owner = ?1")
-            .bind(&self.runner)
-            .execute(&self.journal.inner.writer)
-            .await?;
-        sqlx::query("DELETE FROM runners WHERE runner = ?1")
-            .bind(&self.runner)
-            .execute(&self.journal.inner.writer)
-            .await?;
-        Ok(())
-    }
-}
-
-impl Drop for SqliteLocks {
-    fn drop(&mut self) {
-        if let Ok(mut live) = self.journal.inner.live.lock() {
-            live.remove(&self.runner);
-        }
+        locks::live_runners(self).await
     }
 }
