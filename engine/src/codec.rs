@@ -83,8 +83,10 @@ pub(crate) fn failure(entity_type: &str, version: u32, reason: String) -> Result
 }
 
 /// The first byte of every stored failure reply (postcard's index of
-/// [`StoredOutcome::Failed`]): tools find poison messages by it without the reply type.
-pub const FAILURE_PREFIX: [u8; 1] = [2];
+/// [`StoredOutcome::Failed`]): tools find poison messages by it without the reply type,
+/// and the journal indexes replies that start with it
+/// ([`entlog_journal::FAILED_REPLY_BYTE`]).
+pub const FAILURE_PREFIX: [u8; 1] = [entlog_journal::FAILED_REPLY_BYTE];
 
 /// The reason of a stored failure reply, whatever the entity's reply type; `None` for a
 /// reply or a rejection.

@@ -433,31 +433,29 @@ impl AnyJournal {
         })
     }
 
-    /// Stored replies whose payload starts with `prefix` (tools find failure replies by
-    /// their encoded variant), at most `limit`, newest first.
-    pub async fn replies_starting_with(
-        &self,
-        prefix: &[u8],
-        limit: usize,
-    ) -> Result<Vec<(EntityKey, StoredReply)>> {
-        let len = i64::try_from(prefix.len()).unwrap_or(i64::MAX);
+    /// Stored failure replies (whose payload starts with [`FAILED_REPLY_BYTE`]), at most
+    /// `limit`, newest first. Read through their own index: the cost follows the number
+    /// of failures, not of replies.
+    ///
+    /// [`FAILED_REPLY_BYTE`]: crate::FAILED_REPLY_BYTE
+    pub async fn failed_replies(&self, limit: usize) -> Result<Vec<(EntityKey, StoredReply)>> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        // The WHERE clause repeats the index's predicate word for word, so that the planner
+        // can use it (migration 0011); the byte is FAILED_REPLY_BYTE.
         let sql = match self {
             AnyJournal::Postgres(_) => {
                 r#"SELECT entity_type, entity_id, message_id, "offset", type_tag, CAST(schema_version AS BIGINT), payload, crc, created_at
-                     FROM replies WHERE substring(payload FROM 1 FOR CAST($1 AS INTEGER)) = $2
-                    ORDER BY created_at DESC LIMIT $3"#
+                     FROM replies WHERE substring(payload FROM 1 FOR 1) = '\x02'::bytea
+                    ORDER BY created_at DESC LIMIT $1"#
             }
             AnyJournal::Sqlite(_) => {
                 r#"SELECT entity_type, entity_id, message_id, "offset", type_tag, CAST(schema_version AS BIGINT), payload, crc, created_at
-                     FROM replies WHERE substr(payload, 1, $1) = $2
-                    ORDER BY created_at DESC LIMIT $3"#
+                     FROM replies WHERE substr(payload, 1, 1) = X'02'
+                    ORDER BY created_at DESC LIMIT $1"#
             }
         };
         on_pool!(self, pool => {
             let rows = sqlx::query(sql)
-                .bind(len)
-                .bind(prefix)
                 .bind(limit)
                 .fetch_all(pool)
                 .await?;

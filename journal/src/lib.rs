@@ -62,7 +62,8 @@ pub use meta::FORMAT_VERSION;
 pub use ownership::{Lease, RunnerInfo, ShardLocks};
 pub use postgres::{PgJournal, PgLocks, PgOptions};
 pub use records::{
-    AppendOutcome, CommitReceipt, NewSnapshot, Processed, ProcessedBatch, Snapshot, StoredReply,
+    AppendOutcome, CommitReceipt, FAILED_REPLY_BYTE, NewSnapshot, Processed, ProcessedBatch,
+    Snapshot, StoredReply,
 };
 pub use shard::{Shard, shard_of};
 pub use sql::{Column, FromValue, Row, Sql, Value, sql};

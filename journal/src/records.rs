@@ -33,6 +33,11 @@ pub enum AppendOutcome {
     },
 }
 
+/// The first byte of a stored reply that records a failure (a poison message): the
+/// journal indexes such replies (`replies_failed`, migration 0011) so that tools list them
+/// without reading every reply. The engine's encoding of a failed outcome starts with it.
+pub const FAILED_REPLY_BYTE: u8 = 2;
+
 /// A reply stored when its message was processed; a re-sent message gets it back.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredReply {

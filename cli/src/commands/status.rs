@@ -13,7 +13,7 @@
 
 use std::collections::BTreeSet;
 
-use entlog_engine::{FAILURE_PREFIX, MAILBOX, failure_reason};
+use entlog_engine::{MAILBOX, failure_reason};
 use entlog_journal::{AnyJournal, CursorInfo, Journal};
 use serde_json::{Value, json};
 
@@ -152,10 +152,7 @@ async fn gather(
         projections.push(p);
     }
     let mut poison = Vec::new();
-    for (entity, reply) in journal
-        .replies_starting_with(&FAILURE_PREFIX, poison_limit)
-        .await?
-    {
+    for (entity, reply) in journal.failed_replies(poison_limit).await? {
         if let Some(reason) = failure_reason(&reply.payload) {
             poison.push(json!({
                 "shard": journal.shard_of(&entity),
