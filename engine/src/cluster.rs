@@ -12,6 +12,7 @@ use entlog_journal::{
 };
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::appender::Appender;
@@ -440,6 +441,14 @@ impl<E: Entity> EntityRef<E> {
         command: E::Command,
     ) -> Result<E::Reply, EngineError> {
         let message = self.message(id, &command, None)?;
+        let span = tracing::info_span!("ask", entity = %message.entity, message_id = %id);
+        self.ask_message(id, message).instrument(span).await
+    }
+
+    /// Appends `message` and waits for its reply (the body of [`ask_with_id`]).
+    ///
+    /// [`ask_with_id`]: Self::ask_with_id
+    async fn ask_message(&self, id: Uuid, message: NewMessage) -> Result<E::Reply, EngineError> {
         let inner = &self.cluster.inner;
         let shard = inner.journal.shard_of(&message.entity);
         // Registered before the append, so that no reply can commit unseen in between.

@@ -25,6 +25,7 @@ use entlog_journal::{
     AnyJournal, EntityKey, Entry, Journal, JournalError, Processed, Shard, Timestamp,
 };
 use futures_util::FutureExt;
+use tracing::Instrument;
 
 use tokio::task::JoinSet;
 
@@ -94,8 +95,10 @@ pub(crate) async fn run(
     let mut slot = match slot {
         Some(s) => s,
         None => {
+            let span = tracing::warn_span!("activate", entity = %done.key, shard);
             let activated = AssertUnwindSafe(kind.activate(&env.journal, done.key.clone()))
                 .catch_unwind()
+                .instrument(span)
                 .await;
             match activated {
                 Ok(Ok(instance)) => Slot {
@@ -145,7 +148,17 @@ pub(crate) async fn run(
             ));
             continue;
         }
-        let (outcome, attempts) = handle_one(&env, &mut slot, &entry).await;
+        // Everything logged while the message is handled, by the engine or by the
+        // handler, carries the message's place. At warn level, so that a subscriber that
+        // shows only warnings and errors (the examples') still shows which message.
+        let span = tracing::warn_span!(
+            "handle",
+            entity = %entry.entity,
+            message_id = %entry.message_id,
+            shard = entry.shard,
+            offset = entry.offset,
+        );
+        let (outcome, attempts) = handle_one(&env, &mut slot, &entry).instrument(span).await;
         record_latency(&entry, env.journal.now());
         match outcome {
             Handled::Done {
