@@ -2,8 +2,9 @@
 //!
 //! All tables live in one schema per journal (`entlog` by default), so several journals
 //! (and parallel tests) can share a database. Appends and batch commits are single calls
-//! of SQL functions (`append_entries`, `commit_batch`): one round trip each, atomic in
-//! autocommit. Shard ownership is held on dedicated connections ([`PgLocks`]).
+//! of SQL functions (`append_entries`, `commit_batch`, `commit_batches`; commits are in
+//! `commit.rs`): one round trip each, atomic in autocommit. Shard ownership is held on
+//! dedicated connections ([`PgLocks`], `locks.rs`).
 
 /// SQL: a granted two-key advisory lock in this journal's namespace (`$1`) whose second
 /// key is `$key2` exists right now. Two-key advisory locks show in `pg_locks` as
@@ -25,6 +26,8 @@ macro_rules! advisory_lock_held {
 #[macro_use]
 mod rows;
 mod clock;
+mod commit;
+use commit::BindEntries;
 mod listen;
 mod locks;
 mod open;
@@ -35,17 +38,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::PgPool;
-use sqlx::postgres::PgDatabaseError;
+
 use tokio::sync::OnceCell;
 use uuid::Uuid;
 
 pub use locks::PgLocks;
 pub use open::PgOptions;
 
-use crate::columns::{
-    BatchColumns, EntryColumns, ManyColumns, ManyPart, Placed, append_columns, append_outcomes,
-    receipt,
-};
+use crate::columns::{EntryColumns, Placed, append_columns, append_outcomes};
 use crate::damaged::{DamagedEntry, Delivery};
 use crate::envelope::{CrcDomain, EntityKey, Entry, EntryKind, NewMessage, checksum};
 use crate::error::{Field, JournalError, Result};
@@ -124,55 +124,6 @@ impl PgJournal {
         self.inner.pool.close().await;
     }
 
-    /// Commits a processed batch on `conn` — the pool, or an open transaction whose
-    /// other writes must commit with it (inline projections). On a transaction, nothing
-    /// is visible (nor are other shards woken) until the caller commits it.
-    pub(crate) async fn commit_on(
-        &self,
-        conn: &mut sqlx::PgConnection,
-        mut batch: ProcessedBatch,
-    ) -> Result<CommitReceipt> {
-        let now = self.now();
-        let cols = BatchColumns::prepare(
-            &mut batch,
-            self.inner.shard_count,
-            self.inner.options.max_payload_bytes,
-            now,
-        )?;
-        let (consumer, cursor) = match batch.cursor {
-            Some((c, o)) => (Some(c), Some(o as i64)),
-            None => (None, None),
-        };
-        let epoch = batch.lease.map(|l| l.epoch);
-        let e = &cols.entries;
-        let r = &cols.replies;
-        let rows = sqlx::query(
-            "SELECT * FROM commit_batch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, \
-             $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27)",
-        )
-        .bind(now.as_micros())
-        .bind(self.channel())
-        .bind(batch.lease.map(|l| l.shard as i32))
-        .bind(epoch.map(|e| e as i64))
-        .bind_entries(e)
-        .bind(batch.shard as i32)
-        .bind(&r.entity_type)
-        .bind(&r.entity_id)
-        .bind(&r.message_id)
-        .bind(&r.offset)
-        .bind(&r.type_tag)
-        .bind(&r.schema_version)
-        .bind(&r.payload)
-        .bind(&r.crc)
-        .bind(consumer)
-        .bind(cursor)
-        .fetch_all(conn)
-        .await
-        .map_err(|err| classify(err, batch.shard, epoch))?;
-        let rows = append_rows(rows)?;
-        receipt(self, &cols, &rows).await
-    }
-
     /// A receiver that changes after every wake-up of any shard (see
     /// [`AnyJournal::watch_wakeups`](crate::AnyJournal::watch_wakeups)).
     pub(crate) async fn watch_wakeups(&self) -> tokio::sync::watch::Receiver<u64> {
@@ -195,72 +146,6 @@ impl PgJournal {
     /// The largest payload this journal stores, in bytes.
     pub fn max_payload_bytes(&self) -> usize {
         self.inner.options.max_payload_bytes
-    }
-
-    /// Commits the processed batches of several shards (at most one batch per shard) in
-    /// one call of `commit_batches` (migrations/postgres/0008_commit_batches.sql), which
-    /// locks every shard involved in shard order and checks each batch's lease. All commit
-    /// or none; a stale lease fails the call with [`JournalError::Fenced`] naming its shard
-    /// before anything is written. Receipts in batch order; the shards are woken after.
-    pub async fn commit_many(&self, batches: Vec<ProcessedBatch>) -> Result<Vec<CommitReceipt>> {
-        let now = self.now();
-        let many = ManyColumns::prepare(
-            batches,
-            self.inner.shard_count,
-            self.inner.options.max_payload_bytes,
-            now,
-        )?;
-        let f_shard: Vec<i32> = many.parts.iter().map(|p| p.shard as i32).collect();
-        let f_epoch: Vec<Option<i64>> = many
-            .parts
-            .iter()
-            .map(|p| p.lease.map(|l| l.epoch as i64))
-            .collect();
-        let cursors: Vec<(&str, i32, i64)> = many
-            .parts
-            .iter()
-            .filter_map(|p| {
-                p.cursor
-                    .as_ref()
-                    .map(|(c, o)| (c.as_str(), p.shard as i32, *o as i64))
-            })
-            .collect();
-        let consumer = cursors.first().map(|c| c.0);
-        let c_shard: Vec<i32> = cursors.iter().map(|c| c.1).collect();
-        let c_offset: Vec<i64> = cursors.iter().map(|c| c.2).collect();
-        let r_shard: Vec<i32> = many.reply_shards.iter().map(|&s| s as i32).collect();
-        let e = &many.entries;
-        let r = &many.replies;
-        let rows = sqlx::query(
-            "SELECT * FROM commit_batches($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, \
-             $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28)",
-        )
-        .bind(now.as_micros())
-        .bind(self.channel())
-        .bind(&f_shard)
-        .bind(&f_epoch)
-        .bind_entries(e)
-        .bind(&r_shard)
-        .bind(&r.entity_type)
-        .bind(&r.entity_id)
-        .bind(&r.message_id)
-        .bind(&r.offset)
-        .bind(&r.type_tag)
-        .bind(&r.schema_version)
-        .bind(&r.payload)
-        .bind(&r.crc)
-        .bind(consumer)
-        .bind(&c_shard)
-        .bind(&c_offset)
-        .fetch_all(&self.inner.pool)
-        .await
-        .map_err(|err| classify_many(err, &many.parts))?;
-        let placed = append_rows(rows)?;
-        let receipts = many.receipts(self, &placed).await?;
-        for (part, receipt) in many.parts.iter().zip(&receipts) {
-            self.wake_after(part.shard, receipt);
-        }
-        Ok(receipts)
     }
 
     fn check_shard(&self, shard: Shard) -> Result<()> {
@@ -316,78 +201,6 @@ impl PgJournal {
 
     fn wake(&self, entries: &EntryColumns, placed: &[Placed]) {
         self.inner.wakeups.after_append(entries, placed);
-    }
-}
-
-/// Maps database errors that carry a meaning to the journal's variants.
-fn classify(err: sqlx::Error, shard: Shard, epoch: Option<u64>) -> JournalError {
-    if let sqlx::Error::Database(db) = &err
-        && let Some(pg) = db.try_downcast_ref::<PgDatabaseError>()
-    {
-        if pg.code() == FENCED_SQLSTATE {
-            return JournalError::Fenced {
-                shard,
-                epoch: epoch.unwrap_or(0),
-            };
-        }
-        if pg.code() == "23505"
-            && matches!(pg.constraint(), Some("journal_event_seq" | "replies_pkey"))
-        {
-            return JournalError::SeqConflict {
-                shard,
-                detail: pg.detail().unwrap_or(pg.message()).to_owned(),
-            };
-        }
-    }
-    JournalError::Persistence(err)
-}
-
-/// Binds the twelve entry columns, in the order every journal function takes them
-/// (`p_shard` … `p_created_at`).
-trait BindEntries<'q> {
-    fn bind_entries(self, e: &'q EntryColumns) -> Self;
-}
-
-impl<'q> BindEntries<'q> for sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
-    fn bind_entries(self, e: &'q EntryColumns) -> Self {
-        self.bind(&e.shard)
-            .bind(&e.kind)
-            .bind(&e.entity_type)
-            .bind(&e.entity_id)
-            .bind(&e.seq)
-            .bind(&e.message_id)
-            .bind(&e.type_tag)
-            .bind(&e.schema_version)
-            .bind(&e.payload)
-            .bind(&e.crc)
-            .bind(&e.deliver_at)
-            .bind(&e.created_at)
-    }
-}
-
-/// Maps the errors of a many-shard commit: `Fenced` names the shard the database named.
-fn classify_many(err: sqlx::Error, parts: &[ManyPart]) -> JournalError {
-    let fenced = match &err {
-        sqlx::Error::Database(db) => db
-            .try_downcast_ref::<PgDatabaseError>()
-            .filter(|pg| pg.code() == FENCED_SQLSTATE)
-            .and_then(|pg| pg.hint())
-            .and_then(|h| h.parse::<Shard>().ok()),
-        _ => None,
-    };
-    match fenced {
-        Some(shard) => JournalError::Fenced {
-            shard,
-            epoch: parts
-                .iter()
-                .find(|p| p.shard == shard)
-                .and_then(|p| p.lease.map(|l| l.epoch))
-                .unwrap_or(0),
-        },
-        None => {
-            let shard = parts.first().map_or(0, |p| p.shard);
-            classify(err, shard, None)
-        }
     }
 }
 
