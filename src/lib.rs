@@ -5,6 +5,7 @@
 //! folded from the journal) and the journal ([`journal`]: the storage layer with
 //! its PostgreSQL and SQLite backends). With the feature `cli`, [`cli`] builds an
 //! application's own command line (the plain `entlog` binary is the `entlog-cli` package).
+#![warn(missing_docs)]
 
 /// The command line, for an application's own binary (feature `cli`).
 #[cfg(feature = "cli")]

@@ -18,6 +18,7 @@
 //! Commands: `migrate`, `status`, `tail`, `inspect TYPE/ID`, `replay TYPE/ID`,
 //! `projections [status | rebuild NAME]`, `prune --older-than AGE`; `entlog --help`
 //! lists them with examples.
+#![warn(missing_docs)]
 
 mod args;
 mod commands;

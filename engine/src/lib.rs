@@ -46,6 +46,7 @@
 //! cluster.shutdown().await?;
 //! # Ok(()) }
 //! ```
+#![warn(missing_docs)]
 
 mod appender;
 mod cluster;

@@ -5,6 +5,7 @@
 //! per-shard checkpoint, and a `reset` for rebuilds. Runners run a [`Projector`] per
 //! owned shard and projection (ownership follows the shard locks); [`rebuild`] replays a
 //! projection from the start; [`status`] reports checkpoints, lag and failures.
+#![warn(missing_docs)]
 
 mod errors;
 pub mod metrics;
