@@ -225,10 +225,11 @@ pub async fn damaged_mailbox_entries<B: Backend>(b: &B) {
         .collect();
     assert_eq!(items, [(0, 2, None), (1, 2, None)]);
 
-    // Recording: durable, idempotent, first record kept.
-    let before = Timestamp::now();
+    // Recording: durable, idempotent, first record kept. Its time is the journal's clock
+    // (on PostgreSQL the server's), so that is what brackets it.
+    let before = j.now();
     j.record_damaged(&damaged).await.expect("record");
-    let after = Timestamp::now();
+    let after = j.now();
     let again: Vec<DamagedEntry> = damaged
         .iter()
         .map(|d| DamagedEntry {
