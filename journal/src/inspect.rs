@@ -98,6 +98,16 @@ pub struct EntityRecords {
     pub snapshot: Option<StoredSnapshot>,
 }
 
+/// A page of an entity's history, from [`AnyJournal::entity_page`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EntityPage {
+    /// The page's messages and events (in offset order) with their replies, and the
+    /// entity's scheduled messages and snapshot.
+    pub records: EntityRecords,
+    /// Whether older messages or events exist before the page.
+    pub more_before: bool,
+}
+
 /// What [`AnyJournal::prune`] deleted.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PruneReport {
@@ -316,26 +326,50 @@ impl AnyJournal {
     /// Everything stored about one entity: messages and events in offset order, messages
     /// still scheduled, replies, and the snapshot.
     pub async fn entity_records(&self, entity: &EntityKey) -> Result<EntityRecords> {
+        Ok(self.entity_page(entity, None, u64::MAX).await?.records)
+    }
+
+    /// The last `limit` of an entity's messages and events before offset `before` (all of
+    /// them when `None`), with those messages' replies, its scheduled messages and its
+    /// snapshot. Pages back through a long history: pass the page's `first_offset` as the
+    /// next `before`. Only the page's rows are decoded and sent.
+    pub async fn entity_page(
+        &self,
+        entity: &EntityKey,
+        before: Option<u64>,
+        limit: u64,
+    ) -> Result<EntityPage> {
+        let before = before.map_or(i64::MAX, |b| i64::try_from(b).unwrap_or(i64::MAX));
+        // One more than asked: whether anything older is left.
+        let fetch = i64::try_from(limit.saturating_add(1)).unwrap_or(i64::MAX);
         let (t, id) = (entity.entity_type(), entity.entity_id());
         on_pool!(self, pool => {
             let mut entries = Vec::new();
-            // One query per kind, so each uses its partial index.
+            // One query per kind, so each uses its partial index; each kind's newest
+            // `fetch`, of which the newest `fetch` of both are kept.
             for kind in [EntryKind::Message, EntryKind::Event] {
                 let rows = sqlx::query(concat!(
                     "SELECT ",
                     cast_entry_columns!(),
-                    r#" FROM journal WHERE kind = $1 AND entity_type = $2 AND entity_id = $3"#
+                    r#" FROM journal WHERE kind = $1 AND entity_type = $2 AND entity_id = $3 AND "offset" < $4
+                       ORDER BY "offset" DESC LIMIT $5"#
                 ))
                 .bind(kind.code())
                 .bind(t)
                 .bind(id)
+                .bind(before)
+                .bind(fetch)
                 .fetch_all(pool)
                 .await?;
                 for r in &rows {
                     entries.push(entry_of!(r)?);
                 }
             }
-            entries.sort_by_key(|e| e.offset);
+            entries.sort_by_key(|e| std::cmp::Reverse(e.offset));
+            let more_before = entries.len() as u64 > limit;
+            entries.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+            entries.reverse();
+            let first = entries.first().map_or(before, |e| i64::try_from(e.offset).unwrap_or(i64::MAX));
 
             let rows = sqlx::query(
                 "SELECT CAST(shard AS BIGINT), message_id, type_tag, CAST(schema_version AS BIGINT),
@@ -380,10 +414,13 @@ impl AnyJournal {
                      JOIN replies r ON r.message_id = j.message_id AND r.entity_type = j.entity_type
                                    AND r.entity_id = j.entity_id
                     WHERE j.kind = 1 AND j.entity_type = $1 AND j.entity_id = $2
+                      AND j."offset" >= $3 AND j."offset" < $4
                     ORDER BY r."offset""#,
             )
             .bind(t)
             .bind(id)
+            .bind(first)
+            .bind(before)
             .fetch_all(pool)
             .await?;
             let mut replies = Vec::with_capacity(rows.len());
@@ -429,7 +466,10 @@ impl AnyJournal {
                     })
                 }
             };
-            Ok(EntityRecords { entries, scheduled, replies, snapshot })
+            Ok(EntityPage {
+                records: EntityRecords { entries, scheduled, replies, snapshot },
+                more_before,
+            })
         })
     }
 

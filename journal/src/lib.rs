@@ -55,7 +55,8 @@ pub use envelope::{
 };
 pub use error::{Field, JournalError, Result};
 pub use inspect::{
-    CursorInfo, EntityRecords, PruneReport, RunnerRow, ScheduledMessage, ShardInfo, StoredSnapshot,
+    CursorInfo, EntityPage, EntityRecords, PruneReport, RunnerRow, ScheduledMessage, ShardInfo,
+    StoredSnapshot,
 };
 pub use journal::{EVENT_PAGE, Journal};
 pub use liveness::Liveness;
