@@ -33,10 +33,12 @@
 //! created by the first member that starts). `runner --id NAME` names a runner (default
 //! `runner-<pid>`; ids must be unique among live runners, so pick one on other machines).
 //!
-//! Runners and shard owners, from another terminal (the `entlog` command-line tool):
+//! Runners and shard owners, from another terminal (the `entlog` command-line tool), or
+//! live in a browser at http://127.0.0.1:7777/ (the dashboard, with this file's types):
 //!
 //! ```sh
 //! cargo run -p entlog-cli -- status --db postgres://postgres@127.0.0.1:5432/test --schema entlog_cluster_demo
+//! target/debug/examples/cluster dashboard
 //! ```
 //!
 //! Start afresh with `psql postgres://postgres@127.0.0.1:5432/test -c 'DROP SCHEMA
@@ -51,6 +53,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use entlog::{Cluster, Config, Context, EngineError, Entity, EntityRef, Outcome, Rejection};
+// An application enables entlog's `cli` feature and writes `entlog::cli::{Cli, Registry}`;
+// the example uses the same crate under its own name, a dev-dependency.
+use entlog_cli::{Cli, Registry};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -95,9 +100,14 @@ impl Entity for Counter {
 /// Shards of the demo's journal, fixed when the first member creates it.
 const SHARDS: u32 = 16;
 
+/// Where the demo's journal is, unless `DATABASE_URL` and `--schema` say otherwise.
+const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+const DEMO_SCHEMA: &str = "entlog_cluster_demo";
+
 const USAGE: &str = "usage:
   cluster runner [--url URL] [--schema S] [--id NAME]
-  cluster load   [--url URL] [--schema S] [--asks N] [--entities M] [--concurrency C]";
+  cluster load   [--url URL] [--schema S] [--asks N] [--entities M] [--concurrency C]
+  cluster dashboard [--bind ADDR]   (the entlog dashboard of the demo's journal)";
 
 struct Args {
     command: String,
@@ -113,9 +123,8 @@ fn parse_args() -> Result<Args, String> {
     let mut args = std::env::args().skip(1);
     let mut a = Args {
         command: args.next().ok_or("a subcommand is needed")?,
-        url: std::env::var("DATABASE_URL")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into()),
-        schema: "entlog_cluster_demo".into(),
+        url: std::env::var("DATABASE_URL").unwrap_or_else(|_| DEFAULT_URL.into()),
+        schema: DEMO_SCHEMA.into(),
         id: format!("runner-{}", std::process::id()),
         asks: 10_000,
         entities: 100,
@@ -140,8 +149,28 @@ fn parse_args() -> Result<Args, String> {
     Ok(a)
 }
 
-#[tokio::main]
-async fn main() -> Result<ExitCode, EngineError> {
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("dashboard") {
+        // The entlog CLI's dashboard with this file's types, over the demo's journal.
+        let url = std::env::var("DATABASE_URL").unwrap_or_else(|_| DEFAULT_URL.into());
+        let cli = ["cluster", "--db", &url, "--schema", DEMO_SCHEMA]
+            .into_iter()
+            .map(String::from)
+            .chain(args.into_iter().skip(1));
+        return Cli::new(Registry::new().entity::<Counter>()).main_from(cli);
+    }
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    match runtime.block_on(run()) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("cluster: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> Result<ExitCode, EngineError> {
     // Warnings and errors on stderr (RUST_LOG for more): see examples/logs/mod.rs.
     logs::init();
     let args = match parse_args() {

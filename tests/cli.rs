@@ -225,6 +225,61 @@ fn quickstart_journal(db: &Db) {
     );
     assert!(messages.iter().all(|m| !m["reply"].is_null()));
     assert_eq!(inspect["snapshot"]["checksum_ok"], true);
+    // A page at a time: the newest 3, then the 3 before them, then the last one.
+    let newest = db.json(&qs, &["inspect", "account/alice", "--limit", "3"]);
+    let offsets = |v: &Value| -> Vec<u64> {
+        v["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["offset"].as_u64().unwrap())
+            .collect()
+    };
+    let all: Vec<u64> = entries
+        .iter()
+        .map(|e| e["offset"].as_u64().unwrap())
+        .collect();
+    assert_eq!(offsets(&newest), all[4..]);
+    assert_eq!(newest["more_before"], true);
+    let before = all[4].to_string();
+    let older = db.json(
+        &qs,
+        &[
+            "inspect",
+            "account/alice",
+            "--limit",
+            "3",
+            "--before",
+            &before,
+        ],
+    );
+    assert_eq!(offsets(&older), all[1..4]);
+    let text = db.ok(&qs, &["inspect", "account/alice", "--limit", "3"]);
+    assert!(
+        text.contains(&format!(
+            "(older entries: inspect account/alice --before {before})"
+        )),
+        "{text}"
+    );
+    let first = db.json(
+        &qs,
+        &[
+            "inspect",
+            "account/alice",
+            "--limit",
+            "3",
+            "--before",
+            &all[1].to_string(),
+        ],
+    );
+    assert_eq!(offsets(&first), all[..1]);
+    assert_eq!(first["more_before"], false);
+    // replay --last: the last step only, from the state before it.
+    let last = db.json(&qs, &["replay", "account/alice", "--last", "1"]);
+    assert_eq!(last["replayed"], 3);
+    assert_eq!(last["events"].as_array().unwrap().len(), 1);
+    assert_eq!(last["events"][0]["changes"], replay["events"][2]["changes"]);
+    assert_eq!(last["state"], replay["state"]);
     let bob = db.ok(&qs, &["inspect", "account/bob"]);
     assert!(bob.contains(r#"{"Rejected":"insufficient funds"#), "{bob}");
 

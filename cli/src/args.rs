@@ -65,13 +65,22 @@ pub(crate) enum Command {
   entlog --db app.db tail --entity account/alice --from-start
   entlog --db app.db tail --shard 3 --count 10 --json")]
     Tail(TailArgs),
-    /// An entity's messages, events, replies and snapshot, in order.
+    /// An entity's messages, events, replies and snapshot, in order; a long history a
+    /// page at a time.
     #[command(after_help = "Examples:
   entlog --db app.db inspect account/alice
-  entlog --db app.db inspect account/alice --json")]
+  entlog --db app.db inspect account/alice --json
+  entlog --db app.db inspect account/alice --limit 100               # the newest 100
+  entlog --db app.db inspect account/alice --limit 100 --before 5120 # the 100 before them")]
     Inspect {
         /// The entity, as TYPE/ID.
         entity: String,
+        /// Only entries before this offset (the first offset of the page after).
+        #[arg(long)]
+        before: Option<u64>,
+        /// At most this many entries: the newest ones (before --before).
+        #[arg(long)]
+        limit: Option<u64>,
     },
     /// The state after each event, and what each event changed.
     #[command(after_help = "Examples:
@@ -87,6 +96,27 @@ pub(crate) enum Command {
     Projections {
         #[command(subcommand)]
         action: Option<ProjectionsAction>,
+    },
+    /// A read-only web page of the journal: runners, the shard map, projections,
+    /// failures, throughput, and each entity's history with its replayed states.
+    #[command(after_help = "Examples:
+  entlog --db app.db dashboard                       # http://127.0.0.1:7777/
+  entlog --db app.db dashboard --bind 127.0.0.1:0    # any free port (printed)
+  entlog --db postgres://postgres@db/app dashboard --bind 0.0.0.0:7777 --token s3cret
+
+The page's data comes from JSON endpoints that answer as the commands' --json:
+/api/status, /api/inspect/TYPE/ID (?before=OFFSET&limit=N), /api/replay/TYPE/ID
+(?to_seq=N&last=N), and /api/history (throughput and backlog over ten minutes).")]
+    Dashboard {
+        /// Address to listen on; anything but loopback needs --token.
+        #[arg(long, default_value = "127.0.0.1:7777")]
+        bind: String,
+        /// Require this token on every request (?token=… or Authorization: Bearer).
+        #[arg(long, env = "ENTLOG_DASHBOARD_TOKEN")]
+        token: Option<String>,
+        /// A shard whose oldest unanswered message has waited this long is stuck.
+        #[arg(long, default_value = "60s")]
+        stuck_after: String,
     },
     /// Delete processed messages and their replies older than an age; never events.
     #[command(after_help = "Examples:
@@ -138,6 +168,9 @@ pub(crate) struct ReplayArgs {
     /// Compare the stored snapshot with a full replay up to its seq.
     #[arg(long)]
     pub from_snapshot: bool,
+    /// Show only the last N events (the state is still replayed from the start).
+    #[arg(long)]
+    pub last: Option<usize>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -16,12 +16,14 @@
 //! rebuild`) with a clear error.
 //!
 //! Commands: `migrate`, `status`, `tail`, `inspect TYPE/ID`, `replay TYPE/ID`,
-//! `projections [status | rebuild NAME]`, `prune --older-than AGE`; `entlog --help`
-//! lists them with examples.
+//! `projections [status | rebuild NAME]`, `prune --older-than AGE`, `dashboard` (a web
+//! page of the cluster, also served by an application with [`Dashboard`]); `entlog
+//! --help` lists them with examples.
 #![warn(missing_docs)]
 
 mod args;
 mod commands;
+pub mod dashboard;
 mod error;
 mod open;
 mod registry;
@@ -32,6 +34,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+pub use dashboard::Dashboard;
 pub use error::CliError;
 pub use registry::Registry;
 

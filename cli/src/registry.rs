@@ -46,6 +46,11 @@ impl Registry {
         self.entities.get(entity_type)
     }
 
+    /// The registered entity types, in name order.
+    pub(crate) fn entity_types(&self) -> Vec<&'static str> {
+        self.entities.keys().copied().collect()
+    }
+
     /// A registered projection by name.
     pub(crate) fn projection_named(&self, name: &str) -> Option<Arc<dyn DynProjection>> {
         self.projections.iter().find(|p| p.name() == name).cloned()

@@ -1,11 +1,12 @@
 //! One module per command; [`run`] dispatches.
 
-mod inspect;
+mod dashboard;
+pub(crate) mod inspect;
 mod migrate;
 mod projections;
 mod prune;
-mod replay;
-mod status;
+pub(crate) mod replay;
+pub(crate) mod status;
 mod tail;
 
 use crate::args::{Command, ProjectionsAction};
@@ -29,7 +30,11 @@ pub(crate) async fn run(ctx: &Ctx, command: Command) -> Result<(), CliError> {
             stuck_after,
         } => status::run(ctx, poison_limit, &stuck_after).await,
         Command::Tail(args) => tail::run(ctx, args).await,
-        Command::Inspect { entity } => inspect::run(ctx, &entity).await,
+        Command::Inspect {
+            entity,
+            before,
+            limit,
+        } => inspect::run(ctx, &entity, inspect::Window { before, limit }).await,
         Command::Replay(args) => replay::run(ctx, args).await,
         Command::Projections { action } => match action {
             None | Some(ProjectionsAction::Status) => projections::status(ctx).await,
@@ -38,5 +43,10 @@ pub(crate) async fn run(ctx: &Ctx, command: Command) -> Result<(), CliError> {
             }
         },
         Command::Prune { older_than } => prune::run(ctx, &older_than).await,
+        Command::Dashboard {
+            bind,
+            token,
+            stuck_after,
+        } => dashboard::run(ctx, &bind, token, &stuck_after).await,
     }
 }

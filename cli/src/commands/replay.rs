@@ -1,7 +1,7 @@
 //! `replay TYPE/ID`: the state after each event and what each event changed, or a check
 //! of the stored snapshot against a full replay.
 
-use entlog_journal::{Entry, Journal};
+use entlog_journal::{AnyJournal, EntityKey, Entry, Journal, Timestamp};
 use futures_util::TryStreamExt;
 use serde_json::{Value, json};
 
@@ -9,112 +9,192 @@ use super::Ctx;
 use crate::args::ReplayArgs;
 use crate::error::CliError;
 use crate::open::{self, Need};
-use crate::registry::{ReplayFailure, TypeCodec};
+use crate::registry::{Registry, ReplayFailure, TypeCodec};
 use crate::render;
+
+/// Where a replay stops and how much of it to show.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Until {
+    /// Stop after the event at this seq.
+    pub to_seq: Option<u64>,
+    /// Stop at the last event written at or before this time.
+    pub at: Option<Timestamp>,
+    /// Show only the last this many steps.
+    pub last: Option<usize>,
+}
+
+/// One event and the state after it.
+pub(crate) struct Step {
+    pub event: Entry,
+    pub state: Value,
+    pub changes: Vec<render::Change>,
+}
+
+/// An entity's states from the initial one through its events.
+pub(crate) struct Replay {
+    pub entity: EntityKey,
+    pub initial: Value,
+    /// The steps shown (the last `Until::last` of them).
+    pub steps: Vec<Step>,
+    /// The state after the last step.
+    pub state: Value,
+    /// The events replayed in all (also those not shown).
+    pub replayed: usize,
+}
 
 pub(crate) async fn run(ctx: &Ctx, args: ReplayArgs) -> Result<(), CliError> {
     let key = open::entity(&args.entity)?;
-    let codec = ctx
-        .registry
+    let codec = codec(&ctx.registry, &key)?;
+    let until = Until {
+        to_seq: args.to_seq,
+        at: args.at.as_deref().map(render::parse_time).transpose()?,
+        last: args.last,
+    };
+    let journal = open::existing(&ctx.location, Need::Read).await?;
+    if args.from_snapshot {
+        let loaded = async {
+            let events: Vec<Entry> = journal.events(&key, 1).try_collect().await?;
+            let snapshot = journal.entity_records(&key).await?.snapshot;
+            Ok::<_, CliError>((events, snapshot))
+        }
+        .await;
+        let shard = journal.shard_of(&key);
+        journal.close().await;
+        let (events, snapshot) = loaded?;
+        let Some(snap) = snapshot else {
+            return Err(CliError::UnknownEntity(format!("a snapshot of {key}")));
+        };
+        return check_snapshot(ctx, codec.as_ref(), &key.to_string(), shard, &snap, &events);
+    }
+    let replay = load(&ctx.registry, &journal, &key, until).await;
+    journal.close().await;
+    let replay = replay?;
+    if ctx.out.json {
+        return ctx.out.json_value(&to_json(&ctx.registry, &replay), false);
+    }
+    print(ctx, &replay)
+}
+
+/// The entity type's codec: replay needs the application's code.
+fn codec(registry: &Registry, key: &EntityKey) -> Result<std::sync::Arc<dyn TypeCodec>, CliError> {
+    registry
         .codec(key.entity_type())
+        .cloned()
         .ok_or_else(|| CliError::Unregistered {
             entity_type: key.entity_type().to_owned(),
             needed_for: "replay",
-        })?
-        .clone();
-    let at = args.at.as_deref().map(render::parse_time).transpose()?;
-    let journal = open::existing(&ctx.location, Need::Read).await?;
-    let loaded = async {
-        let events: Vec<Entry> = journal.events(&key, 1).try_collect().await?;
-        let snapshot = if args.from_snapshot {
-            journal.entity_records(&key).await?.snapshot
-        } else {
-            None
-        };
-        Ok::<_, CliError>((events, snapshot))
-    }
-    .await;
-    let shard = journal.shard_of(&key);
-    journal.close().await;
-    let (events, snapshot) = loaded?;
-    let entity = key.to_string();
+        })
+}
 
-    if args.from_snapshot {
-        let Some(snap) = snapshot else {
-            return Err(CliError::UnknownEntity(format!("a snapshot of {entity}")));
-        };
-        return check_snapshot(ctx, codec.as_ref(), &entity, shard, &snap, &events);
-    }
-    if events.is_empty() && !ctx.out.json {
-        ctx.out.line(format_args!(
-            "{entity} has no events: its state is the initial one"
-        ))?;
-    }
+/// Replays the entity's events up to `until`.
+pub(crate) async fn load(
+    registry: &Registry,
+    journal: &AnyJournal,
+    key: &EntityKey,
+    until: Until,
+) -> Result<Replay, CliError> {
+    let codec = codec(registry, key)?;
+    let events: Vec<Entry> = journal.events(key, 1).try_collect().await?;
+    let shard = journal.shard_of(key);
     let last = events.last().and_then(|e| e.seq).unwrap_or(0);
-    if let Some(n) = args.to_seq.filter(|n| *n > last) {
+    if let Some(n) = until.to_seq.filter(|n| *n > last) {
         return Err(CliError::BadArgument {
             what: "--to-seq",
             value: n.to_string(),
-            reason: format!("{entity} has {last} events"),
+            reason: format!("{key} has {last} events"),
         });
     }
     let events: Vec<Entry> = events
         .into_iter()
-        .take_while(|e| args.to_seq.is_none_or(|n| e.seq.unwrap_or(0) <= n))
-        .take_while(|e| at.is_none_or(|t| e.created_at <= t))
+        .take_while(|e| until.to_seq.is_none_or(|n| e.seq.unwrap_or(0) <= n))
+        .take_while(|e| until.at.is_none_or(|t| e.created_at <= t))
         .collect();
     let replayed = codec.replay(None, &events).map_err(|f| failure(f, shard))?;
-    let mut before = replayed.start.clone();
-    let mut steps = Vec::with_capacity(events.len());
-    for (e, state) in events.iter().zip(&replayed.after) {
-        let changes = render::diff(&before, state);
-        steps.push((e, state, changes));
+    let count = events.len();
+    let skip = until.last.map_or(0, |n| count.saturating_sub(n));
+    let mut before = if skip == 0 {
+        replayed.start.clone()
+    } else {
+        replayed.after[skip - 1].clone()
+    };
+    let mut steps = Vec::with_capacity(count - skip);
+    for (event, state) in events.into_iter().zip(replayed.after).skip(skip) {
+        let changes = render::diff(&before, &state);
         before = state.clone();
+        steps.push(Step {
+            event,
+            state,
+            changes,
+        });
     }
-    if ctx.out.json {
-        let steps: Vec<Value> = steps
-            .iter()
-            .map(|(e, state, changes)| {
-                json!({
-                    "seq": e.seq,
-                    "offset": e.offset,
-                    "created_at": render::time(e.created_at),
-                    "event": render::payload_json(&ctx.registry, key.entity_type(), &e.payload),
-                    "changes": changes.iter().map(render::change_json).collect::<Vec<_>>(),
-                    "state": state,
-                })
+    Ok(Replay {
+        entity: key.clone(),
+        initial: replayed.start,
+        steps,
+        state: before,
+        replayed: count,
+    })
+}
+
+/// The replay as `replay --json` prints it.
+pub(crate) fn to_json(registry: &Registry, replay: &Replay) -> Value {
+    let t = replay.entity.entity_type();
+    let steps: Vec<Value> = replay
+        .steps
+        .iter()
+        .map(|s| {
+            json!({
+                "seq": s.event.seq,
+                "offset": s.event.offset,
+                "created_at": render::time(s.event.created_at),
+                "event": render::payload_json(registry, t, &s.event.payload),
+                "changes": s.changes.iter().map(render::change_json).collect::<Vec<_>>(),
+                "state": s.state,
             })
-            .collect();
-        return ctx.out.json_value(
-            &json!({
-                "entity": entity,
-                "initial": replayed.start,
-                "events": steps,
-                "state": before,
-            }),
-            false,
-        );
+        })
+        .collect();
+    json!({
+        "entity": replay.entity.to_string(),
+        "initial": replay.initial,
+        "events": steps,
+        "replayed": replay.replayed,
+        "state": replay.state,
+    })
+}
+
+fn print(ctx: &Ctx, replay: &Replay) -> Result<(), CliError> {
+    let entity = &replay.entity;
+    if replay.replayed == 0 {
+        ctx.out.line(format_args!(
+            "{entity} has no events: its state is the initial one"
+        ))?;
     }
     ctx.out
-        .line(format_args!("{entity}: initial state {}", replayed.start))?;
-    for (e, _, changes) in &steps {
+        .line(format_args!("{entity}: initial state {}", replay.initial))?;
+    if replay.steps.len() < replay.replayed {
+        ctx.out.line(format_args!(
+            "  ({} earlier events replayed, not shown)",
+            replay.replayed - replay.steps.len()
+        ))?;
+    }
+    for s in &replay.steps {
         ctx.out.line(format_args!(
             "seq {:>5}  {}  {}",
-            e.seq.unwrap_or(0),
-            render::time(e.created_at),
-            render::payload_text(&ctx.registry, key.entity_type(), &e.payload)
+            s.event.seq.unwrap_or(0),
+            render::time(s.event.created_at),
+            render::payload_text(&ctx.registry, entity.entity_type(), &s.event.payload)
         ))?;
-        if changes.is_empty() {
+        if s.changes.is_empty() {
             ctx.out.line("           (no change)")?;
         }
-        for c in changes {
+        for c in &s.changes {
             ctx.out
                 .line(format_args!("           {}", render::change_text(c)))?;
         }
     }
-    let last = steps.last().and_then(|(e, _, _)| e.seq).unwrap_or(0);
+    let last = replay.steps.last().and_then(|s| s.event.seq).unwrap_or(0);
     ctx.out
-        .line(format_args!("state after seq {last}: {before}"))
+        .line(format_args!("state after seq {last}: {}", replay.state))
 }
 
 fn failure(f: ReplayFailure, shard: u32) -> CliError {

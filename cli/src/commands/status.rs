@@ -22,13 +22,17 @@ use crate::error::CliError;
 use crate::open::{self, Need};
 use crate::render;
 
+/// Reads `--stuck-after`.
+pub(crate) fn parse_stuck_after(value: &str) -> Result<std::time::Duration, CliError> {
+    humantime::parse_duration(value).map_err(|e| CliError::BadArgument {
+        what: "--stuck-after",
+        value: value.to_owned(),
+        reason: format!("{e} (expected e.g. 60s, 5m)"),
+    })
+}
+
 pub(crate) async fn run(ctx: &Ctx, poison_limit: usize, stuck_after: &str) -> Result<(), CliError> {
-    let stuck_after =
-        humantime::parse_duration(stuck_after).map_err(|e| CliError::BadArgument {
-            what: "--stuck-after",
-            value: stuck_after.to_owned(),
-            reason: format!("{e} (expected e.g. 60s, 5m)"),
-        })?;
+    let stuck_after = parse_stuck_after(stuck_after)?;
     let journal = open::existing(&ctx.location, Need::Read).await?;
     let result = gather(&journal, poison_limit, stuck_after).await;
     journal.close().await;
@@ -73,7 +77,8 @@ pub(crate) async fn projection_json(journal: &AnyJournal, name: &str) -> Result<
     }))
 }
 
-async fn gather(
+/// The report `status --json` prints.
+pub(crate) async fn gather(
     journal: &AnyJournal,
     poison_limit: usize,
     stuck_after: std::time::Duration,

@@ -1,0 +1,587 @@
+//! The dashboard, served by the quickstart's own binary (the CLI with its types), over a
+//! journal the engine wrote with healthy traffic, a poison message, a damaged entry and
+//! a stopped projection — on SQLite and on PostgreSQL.
+//!
+//! Its JSON endpoints answer what the CLI's `--json` prints; in a real browser (headless
+//! Chromium driven through ChromeDriver) the pages load without script errors, the shard
+//! map shows every shard, the failures name the three problems, the entity page shows the
+//! replayed states, and a new ask appears without a reload. The test saves a screenshot.
+//!
+//! Needs Debian's `chromium` and `chromium-driver` (`.ci/run` installs them).
+#![allow(clippy::unwrap_used)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{database_url, example};
+use entlog::journal::{Access, Journal, NewMessage, Payload, SqliteOptions};
+use entlog::{
+    AnyJournal, Cluster, Config, Context, Entity, EntityKey, Outcome, PgJournal, PgOptions,
+    Rejection, SqliteJournal,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+mod common;
+
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+const CHROMIUM: &str = "/usr/bin/chromium";
+
+/// Adds numbers; `Boom` panics, so that it ends as a poison message.
+struct Flaky;
+
+#[derive(Debug, Serialize, Deserialize)]
+enum FlakyCmd {
+    Add(i64),
+    Boom,
+}
+
+impl Entity for Flaky {
+    const TYPE: &'static str = "flaky";
+    type Command = FlakyCmd;
+    type Event = i64;
+    type Reply = i64;
+    type State = i64;
+
+    async fn handle(
+        &self,
+        s: &i64,
+        c: FlakyCmd,
+        _: &mut Context,
+    ) -> Result<Outcome<Self>, Rejection> {
+        match c {
+            FlakyCmd::Add(n) => Ok(Outcome::new(vec![n], s + n)),
+            FlakyCmd::Boom => panic!("boom: the handler cannot take this"),
+        }
+    }
+
+    fn apply(s: &mut i64, e: &i64) {
+        *s += e;
+    }
+}
+
+/// A projection that fails on every event: it stops, and the dashboard says where.
+struct Broken;
+
+impl entlog::projections::Projection for Broken {
+    fn name(&self) -> &str {
+        "broken"
+    }
+    fn wants(&self, _: &str) -> bool {
+        true
+    }
+    async fn apply(
+        &self,
+        _: &mut entlog::journal::AnyTx,
+        _: &[entlog::Entry],
+    ) -> Result<(), entlog::projections::ProjectionError> {
+        Err(entlog::projections::ProjectionError::Handler(
+            "always fails".into(),
+        ))
+    }
+    async fn reset(
+        &self,
+        _: &mut entlog::journal::AnyTx,
+    ) -> Result<(), entlog::projections::ProjectionError> {
+        Ok(())
+    }
+}
+
+/// Where the journal is: a SQLite file in a directory of its own, or a PostgreSQL schema.
+struct Db {
+    dir: PathBuf,
+    db: String,
+    schema: String,
+    postgres: bool,
+}
+
+impl Db {
+    fn sqlite() -> Db {
+        let dir = std::env::temp_dir().join(format!("entlog-dash-{}", Uuid::now_v7().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        Db {
+            db: dir.join("journal.db").display().to_string(),
+            dir,
+            schema: "entlog".into(),
+            postgres: false,
+        }
+    }
+
+    fn postgres() -> Db {
+        let mut db = Db::sqlite();
+        db.db = database_url();
+        db.schema = format!("dash_{}", Uuid::now_v7().simple());
+        db.postgres = true;
+        db
+    }
+
+    fn command(&self, exe: &Path, args: &[&str]) -> Command {
+        let mut c = Command::new(exe);
+        c.args(args)
+            .current_dir(&self.dir)
+            .env("ENTLOG_DB", &self.db)
+            .env("ENTLOG_SCHEMA", &self.schema)
+            .stdin(Stdio::null());
+        c
+    }
+
+    /// Runs a CLI command with `--json`; returns what it printed (whatever its exit status).
+    fn json(&self, exe: &Path, args: &[&str]) -> Value {
+        let out = self.command(exe, args).arg("--json").output().unwrap();
+        serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{args:?}: {e}: {}", String::from_utf8_lossy(&out.stderr)))
+    }
+
+    async fn journal(&self) -> AnyJournal {
+        if self.postgres {
+            PgJournal::open_existing(PgOptions::new(&self.db).schema(&self.schema))
+                .await
+                .unwrap()
+                .into()
+        } else {
+            SqliteJournal::open_existing(SqliteOptions::new(&self.db), Access::ReadWrite)
+                .await
+                .unwrap()
+                .into()
+        }
+    }
+
+    async fn cluster(&self) -> Cluster {
+        let config = Config {
+            shard_count: 8,
+            max_attempts: 1,
+            ..Config::default()
+        };
+        let builder = if self.postgres {
+            Cluster::builder().postgres_schema(&self.db, &self.schema)
+        } else {
+            Cluster::builder().sqlite(&self.db)
+        };
+        builder.config(config).entity(Flaky).start().await.unwrap()
+    }
+}
+
+impl Drop for Db {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+        if self.postgres {
+            let (url, schema) = (self.db.clone(), self.schema.clone());
+            common::block_on(async move {
+                if let Ok(pool) = sqlx::PgPool::connect(&url).await {
+                    let sql = format!("DROP SCHEMA IF EXISTS {schema} CASCADE");
+                    let _ = sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&pool).await;
+                    pool.close().await;
+                }
+            });
+        }
+    }
+}
+
+/// A child process killed when dropped.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A free port on 127.0.0.1.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `GET url` over plain HTTP/1.1: the status code and the body as JSON.
+fn get(url: &str) -> (u16, Value) {
+    let rest = url.strip_prefix("http://").unwrap();
+    let (host, path) = rest.split_at(rest.find('/').unwrap());
+    let mut s = TcpStream::connect(host).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    s.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    let code = head.split(' ').nth(1).unwrap().parse().unwrap();
+    (code, serde_json::from_str(body).unwrap_or(Value::Null))
+}
+
+/// What changes from one second to the next (ages, waits) taken out of a status report.
+fn settled(mut status: Value) -> Value {
+    for r in status["runners"].as_array_mut().unwrap() {
+        r.as_object_mut().unwrap().remove("heartbeat_age_seconds");
+    }
+    for p in status["projections"].as_array_mut().unwrap() {
+        p.as_object_mut().unwrap().remove("lag_seconds");
+    }
+    for list in ["shards", "stuck"] {
+        for s in status[list].as_array_mut().unwrap() {
+            s.as_object_mut().unwrap().remove("waiting_seconds");
+        }
+    }
+    status
+}
+
+/// Writes the journal: the quickstart's accounts, then, with a runner of `flaky` live, a
+/// damaged entry it passes by, a poison message and a stopped projection.
+async fn write_journal(db: &Db) -> Cluster {
+    let qs = example("quickstart");
+    let demo = db.command(&qs, &["demo", &db.db]).output().unwrap();
+    assert!(demo.status.success(), "{demo:?}");
+
+    // A message damaged behind the journal's back before any runner reads it.
+    let journal = db.journal().await;
+    let victim = EntityKey::new("flaky", "damaged").unwrap();
+    let sent = NewMessage::new(
+        victim.clone(),
+        Payload::encode("flaky.command", 1, &1u8).unwrap(),
+    );
+    journal.append(vec![sent]).await.unwrap();
+    let shard = journal.shard_of(&victim);
+    let head = journal
+        .shards()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|s| s.shard == shard)
+        .unwrap()
+        .head;
+    let garble = r#"UPDATE journal SET payload = $1 WHERE shard = $2 AND "offset" = $3"#;
+    match &journal {
+        AnyJournal::Postgres(j) => sqlx::query(garble)
+            .bind(b"garbled".to_vec())
+            .bind(shard as i32)
+            .bind(head as i64)
+            .execute(j.pool())
+            .await
+            .map(|_| ()),
+        AnyJournal::Sqlite(j) => sqlx::query(garble)
+            .bind(b"garbled".to_vec())
+            .bind(shard as i32)
+            .bind(head as i64)
+            .execute(j.writer())
+            .await
+            .map(|_| ()),
+    }
+    .unwrap();
+    journal.close().await;
+
+    let cluster = db.cluster().await;
+    let f1 = cluster.entity::<Flaky>("f1");
+    for n in 1..=3 {
+        f1.ask(FlakyCmd::Add(n)).await.unwrap();
+    }
+    assert!(
+        cluster
+            .entity::<Flaky>("f2")
+            .ask(FlakyCmd::Boom)
+            .await
+            .is_err()
+    );
+    let journal = cluster.journal().clone();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while journal.damaged_entries().await.unwrap().is_empty()
+        || journal.failed_replies(1).await.unwrap().is_empty()
+    {
+        assert!(Instant::now() < deadline, "no damaged entry or poison");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let broken: std::sync::Arc<dyn entlog::projections::DynProjection> =
+        std::sync::Arc::new(Broken);
+    let mut stopped = 0;
+    for shard in 0..journal.shard_count() {
+        let mut p = entlog::projections::Projector::new(journal.clone(), broken.clone(), shard, 16);
+        p.init().await.unwrap();
+        if let entlog::projections::Step::Failed { .. } = p.step().await.unwrap() {
+            stopped += 1;
+        }
+    }
+    assert!(stopped > 0);
+    cluster
+}
+
+/// Evaluates `script` (a function body) in the page.
+async fn eval(c: &fantoccini::Client, script: &str) -> Value {
+    c.execute(script, vec![]).await.unwrap()
+}
+
+/// Waits until `script` returns true in the page.
+async fn until(c: &fantoccini::Client, what: &str, script: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if eval(c, script).await == json!(true) {
+            return;
+        }
+        if Instant::now() > deadline {
+            let text = eval(c, "return document.body.innerText").await;
+            panic!(
+                "the page never showed {what}; it shows:\n{}",
+                text.as_str().unwrap_or("")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Starts ChromeDriver and a headless Chromium session.
+async fn browser() -> (Killed, fantoccini::Client) {
+    assert!(
+        Path::new(CHROMEDRIVER).exists() && Path::new(CHROMIUM).exists(),
+        "the dashboard test needs Chromium and ChromeDriver: apt-get install chromium chromium-driver"
+    );
+    let port = free_port();
+    let driver = Killed(
+        Command::new(CHROMEDRIVER)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "goog:chromeOptions".into(),
+        json!({
+            "binary": CHROMIUM,
+            "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
+                     "--disable-dev-shm-usage", "--window-size=1280,1000"],
+        }),
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let client = loop {
+        let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+        match fantoccini::ClientBuilder::new(connector)
+            .capabilities(caps.clone())
+            .connect(&format!("http://127.0.0.1:{port}"))
+            .await
+        {
+            Ok(c) => break c,
+            Err(e) => {
+                assert!(Instant::now() < deadline, "no ChromeDriver session: {e}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    (driver, client)
+}
+
+fn dashboard(db: &Db) {
+    let qs = example("quickstart");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let cluster = rt.block_on(write_journal(db));
+
+    let mut server = Killed(
+        db.command(&qs, &["dashboard", "--bind", "127.0.0.1:0"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut first = String::new();
+    BufReader::new(server.0.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    let url = first
+        .trim()
+        .strip_prefix("entlog dashboard: ")
+        .unwrap_or_else(|| panic!("{first:?}"))
+        .to_owned();
+
+    // The endpoints answer what the CLI prints.
+    let (code, status) = get(&format!("{url}api/status"));
+    assert_eq!(code, 200, "{status}");
+    assert_eq!(
+        settled(status.clone()),
+        settled(db.json(&qs, &["status"])),
+        "/api/status and status --json"
+    );
+    assert_eq!(
+        get(&format!("{url}api/inspect/account/alice")).1,
+        db.json(&qs, &["inspect", "account/alice"])
+    );
+    assert_eq!(
+        get(&format!("{url}api/replay/account/alice")).1,
+        db.json(&qs, &["replay", "account/alice"])
+    );
+    assert_eq!(
+        get(&format!("{url}api/inspect/flaky/f1?limit=2")).1,
+        db.json(&qs, &["inspect", "flaky/f1", "--limit", "2"])
+    );
+    let (code, missing) = get(&format!("{url}api/inspect/account/nobody"));
+    assert_eq!(code, 404);
+    assert!(
+        missing["error"]
+            .as_str()
+            .unwrap()
+            .contains("holds no messages"),
+        "{missing}"
+    );
+    let (code, _) = get(&format!("{url}api/replay/flaky/f1"));
+    assert_eq!(
+        code, 404,
+        "flaky is not registered in the quickstart's binary"
+    );
+    // The three problems, as the CLI lists them.
+    assert_eq!(status["damaged"].as_array().unwrap().len(), 1, "{status}");
+    assert_eq!(status["poison"][0]["entity"], "flaky/f2");
+    assert!(
+        status["stuck"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["projection"] == "broken"),
+        "{status}"
+    );
+
+    rt.block_on(async {
+        let (_driver, c) = browser().await;
+        c.goto(&url).await.unwrap();
+        until(&c, "the cluster", "return document.body.dataset.ready === 'true' && document.body.dataset.view === 'overview'").await;
+        assert_eq!(
+            eval(&c, "return document.querySelectorAll('#shards [data-shard]').length").await,
+            json!(8)
+        );
+        let failures = eval(
+            &c,
+            "return [...document.querySelectorAll('#problems li')].map(li => [li.dataset.kind, li.innerText])",
+        )
+        .await;
+        let failures: Vec<(String, String)> = serde_json::from_value(failures).unwrap();
+        let of = |kind: &str| failures.iter().filter(|(k, _)| k == kind).map(|(_, t)| t.clone()).collect::<Vec<_>>();
+        assert_eq!(of("poison").len(), 1, "{failures:?}");
+        assert!(of("poison")[0].contains("flaky/f2") && of("poison")[0].contains("boom"), "{failures:?}");
+        assert_eq!(of("damaged").len(), 1, "{failures:?}");
+        assert!(of("damaged")[0].contains("checksum"), "{failures:?}");
+        assert!(!of("projection").is_empty(), "{failures:?}");
+        assert!(of("projection").iter().all(|t| t.contains("projection broken: stopped") && t.contains("always fails")), "{failures:?}");
+        // The live runner, with the shards it owns.
+        until(&c, "the live runner", "return [...document.querySelectorAll('#runners tr')].some(tr => tr.innerText.includes('live'))").await;
+        // Throughput is being sampled.
+        until(&c, "three samples in each chart", "const p = [...document.querySelectorAll('[data-chart] polyline')]; return p.length === 3 && p.every(l => l.getAttribute('points').split(' ').length >= 3)").await;
+
+        let png = c.screenshot().await.unwrap();
+        let shot = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
+            "dashboard-{}.png",
+            if db.postgres { "postgres" } else { "sqlite" }
+        ));
+        std::fs::write(&shot, &png).unwrap();
+        assert!(png.starts_with(b"\x89PNG"));
+        eprintln!("dashboard screenshot: {}", shot.display());
+
+        // An entity page: the state after each event, replayed with the registry's types.
+        c.execute("location.hash = '#/entity/account/alice'", vec![]).await.unwrap();
+        until(&c, "alice's states", "return document.body.dataset.view === 'entity' && document.body.dataset.ready === 'true' && document.querySelectorAll('[data-state]').length === 3").await;
+        let states = eval(&c, "return [...document.querySelectorAll('[data-state]')].map(e => JSON.parse(e.textContent))").await;
+        assert_eq!(states[0]["cents"], 100, "{states}");
+        assert_eq!(states[2], json!({"cents": 75, "operations": 3}));
+        let shot = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
+            "dashboard-entity-{}.png",
+            if db.postgres { "postgres" } else { "sqlite" }
+        ));
+        std::fs::write(&shot, c.screenshot().await.unwrap()).unwrap();
+
+        // A new ask appears on the open page, which is not reloaded.
+        c.execute("location.hash = '#/entity/flaky/f1'; window.__sameDocument = true", vec![]).await.unwrap();
+        until(&c, "f1's three messages", "return document.body.dataset.view === 'entity' && document.querySelectorAll('#timeline tr.message').length === 3").await;
+        assert_eq!(cluster.entity::<Flaky>("f1").ask(FlakyCmd::Add(10)).await.unwrap(), 16);
+        until(&c, "the new ask", "return document.querySelectorAll('#timeline tr.message').length === 4 && window.__sameDocument === true").await;
+        let last = eval(&c, "const rows = document.querySelectorAll('#timeline tr.message'); return rows[rows.length - 1].innerText").await;
+        // flaky is not registered in the quickstart's binary: shown by type tag and raw bytes.
+        assert!(last.as_str().unwrap().contains("flaky.command"), "{last}");
+
+        assert_eq!(eval(&c, "return window.__entlogErrors").await, json!([]), "script errors");
+        c.close().await.unwrap();
+        cluster.shutdown().await.unwrap();
+    });
+    drop(server);
+}
+
+#[test]
+fn dashboard_on_sqlite() {
+    dashboard(&Db::sqlite());
+}
+
+#[test]
+fn dashboard_on_postgres() {
+    dashboard(&Db::postgres());
+}
+
+/// `GET url` with an `Authorization` header.
+fn get_with(url: &str, authorization: &str) -> u16 {
+    let rest = url.strip_prefix("http://").unwrap();
+    let (host, path) = rest.split_at(rest.find('/').unwrap());
+    let mut s = TcpStream::connect(host).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: {authorization}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    s.read_to_string(&mut response).unwrap();
+    response.split(' ').nth(1).unwrap().parse().unwrap()
+}
+
+/// With a token, every request needs it; without one, the dashboard stays on loopback.
+#[test]
+fn dashboard_token() {
+    let db = Db::sqlite();
+    let entlog = common::entlog_bin();
+    let migrated = db
+        .command(&entlog, &["migrate", "--shards", "2"])
+        .output()
+        .unwrap();
+    assert!(migrated.status.success(), "{migrated:?}");
+
+    let exposed = db
+        .command(&entlog, &["dashboard", "--bind", "0.0.0.0:0"])
+        .env_remove("ENTLOG_DASHBOARD_TOKEN")
+        .output()
+        .unwrap();
+    assert_eq!(exposed.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&exposed.stderr);
+    assert!(stderr.contains("give it --token"), "{stderr}");
+
+    let mut server = Killed(
+        db.command(
+            &entlog,
+            &["dashboard", "--bind", "127.0.0.1:0", "--token", "s3cret"],
+        )
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap(),
+    );
+    let mut first = String::new();
+    BufReader::new(server.0.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    let with_token = first.trim().strip_prefix("entlog dashboard: ").unwrap();
+    assert!(with_token.ends_with("/?token=s3cret"), "{first}");
+    let base = with_token.strip_suffix("?token=s3cret").unwrap();
+    for path in ["", "app.js", "api/status", "api/types"] {
+        let (code, body) = get(&format!("{base}{path}"));
+        assert_eq!(code, 401, "{path}");
+        if path.starts_with("api") {
+            assert!(body["error"].as_str().unwrap().contains("token"), "{body}");
+        }
+        assert_eq!(get(&format!("{base}{path}?token=wrong")).0, 401, "{path}");
+        assert_eq!(
+            get_with(&format!("{base}{path}"), "Bearer s3cret"),
+            200,
+            "{path}"
+        );
+    }
+    let (code, status) = get(&format!("{base}api/status?token=s3cret"));
+    assert_eq!(code, 200);
+    assert_eq!(status["shard_count"], 2);
+    drop(server);
+}
