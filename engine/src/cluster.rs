@@ -25,6 +25,7 @@ use crate::metrics as m;
 use crate::owner_check::OwnerChecks;
 use crate::registry::Registry;
 use crate::replies::ReplyFetch;
+use crate::runner::pipeline::MAILBOX;
 use crate::runner::{Hosted, InMemory, Owned, Runner};
 use crate::singleton::{SingletonHost, Singletons};
 use crate::waiters::Waiters;
@@ -411,6 +412,7 @@ impl<E: Entity> EntityRef<E> {
         if *self.cluster.inner.shutdown.borrow() {
             return Err(EngineError::ShutDown);
         }
+        self.check_mailbox(&message.entity).await?;
         let outcome = self.cluster.inner.appender.append(message).await?;
         match &outcome {
             AppendOutcome::Duplicate { .. } => {
@@ -419,6 +421,27 @@ impl<E: Entity> EntityRef<E> {
             _ => metrics::counter!(m::MESSAGES_APPENDED).increment(1),
         }
         Ok(outcome)
+    }
+
+    /// Refuses a send to an entity with its capacity of unanswered messages (when one is
+    /// set: `Entity::MAILBOX_CAPACITY`, else `Config::mailbox_capacity`).
+    async fn check_mailbox(&self, entity: &EntityKey) -> Result<(), EngineError> {
+        let inner = &self.cluster.inner;
+        let Some(capacity) = E::MAILBOX_CAPACITY.or(inner.config.mailbox_capacity) else {
+            return Ok(());
+        };
+        let waiting = inner
+            .journal
+            .unanswered(entity, MAILBOX, u64::from(capacity))
+            .await?;
+        if waiting < u64::from(capacity) {
+            return Ok(());
+        }
+        metrics::counter!(m::MAILBOX_FULL).increment(1);
+        Err(EngineError::MailboxFull {
+            entity: entity.to_string(),
+            capacity,
+        })
     }
 
     /// Sends a command and waits for the reply (at most `ask_timeout`).

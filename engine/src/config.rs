@@ -52,6 +52,14 @@ pub struct Config {
     /// Back-off before the first retry of a panicking handler; doubles each attempt.
     /// Default 20 ms.
     pub retry_backoff: Duration,
+    /// Most unanswered messages one entity may have: a send (`ask`, `tell`, `tell_at`)
+    /// to an entity that already has this many fails with `EngineError::MailboxFull`
+    /// instead of queueing behind them. Checked at send by one indexed query over the
+    /// shard's backlog, so concurrent sends can pass it together (the bound is exceeded by
+    /// at most the sends in flight); messages a handler sends (`ctx.send`) are journaled
+    /// with its events and never refused. Per entity type: `Entity::MAILBOX_CAPACITY`.
+    /// Default `None`: unbounded, and no query.
+    pub mailbox_capacity: Option<u32>,
     /// Most messages a client appends in one transaction when many sends are in flight.
     /// Default 512.
     pub append_batch: usize,
@@ -88,6 +96,7 @@ impl Default for Config {
             max_attempts: 3,
             retry_backoff: Duration::from_millis(20),
             append_batch: 512,
+            mailbox_capacity: None,
             runner_id: None,
             host_entities: true,
             metrics_addr: None,

@@ -33,6 +33,9 @@ pub trait Entity: Send + Sync + 'static {
     const RETRY_BACKOFF: Option<Duration> = None;
     /// Idle time after which an instance leaves memory; `None`: `Config::passivate_after`.
     const PASSIVATE_AFTER: Option<Duration> = None;
+    /// Most unanswered messages an instance may have before sends to it fail with
+    /// `EngineError::MailboxFull`; `None`: `Config::mailbox_capacity`.
+    const MAILBOX_CAPACITY: Option<u32> = None;
 
     /// What the entity is asked to do.
     type Command: Serialize + DeserializeOwned + Send + 'static;

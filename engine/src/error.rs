@@ -43,6 +43,15 @@ pub enum EngineError {
         /// How long the ask waited.
         waited: std::time::Duration,
     },
+    /// The entity already has its mailbox capacity of unanswered messages: the message was
+    /// not sent. Worth sending again once the entity caught up.
+    #[error("the mailbox of {entity} is full: {capacity} messages wait for an answer")]
+    MailboxFull {
+        /// The entity, as `type/id`.
+        entity: String,
+        /// Its capacity (`Entity::MAILBOX_CAPACITY` or `Config::mailbox_capacity`).
+        capacity: u32,
+    },
     /// The stored reply to an ask has another entity type's tag than the asked entity's:
     /// it is not decoded (a reply of one type is never read as another's).
     #[error("reply to message {message_id} is a {found}, not a {expected}")]
@@ -135,14 +144,16 @@ pub enum EngineError {
 }
 
 impl EngineError {
-    /// Whether the same call is worth making again, after a pause: an ask that timed out
-    /// or found no live runner (ask again with the same id, `ask_with_id`, to get its
+    /// Whether the same call is worth making again, after a pause: a send refused by a
+    /// full mailbox, an ask that timed out or found no live runner (ask again with the same id, `ask_with_id`, to get its
     /// reply without executing it twice), or a journal error that may pass by itself
     /// ([`JournalError::is_transient`]: the database unreachable or busy). Rejections,
     /// failures, bad input and configuration errors are met again.
     pub fn is_retryable(&self) -> bool {
         match self {
-            EngineError::Timeout { .. } | EngineError::RunnerUnavailable { .. } => true,
+            EngineError::Timeout { .. }
+            | EngineError::RunnerUnavailable { .. }
+            | EngineError::MailboxFull { .. } => true,
             EngineError::Journal(e) => e.is_transient(),
             EngineError::Projection(entlog_projections::ProjectionError::Journal(e)) => {
                 e.is_transient()

@@ -39,6 +39,10 @@ pub const REPLY_QUERIES: &str = "entlog_reply_queries_total";
 /// Counter: asks that failed with `RunnerUnavailable` (no live runner owned their shard).
 pub const RUNNER_UNAVAILABLE: &str = "entlog_runner_unavailable_total";
 
+/// Counter: sends refused with `MailboxFull` (the entity had its capacity of unanswered
+/// messages).
+pub const MAILBOX_FULL: &str = "entlog_mailbox_full_total";
+
 /// Counter: lock sessions this runner lost (a dead or silent connection): it stopped
 /// writing and dropped every shard.
 pub const LOCK_SESSIONS_LOST: &str = "entlog_lock_sessions_lost_total";
@@ -96,6 +100,10 @@ pub fn describe() {
     describe_counter!(
         RUNNER_UNAVAILABLE,
         "asks failed because no live runner owned their shard"
+    );
+    describe_counter!(
+        MAILBOX_FULL,
+        "sends refused because the entity had its capacity of unanswered messages"
     );
     describe_counter!(
         LOCK_SESSIONS_LOST,

@@ -33,6 +33,7 @@ mod journal;
 mod liveness;
 mod meta;
 mod ownership;
+mod pending;
 mod postgres;
 mod records;
 pub mod shard;
