@@ -280,6 +280,63 @@ fn quickstart_journal(db: &Db) {
     assert_eq!(last["events"].as_array().unwrap().len(), 1);
     assert_eq!(last["events"][0]["changes"], replay["events"][2]["changes"]);
     assert_eq!(last["state"], replay["state"]);
+    // replay --to-seq --last starts from a snapshot before the steps shown, as activation
+    // does: a snapshot at seq 1 that says 1000 cents shows in the result (a full replay
+    // says 75).
+    block_on(async {
+        let journal: AnyJournal = if db.postgres {
+            db.journal().await
+        } else {
+            SqliteJournal::open_existing(SqliteOptions::new(&db.db), Access::ReadWrite)
+                .await
+                .unwrap()
+                .into()
+        };
+        let delete = "DELETE FROM snapshots WHERE entity_type = 'account' AND entity_id = 'alice'";
+        match &journal {
+            AnyJournal::Postgres(j) => sqlx::query(delete).execute(j.pool()).await.map(|_| ()),
+            AnyJournal::Sqlite(j) => sqlx::query(delete).execute(j.writer()).await.map(|_| ()),
+        }
+        .unwrap();
+        // The quickstart's state, { cents: 1000, operations: 1 }, as postcard writes it.
+        let state = entlog::journal::Payload::encode("account.state", 1, &(1000u64, 1u64)).unwrap();
+        entlog::Journal::save_snapshot(
+            &journal,
+            entlog::journal::NewSnapshot {
+                entity: EntityKey::new("account", "alice").unwrap(),
+                seq: 1,
+                state,
+            },
+        )
+        .await
+        .unwrap();
+        journal.close().await;
+    });
+    let tail = db.json(
+        &qs,
+        &["replay", "account/alice", "--to-seq", "3", "--last", "2"],
+    );
+    assert_eq!(tail["from_snapshot"], 1, "{tail}");
+    assert_eq!(tail["replayed"], 2);
+    assert_eq!(tail["initial"]["cents"], 1000);
+    assert_eq!(tail["state"]["cents"], 975);
+    assert_eq!(tail["events"][0]["changes"][0]["before"], 1000);
+    let text = db.ok(
+        &qs,
+        &["replay", "account/alice", "--to-seq", "3", "--last", "2"],
+    );
+    assert!(text.contains("from its snapshot at seq 1"), "{text}");
+    // Steps before the snapshot: a full replay.
+    let full = db.json(
+        &qs,
+        &["replay", "account/alice", "--to-seq", "3", "--last", "3"],
+    );
+    assert_eq!(full["from_snapshot"], Value::Null);
+    assert_eq!(full["state"]["cents"], 75);
+    assert_eq!(
+        db.json(&qs, &["replay", "account/alice"])["state"]["cents"],
+        75
+    );
     let bob = db.ok(&qs, &["inspect", "account/bob"]);
     assert!(bob.contains(r#"{"Rejected":"insufficient funds"#), "{bob}");
 

@@ -343,17 +343,23 @@ impl AnyJournal {
         // One more than asked: whether anything older is left.
         let fetch = i64::try_from(limit.saturating_add(1)).unwrap_or(i64::MAX);
         let (t, id) = (entity.entity_type(), entity.entity_id());
+        let shard = i32::try_from(self.shard_of(entity)).unwrap_or(i32::MAX);
         on_pool!(self, pool => {
             let mut entries = Vec::new();
             // One query per kind, so each uses its partial index; each kind's newest
             // `fetch`, of which the newest `fetch` of both are kept.
             for kind in [EntryKind::Message, EntryKind::Event] {
+                // The offsets first (on SQLite the index holds them, the journal's key),
+                // then only those rows: a long history is not read whole to sort it.
                 let rows = sqlx::query(concat!(
                     "SELECT ",
                     cast_entry_columns!(),
-                    r#" FROM journal WHERE kind = $1 AND entity_type = $2 AND entity_id = $3 AND "offset" < $4
-                       ORDER BY "offset" DESC LIMIT $5"#
+                    r#" FROM journal WHERE shard = $1 AND "offset" IN (
+                          SELECT "offset" FROM journal
+                           WHERE kind = $2 AND entity_type = $3 AND entity_id = $4 AND "offset" < $5
+                           ORDER BY "offset" DESC LIMIT $6)"#
                 ))
+                .bind(shard)
                 .bind(kind.code())
                 .bind(t)
                 .bind(id)

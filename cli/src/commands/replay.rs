@@ -33,12 +33,15 @@ pub(crate) struct Step {
 /// An entity's states from the initial one through its events.
 pub(crate) struct Replay {
     pub entity: EntityKey,
+    /// The state replay started from: the initial one, or the snapshot's.
     pub initial: Value,
+    /// The seq of the snapshot replay started from, if it did.
+    pub from_snapshot: Option<u64>,
     /// The steps shown (the last `Until::last` of them).
     pub steps: Vec<Step>,
     /// The state after the last step.
     pub state: Value,
-    /// The events replayed in all (also those not shown).
+    /// The events replayed (also those not shown), after the snapshot if it started there.
     pub replayed: usize,
 }
 
@@ -86,7 +89,10 @@ fn codec(registry: &Registry, key: &EntityKey) -> Result<std::sync::Arc<dyn Type
         })
 }
 
-/// Replays the entity's events up to `until`.
+/// Replays the entity's events up to `until`. When only the last steps up to a given seq
+/// are shown (`to_seq` and `last`) and the entity's snapshot (checksum and version good)
+/// lies before them, the replay starts from it, as activation does: its cost follows the
+/// steps shown, not the history.
 pub(crate) async fn load(
     registry: &Registry,
     journal: &AnyJournal,
@@ -94,9 +100,31 @@ pub(crate) async fn load(
     until: Until,
 ) -> Result<Replay, CliError> {
     let codec = codec(registry, key)?;
-    let events: Vec<Entry> = journal.events(key, 1).try_collect().await?;
     let shard = journal.shard_of(key);
-    let last = events.last().and_then(|e| e.seq).unwrap_or(0);
+    let snapshot = match (until.to_seq, until.last) {
+        (Some(to), Some(last)) => {
+            let first_shown = to.saturating_sub(last as u64) + 1;
+            journal
+                .load_snapshot(key, codec.state_version())
+                .await?
+                .filter(|s| s.seq < first_shown)
+        }
+        _ => None,
+    };
+    let from_seq = snapshot.as_ref().map_or(1, |s| s.seq + 1);
+    let mut events: Vec<Entry> = Vec::new();
+    let mut stream = std::pin::pin!(journal.events(key, from_seq));
+    while let Some(e) = stream.try_next().await? {
+        if until.to_seq.is_some_and(|n| e.seq.unwrap_or(0) > n) {
+            break;
+        }
+        events.push(e);
+    }
+    let last = events
+        .last()
+        .and_then(|e| e.seq)
+        .or(snapshot.as_ref().map(|s| s.seq))
+        .unwrap_or(0);
     if let Some(n) = until.to_seq.filter(|n| *n > last) {
         return Err(CliError::BadArgument {
             what: "--to-seq",
@@ -106,10 +134,11 @@ pub(crate) async fn load(
     }
     let events: Vec<Entry> = events
         .into_iter()
-        .take_while(|e| until.to_seq.is_none_or(|n| e.seq.unwrap_or(0) <= n))
         .take_while(|e| until.at.is_none_or(|t| e.created_at <= t))
         .collect();
-    let replayed = codec.replay(None, &events).map_err(|f| failure(f, shard))?;
+    let replayed = codec
+        .replay(snapshot.as_ref().map(|s| &s.state), &events)
+        .map_err(|f| failure(f, shard))?;
     let count = events.len();
     let skip = until.last.map_or(0, |n| count.saturating_sub(n));
     let mut before = if skip == 0 {
@@ -130,6 +159,7 @@ pub(crate) async fn load(
     Ok(Replay {
         entity: key.clone(),
         initial: replayed.start,
+        from_snapshot: snapshot.map(|s| s.seq),
         steps,
         state: before,
         replayed: count,
@@ -156,6 +186,7 @@ pub(crate) fn to_json(registry: &Registry, replay: &Replay) -> Value {
     json!({
         "entity": replay.entity.to_string(),
         "initial": replay.initial,
+        "from_snapshot": replay.from_snapshot,
         "events": steps,
         "replayed": replay.replayed,
         "state": replay.state,
@@ -164,13 +195,20 @@ pub(crate) fn to_json(registry: &Registry, replay: &Replay) -> Value {
 
 fn print(ctx: &Ctx, replay: &Replay) -> Result<(), CliError> {
     let entity = &replay.entity;
-    if replay.replayed == 0 {
-        ctx.out.line(format_args!(
+    match replay.from_snapshot {
+        Some(seq) => ctx.out.line(format_args!(
+            "{entity}: from its snapshot at seq {seq}: {}",
+            replay.initial
+        ))?,
+        None if replay.replayed == 0 => ctx.out.line(format_args!(
             "{entity} has no events: its state is the initial one"
-        ))?;
+        ))?,
+        None => {}
     }
-    ctx.out
-        .line(format_args!("{entity}: initial state {}", replay.initial))?;
+    if replay.from_snapshot.is_none() {
+        ctx.out
+            .line(format_args!("{entity}: initial state {}", replay.initial))?;
+    }
     if replay.steps.len() < replay.replayed {
         ctx.out.line(format_args!(
             "  ({} earlier events replayed, not shown)",

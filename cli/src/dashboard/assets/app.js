@@ -211,7 +211,9 @@ async function entity(gen, type, id, before) {
   const view = document.getElementById('view');
   view.replaceChildren(...[
     section(page.entity, null,
-      h('p', {}, `Shard ${page.shard}; this page: ${messages} message(s), ${events.length} event(s)`, replay ? `; state after ${replay.replayed} event(s): ` : '', replay ? h('code', { id: 'state' }, JSON.stringify(replay.state)) : ''),
+      h('p', {}, `Shard ${page.shard}; this page: ${messages} message(s), ${events.length} event(s)`,
+        replay ? `; state after seq ${events[events.length - 1].seq}: ` : '', replay ? h('code', { id: 'state' }, JSON.stringify(replay.state)) : '',
+        replay && replay.from_snapshot !== null ? h('span', { class: 'muted' }, ` (replayed from the snapshot at seq ${replay.from_snapshot})`) : ''),
       replayNote ? h('p', { class: 'muted' }, `States are not shown: ${replayNote}`) : null,
       snapshot),
     scheduled,
