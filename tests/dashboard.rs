@@ -479,7 +479,11 @@ fn dashboard(db: &Db) {
         eprintln!("dashboard screenshot: {}", shot.display());
 
         // An entity page: the state after each event, replayed with the registry's types.
-        c.execute("location.hash = '#/entity/account/alice'", vec![]).await.unwrap();
+        // Found by type and id, as a user would.
+        use fantoccini::Locator;
+        c.find(Locator::Css("#find-type")).await.unwrap().send_keys("account").await.unwrap();
+        c.find(Locator::Css("#find-id")).await.unwrap().send_keys("alice").await.unwrap();
+        c.find(Locator::Css("#find button")).await.unwrap().click().await.unwrap();
         until(&c, "alice's states", "return document.body.dataset.view === 'entity' && document.body.dataset.ready === 'true' && document.querySelectorAll('[data-state]').length === 3").await;
         let states = eval(&c, "return [...document.querySelectorAll('[data-state]')].map(e => JSON.parse(e.textContent))").await;
         assert_eq!(states[0]["cents"], 100, "{states}");

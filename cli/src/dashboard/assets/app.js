@@ -168,14 +168,28 @@ function changesList(changes) {
     h('b', {}, c.path || 'state'), ': ', c.before === null ? '(none)' : JSON.stringify(c.before), ' → ', c.after === null ? '(none)' : JSON.stringify(c.after))));
 }
 
+// Entities whose page replays every event even where a snapshot could start it.
+const fullReplay = new Set();
+// Up to this many events, a page always replays from the first event.
+const CHEAP_REPLAY = 2000;
+
 async function entity(gen, type, id, before) {
   const path = `${encodeURIComponent(type)}/${id.split('/').map(encodeURIComponent).join('/')}`;
   const page = await api(`api/inspect/${path}`, { before });
   const events = page.entries.filter((e) => e.kind === 'event');
-  let replay = null, replayNote = null;
+  let replay = null, replayNote = null, partial = null;
   if (events.length) {
+    const lastSeq = events[events.length - 1].seq;
+    const snap = page.snapshot && page.snapshot.checksum_ok ? page.snapshot.seq : null;
+    // A long history with a snapshot inside the page: states from the snapshot on (cheap),
+    // the earlier ones on request (a replay of every event).
+    let last = events.length;
+    if (snap !== null && snap >= events[0].seq && snap <= lastSeq && lastSeq > CHEAP_REPLAY && !fullReplay.has(path)) {
+      last = lastSeq - snap;
+      partial = { snap, lastSeq };
+    }
     try {
-      replay = await api(`api/replay/${path}`, { to_seq: events[events.length - 1].seq, last: events.length });
+      replay = await api(`api/replay/${path}`, { to_seq: lastSeq, last });
     } catch (e) {
       if (!(e instanceof ApiError)) throw e;
       replayNote = e.message;
@@ -215,6 +229,8 @@ async function entity(gen, type, id, before) {
         replay ? `; state after seq ${events[events.length - 1].seq}: ` : '', replay ? h('code', { id: 'state' }, JSON.stringify(replay.state)) : '',
         replay && replay.from_snapshot !== null ? h('span', { class: 'muted' }, ` (replayed from the snapshot at seq ${replay.from_snapshot})`) : ''),
       replayNote ? h('p', { class: 'muted' }, `States are not shown: ${replayNote}`) : null,
+      partial ? h('p', { class: 'muted' }, `States are shown from the snapshot at seq ${partial.snap} on; those before it take a replay of all ${partial.lastSeq} events. `,
+        h('button', { id: 'replay-all', type: 'button' }, 'Replay all')) : null,
       snapshot),
     scheduled,
     section('History', page.entries.length, newer,
@@ -224,6 +240,8 @@ async function entity(gen, type, id, before) {
       older),
   ].filter(Boolean));
   document.body.dataset.view = 'entity';
+  const all = document.getElementById('replay-all');
+  if (all) all.addEventListener('click', () => { fullReplay.add(path); navigate(); });
 }
 
 // --- routing and refresh -------------------------------------------------------------
