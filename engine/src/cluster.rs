@@ -31,6 +31,47 @@ use crate::singleton::{SingletonHost, Singletons};
 use crate::waiters::Waiters;
 
 /// A running cluster member: a client, and (unless client-only) a runner hosting entities.
+///
+/// ```
+/// # use entlog_engine::{Context, Entity, Outcome, Rejection};
+/// # struct Counter;
+/// # impl Entity for Counter {
+/// #     const TYPE: &'static str = "counter";
+/// #     type Command = u64; type Event = u64; type Reply = u64; type State = u64;
+/// #     async fn handle(&self, n: &u64, add: u64, _: &mut Context)
+/// #         -> Result<Outcome<Self>, Rejection> { Ok(Outcome::new(vec![add], n + add)) }
+/// #     fn apply(n: &mut u64, add: &u64) { *n += add; }
+/// # }
+/// # fn main() -> Result<(), entlog_engine::EngineError> {
+/// # let dir = std::env::temp_dir().join(format!("entlog-doc-{}", uuid::Uuid::now_v7()));
+/// # std::fs::create_dir_all(&dir).unwrap();
+/// # let path = dir.join("app.db");
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// use entlog_engine::{Cluster, Config};
+///
+/// // SQLite, one process; `.postgres(url)` for a cluster of runners.
+/// let config = Config { shard_count: 8, ..Config::default() };
+/// let cluster = Cluster::builder()
+///     .sqlite(&path)
+///     .config(config.clone())
+///     .entity(Counter)
+///     .start()
+///     .await?;
+/// assert_eq!(cluster.entity::<Counter>("visits").ask(3).await?, 3);
+/// // Finishes what is in flight, snapshots, releases its shards.
+/// cluster.shutdown().await?;
+///
+/// // Started again (a journal keeps its shard count: the same config), the counter is
+/// // rebuilt from the journal.
+/// let cluster = Cluster::builder().sqlite(&path).config(config).entity(Counter).start().await?;
+/// assert_eq!(cluster.entity::<Counter>("visits").ask(1).await?, 4);
+/// cluster.shutdown().await?;
+/// # Ok::<_, entlog_engine::EngineError>(())
+/// # })?;
+/// # std::fs::remove_dir_all(&dir).unwrap();
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone)]
 pub struct Cluster {
     inner: Arc<Inner>,
@@ -367,6 +408,55 @@ impl ClusterBuilder {
 
 /// A handle on one entity: `ask`, `tell` and their idempotent forms, `state` without a
 /// message. Cheap to clone.
+///
+/// ```
+/// # use entlog_engine::{Context, Entity, Outcome, Rejection};
+/// # struct Counter;
+/// # impl Entity for Counter {
+/// #     const TYPE: &'static str = "counter";
+/// #     type Command = u64; type Event = u64; type Reply = u64; type State = u64;
+/// #     async fn handle(&self, n: &u64, add: u64, _: &mut Context)
+/// #         -> Result<Outcome<Self>, Rejection> { Ok(Outcome::new(vec![add], n + add)) }
+/// #     fn apply(n: &mut u64, add: &u64) { *n += add; }
+/// # }
+/// # fn main() -> Result<(), entlog_engine::EngineError> {
+/// # let dir = std::env::temp_dir().join(format!("entlog-doc-{}", uuid::Uuid::now_v7()));
+/// # std::fs::create_dir_all(&dir).unwrap();
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// # let cluster = entlog_engine::Cluster::builder().sqlite(dir.join("app.db"))
+/// #     .entity(Counter).start().await?;
+/// use std::time::Duration;
+/// use entlog_engine::EngineError;
+///
+/// let counter = cluster.entity::<Counter>("c-1");
+/// assert_eq!(counter.ask(5).await?, 5);
+///
+/// // The same id twice: executed once, the second send gets the stored reply.
+/// let id = uuid::Uuid::now_v7();
+/// assert_eq!(counter.ask_with_id(id, 10).await?, 15);
+/// assert_eq!(counter.ask_with_id(id, 10).await?, 15);
+///
+/// counter.tell(1).await?;                                 // durable, no reply awaited
+/// counter.tell_after(Duration::from_secs(3600), 1).await?; // a durable timer
+///
+/// // The state read from the journal, with no message journaled.
+/// let answered = counter.ask(0).await?;
+/// let (seq, state) = counter.state().await?;
+/// assert_eq!((seq, state), (4, answered));
+///
+/// // What to retry: a timeout, no runner, a full mailbox, a passing database error.
+/// match counter.ask(1).await {
+///     Err(e) if e.is_retryable() => { /* try again later, with ask_with_id */ }
+///     Err(e) => return Err(e),
+///     Ok(n) => assert_eq!(n, 17),
+/// }
+/// # cluster.shutdown().await?;
+/// # Ok::<_, EngineError>(())
+/// # })?;
+/// # std::fs::remove_dir_all(&dir).unwrap();
+/// # Ok(())
+/// # }
+/// ```
 pub struct EntityRef<E: Entity> {
     cluster: Cluster,
     id: String,

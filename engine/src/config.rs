@@ -5,6 +5,20 @@ use std::time::Duration;
 
 /// Cluster configuration. `Config::default()` is a good start; each field says what it
 /// trades.
+///
+/// ```
+/// use std::time::Duration;
+/// use entlog_engine::Config;
+///
+/// let config = Config {
+///     shard_count: 16,                           // a small cluster: bigger commit batches
+///     handler_timeout: Duration::from_secs(2),   // a slow handler fails its message, not its shard
+///     mailbox_capacity: Some(1_000),             // MailboxFull instead of an ever longer queue
+///     metrics_addr: Some("127.0.0.1:9100".parse().unwrap()),
+///     ..Config::default()
+/// };
+/// assert_eq!(config.batch_size, 256);
+/// ```
 #[derive(Debug, Clone)]
 pub struct Config {
     /// Shards of a journal created by this cluster (fixed at creation). Default 64: enough

@@ -14,6 +14,50 @@ use crate::error::EngineError;
 /// Messages to one entity are handled one at a time, in journal order. `handle` decides;
 /// `apply` is the only way state changes, so replaying the events rebuilds the state.
 /// `apply` must be deterministic and must not fail.
+///
+/// ```
+/// use entlog_engine::{Context, Entity, Outcome, Rejection};
+/// use serde::{Deserialize, Serialize};
+///
+/// /// A thermostat: its target temperature, set within bounds.
+/// struct Thermostat;
+///
+/// #[derive(Serialize, Deserialize)]
+/// enum Command { Set(i32), Get }
+///
+/// #[derive(Serialize, Deserialize)]
+/// struct TargetSet(i32);
+///
+/// impl Entity for Thermostat {
+///     const TYPE: &'static str = "thermostat";
+///     // Per type, instead of the cluster's Config: at most 100 unanswered messages.
+///     const MAILBOX_CAPACITY: Option<u32> = Some(100);
+///     type Command = Command;
+///     type Event = TargetSet;
+///     type Reply = i32;
+///     type State = i32;
+///
+///     async fn handle(&self, target: &i32, cmd: Command, _: &mut Context)
+///         -> Result<Outcome<Self>, Rejection> {
+///         match cmd {
+///             Command::Set(t) if !(5..=30).contains(&t) => {
+///                 Err(Rejection::new(format!("{t} °C is out of range")))
+///             }
+///             Command::Set(t) => Ok(Outcome::new(vec![TargetSet(t)], t)),
+///             Command::Get => Ok(Outcome::reply(*target)),
+///         }
+///     }
+///
+///     fn apply(target: &mut i32, event: &TargetSet) {
+///         *target = event.0;
+///     }
+/// }
+///
+/// // State is the fold of the events, whoever replays them.
+/// let mut state = 0;
+/// Thermostat::apply(&mut state, &TargetSet(21));
+/// assert_eq!(state, 21);
+/// ```
 pub trait Entity: Send + Sync + 'static {
     /// The stable name of the type (`"account"`); stored in every entry.
     const TYPE: &'static str;
@@ -93,6 +137,30 @@ pub trait Entity: Send + Sync + 'static {
 }
 
 /// What handling a command produced: events (applied and journaled), and the reply.
+///
+/// ```
+/// # use entlog_engine::{Context, Entity, Outcome, Rejection};
+/// # use std::collections::BTreeSet;
+/// # struct Tags;
+/// # impl Entity for Tags {
+/// #     const TYPE: &'static str = "tags";
+/// #     type Command = String;
+/// #     type Event = String;
+/// #     type Reply = usize;
+/// #     type State = BTreeSet<String>;
+/// #     async fn handle(&self, _: &BTreeSet<String>, _: String, _: &mut Context)
+/// #         -> Result<Outcome<Self>, Rejection> { unimplemented!() }
+/// #     fn apply(tags: &mut BTreeSet<String>, tag: &String) { tags.insert(tag.clone()); }
+/// # }
+/// let tags: BTreeSet<String> = ["red".to_owned()].into();
+/// // The reply from the state after the events: adding a tag that is there changes nothing.
+/// let again = Outcome::<Tags>::applied(&tags, vec!["red".into()], |after| after.len());
+/// assert_eq!(again.reply, 1);
+/// let new = Outcome::<Tags>::applied(&tags, vec!["blue".into()], |after| after.len());
+/// assert_eq!((new.events.len(), new.reply), (1, 2));
+/// // A query: a reply, no events.
+/// assert!(Outcome::<Tags>::reply(tags.len()).events.is_empty());
+/// ```
 pub struct Outcome<E: Entity + ?Sized> {
     /// Events, journaled in order at the entity's next seqs.
     pub events: Vec<E::Event>,
@@ -158,6 +226,59 @@ impl Rejection {
 /// Sent messages are journaled in the same transaction as the handler's events (a
 /// built-in outbox): they exist exactly when the events do. A handler that is rejected,
 /// panics on every attempt, or whose batch fails to commit sends nothing, timers included.
+///
+/// ```
+/// # use entlog_engine::{Context, Entity, Outcome, Rejection};
+/// # use serde::{Deserialize, Serialize};
+/// # use std::time::Duration;
+/// # struct Order;
+/// # struct Shipping;
+/// # #[derive(Serialize, Deserialize)] enum ShippingCmd { Ship { order: String } }
+/// # impl Entity for Shipping {
+/// #     const TYPE: &'static str = "shipping";
+/// #     type Command = ShippingCmd; type Event = (); type Reply = (); type State = ();
+/// #     async fn handle(&self, _: &(), _: ShippingCmd, _: &mut Context)
+/// #         -> Result<Outcome<Self>, Rejection> { Ok(Outcome::reply(())) }
+/// #     fn apply(_: &mut (), _: &()) {}
+/// # }
+/// #[derive(Serialize, Deserialize)]
+/// enum OrderCmd { Pay, Expire }
+///
+/// #[derive(Serialize, Deserialize)]
+/// enum OrderEvent { Paid, Expired }
+///
+/// impl Entity for Order {
+///     const TYPE: &'static str = "order";
+///     type Command = OrderCmd;
+///     type Event = OrderEvent;
+///     type Reply = ();
+///     type State = bool; // paid
+///
+///     async fn handle(&self, paid: &bool, cmd: OrderCmd, ctx: &mut Context)
+///         -> Result<Outcome<Self>, Rejection> {
+///         match cmd {
+///             OrderCmd::Pay => {
+///                 // Journaled with the event, in one transaction: shipped exactly when paid.
+///                 let order = ctx.entity_id().to_owned();
+///                 ctx.send::<Shipping>("warehouse-1", &ShippingCmd::Ship { order });
+///                 Ok(Outcome::new(vec![OrderEvent::Paid], ()))
+///             }
+///             OrderCmd::Expire if *paid => Ok(Outcome::reply(())),
+///             OrderCmd::Expire => Ok(Outcome::new(vec![OrderEvent::Expired], ())),
+///         }
+///     }
+///
+///     fn apply(paid: &mut bool, event: &OrderEvent) {
+///         *paid |= matches!(event, OrderEvent::Paid);
+///     }
+/// }
+///
+/// // A durable timer: the order expires in 30 minutes unless paid by then.
+/// # fn created(ctx: &mut Context) {
+/// let id = ctx.entity_id().to_owned();
+/// ctx.schedule::<Order>(Duration::from_secs(30 * 60), &id, &OrderCmd::Expire);
+/// # }
+/// ```
 #[derive(Debug, Default)]
 pub struct Context {
     pub(crate) entity: Option<EntityKey>,

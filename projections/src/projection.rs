@@ -26,6 +26,51 @@ pub enum ProjectionError {
 /// `apply` receives events of one shard in offset order and writes the read model inside
 /// `tx`; the projector moves the projection's checkpoint in the same transaction, so each
 /// event is applied exactly once, whatever crashes in between (invariant 9).
+///
+/// The same statements run on SQLite and PostgreSQL (`$n` parameters):
+///
+/// ```
+/// use entlog_journal::{AnyTx, Entry, sql};
+/// use entlog_projections::{Projection, ProjectionError};
+///
+/// /// Visits per page, from the `page` entities' events (each a `u64`: visits added).
+/// struct Visits;
+///
+/// impl Projection for Visits {
+///     fn name(&self) -> &str {
+///         "visits"
+///     }
+///
+///     fn wants(&self, entity_type: &str) -> bool {
+///         entity_type == "page"
+///     }
+///
+///     async fn setup(&self, tx: &mut AnyTx) -> Result<(), ProjectionError> {
+///         tx.execute(sql("CREATE TABLE IF NOT EXISTS visits (page TEXT PRIMARY KEY, n BIGINT NOT NULL)"))
+///             .await?;
+///         Ok(())
+///     }
+///
+///     async fn apply(&self, tx: &mut AnyTx, events: &[Entry]) -> Result<(), ProjectionError> {
+///         for e in events {
+///             let added: u64 = e.payload.decode()?;
+///             tx.execute(
+///                 sql("INSERT INTO visits (page, n) VALUES ($1, $2)
+///                      ON CONFLICT (page) DO UPDATE SET n = visits.n + $2")
+///                 .bind(e.entity.entity_id())
+///                 .bind(added as i64),
+///             )
+///             .await?;
+///         }
+///         Ok(())
+///     }
+///
+///     async fn reset(&self, tx: &mut AnyTx) -> Result<(), ProjectionError> {
+///         tx.execute(sql("DELETE FROM visits")).await?;
+///         Ok(())
+///     }
+/// }
+/// ```
 pub trait Projection: Send + Sync + 'static {
     /// A stable name: the key of the projection's checkpoints.
     fn name(&self) -> &str;
