@@ -54,6 +54,7 @@ mod codec;
 mod config;
 mod cron;
 mod entity;
+mod entity_ref;
 mod error;
 mod exporter;
 mod failure_kind;
@@ -67,7 +68,7 @@ mod state;
 mod state_projection;
 mod waiters;
 
-pub use cluster::{Cluster, ClusterBuilder, EntityRef};
+pub use cluster::{Cluster, ClusterBuilder};
 pub use codec::{
     FAILURE_PREFIX, PayloadError, StoredOutcome, command_from_payload, decode_command,
     decode_event, event_from_payload, failure_reason,
@@ -75,6 +76,7 @@ pub use codec::{
 pub use config::Config;
 pub use cron::{CronSchedule, DEFAULT_MAX_CATCH_UP, firing_id};
 pub use entity::{Context, Entity, Outcome, Rejection, command_payload};
+pub use entity_ref::EntityRef;
 pub use entlog_projections::{Projection, ProjectionError};
 pub use error::EngineError;
 pub use runner::pipeline::MAILBOX;

@@ -7,9 +7,9 @@ use std::panic::AssertUnwindSafe;
 use entlog_journal::{AnyJournal, EntityKey, Journal, JournalError};
 use futures_util::{FutureExt, TryStreamExt};
 
-use crate::cluster::EntityRef;
 use crate::codec;
 use crate::entity::Entity;
+use crate::entity_ref::EntityRef;
 use crate::error::EngineError;
 use crate::registry::panic_message;
 

@@ -35,6 +35,7 @@ mod meta;
 mod ownership;
 mod pending;
 mod postgres;
+mod prune;
 mod records;
 pub mod shard;
 mod snapshot;
@@ -56,14 +57,14 @@ pub use envelope::{
 };
 pub use error::{Field, JournalError, Result};
 pub use inspect::{
-    CursorInfo, EntityPage, EntityRecords, PruneReport, RunnerRow, ScheduledMessage, ShardInfo,
-    StoredSnapshot,
+    CursorInfo, EntityPage, EntityRecords, RunnerRow, ScheduledMessage, ShardInfo, StoredSnapshot,
 };
 pub use journal::{EVENT_PAGE, Journal};
 pub use liveness::Liveness;
 pub use meta::FORMAT_VERSION;
 pub use ownership::{Lease, RunnerInfo, ShardLocks};
 pub use postgres::{PgJournal, PgLocks, PgOptions};
+pub use prune::PruneReport;
 pub use records::{
     AppendOutcome, CommitReceipt, FAILED_REPLY_BYTE, NewSnapshot, Processed, ProcessedBatch,
     Snapshot, StoredReply,
