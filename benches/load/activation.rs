@@ -32,6 +32,22 @@ pub(crate) async fn activation(url: &str, admin: &PgPool, s: &Settings, report: 
         report.anomaly(format!("activation: writing {snap}: {e}"));
         return;
     }
+    // Snapshots are saved beside the commit path, just after the commit that makes one
+    // due: wait for it (the last asks' replies can arrive first).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        let saved: i64 = sqlx::query_scalar(AssertSqlSafe(format!(
+            "SELECT count(*) FROM \"{schema}\".snapshots
+              WHERE entity_type = 'counter' AND entity_id = '{snap}'"
+        )))
+        .fetch_one(admin)
+        .await
+        .unwrap();
+        if saved > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     exec(
         admin,
         format!(
