@@ -115,11 +115,12 @@ pub use entlog_projections as projections;
 
 pub use entlog_engine::{
     Cluster, ClusterBuilder, Config, Context, CronSchedule, EngineError, Entity, EntityRef,
-    Outcome, Rejection, SingletonContext, StateProjection, decode_event, projected_state,
+    Outcome, Rejection, SingletonContext, StateProjection, TRACE_HEADER, decode_event,
+    projected_state,
 };
 pub use entlog_journal::{
-    AnyJournal, AnyTx, EntityKey, Entry, EntryKind, Journal, JournalError, NewMessage, Payload,
-    PgJournal, PgOptions, Row, Sql, SqliteJournal, SqliteOptions, Timestamp, sql,
+    AnyJournal, AnyTx, EntityKey, Entry, EntryKind, Headers, Journal, JournalError, NewMessage,
+    Payload, PgJournal, PgOptions, Row, Sql, SqliteJournal, SqliteOptions, Timestamp, sql,
 };
 pub use entlog_projections::{Projection, ProjectionError};
 /// Message ids (`ask_with_id`, `tell_at_with_id`, `cancel`) are UUIDs.
@@ -130,8 +131,8 @@ pub use uuid::Uuid;
 /// carry.
 pub mod prelude {
     pub use crate::{
-        AnyTx, Cluster, Config, Context, EngineError, Entity, EntityRef, Entry, Journal as _,
-        JournalError, Outcome, Projection, ProjectionError, Rejection, Row, Timestamp, Uuid,
-        decode_event, sql,
+        AnyTx, Cluster, Config, Context, EngineError, Entity, EntityRef, Entry, Headers,
+        Journal as _, JournalError, Outcome, Projection, ProjectionError, Rejection, Row,
+        TRACE_HEADER, Timestamp, Uuid, decode_event, sql,
     };
 }

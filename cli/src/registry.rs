@@ -255,6 +255,7 @@ mod tests {
             payload,
             deliver_at: None,
             created_at: Timestamp(0),
+            headers: Default::default(),
         }
     }
 

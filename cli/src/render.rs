@@ -158,19 +158,20 @@ pub(crate) fn entry_text(registry: &Registry, e: &Entry) -> String {
         EntryKind::Event => format!("event seq {}", e.seq.unwrap_or(0)),
     };
     format!(
-        "shard {} offset {} {} {} {} {}",
+        "shard {} offset {} {} {} {} {}{}",
         e.shard,
         e.offset,
         time(e.created_at),
         e.entity,
         what,
-        payload_text(registry, e.entity.entity_type(), &e.payload)
+        payload_text(registry, e.entity.entity_type(), &e.payload),
+        headers_text(&e.headers)
     )
 }
 
-/// One entry as JSON.
+/// One entry as JSON; a message with its headers.
 pub(crate) fn entry_json(registry: &Registry, e: &Entry) -> Value {
-    json!({
+    let mut v = json!({
         "shard": e.shard,
         "offset": e.offset,
         "kind": kind(e.kind),
@@ -180,7 +181,19 @@ pub(crate) fn entry_json(registry: &Registry, e: &Entry) -> Value {
         "created_at": time(e.created_at),
         "deliver_at": e.deliver_at.map(time),
         "payload": payload_json(registry, e.entity.entity_type(), &e.payload),
-    })
+    });
+    if e.kind == EntryKind::Message {
+        v["headers"] = json!(e.headers);
+    }
+    v
+}
+
+/// A message's headers as text to append to its line: empty when it has none.
+pub(crate) fn headers_text(headers: &entlog_journal::Headers) -> String {
+    if headers.is_empty() {
+        return String::new();
+    }
+    format!("  headers {}", json!(headers))
 }
 
 /// One value that differs between two states: where, before, after.

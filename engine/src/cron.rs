@@ -357,6 +357,7 @@ async fn fire(
                 message_id: firing_id(&schedule.name, tick),
                 payload: payload(tick)?,
                 deliver_at: None,
+                headers: Default::default(),
             };
             let outcomes = journal.append(vec![message]).await?;
             for o in &outcomes {

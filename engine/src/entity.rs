@@ -3,7 +3,7 @@
 use std::future::Future;
 use std::time::Duration;
 
-use entlog_journal::{EntityKey, JournalError, NewMessage, Payload, Timestamp};
+use entlog_journal::{EntityKey, Headers, JournalError, NewMessage, Payload, Timestamp};
 use serde::{Serialize, de::DeserializeOwned};
 use uuid::Uuid;
 
@@ -286,9 +286,22 @@ pub struct Context {
     pub(crate) error: Option<EngineError>,
     /// The journal's clock when the message was handed to the handler.
     pub(crate) now: Timestamp,
+    /// The headers the message was sent with; carried on by what the handler sends.
+    pub(crate) headers: Headers,
 }
 
 impl Context {
+    /// The headers the message was sent with (a tenant, a trace id). Every message the
+    /// handler sends (`send`, `send_at`, `schedule`) carries them on.
+    pub fn headers(&self) -> &Headers {
+        &self.headers
+    }
+
+    /// One header of the message, if it was sent with it.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).map(String::as_str)
+    }
+
     /// The entity handling the message.
     pub fn entity_id(&self) -> &str {
         self.entity.as_ref().map_or("", |e| e.entity_id())
@@ -321,6 +334,7 @@ impl Context {
                     message_id,
                     payload: encode_command::<T>(command)?,
                     deliver_at: at,
+                    headers: self.headers.clone(),
                 })
             })
             .map_err(EngineError::from);

@@ -4,7 +4,7 @@
 use std::marker::PhantomData;
 use std::time::Duration;
 
-use entlog_journal::{AppendOutcome, EntityKey, Journal, NewMessage, Timestamp};
+use entlog_journal::{AppendOutcome, EntityKey, Headers, Journal, NewMessage, Timestamp};
 use tracing::Instrument;
 use uuid::Uuid;
 
@@ -69,6 +69,8 @@ use crate::runner::pipeline::MAILBOX;
 pub struct EntityRef<E: Entity> {
     cluster: Cluster,
     id: String,
+    /// Sent with every message through this handle.
+    headers: Headers,
     _entity: PhantomData<fn() -> E>,
 }
 
@@ -77,6 +79,7 @@ impl<E: Entity> Clone for EntityRef<E> {
         EntityRef {
             cluster: self.cluster.clone(),
             id: self.id.clone(),
+            headers: self.headers.clone(),
             _entity: PhantomData,
         }
     }
@@ -88,8 +91,26 @@ impl<E: Entity> EntityRef<E> {
         EntityRef {
             cluster,
             id: id.to_owned(),
+            headers: Headers::new(),
             _entity: PhantomData,
         }
+    }
+
+    /// This handle with a header: every message sent through it carries `name: value`
+    /// (stored with the message under its checksum), its handler sees it in
+    /// [`Context::headers`](crate::Context::headers), and what the handler sends — now or
+    /// as a timer — carries it on. For a tenant, a trace id, a request id.
+    ///
+    /// A name must be non-empty and at most 255 bytes, and a message's headers at most
+    /// 8 KiB together; a send that breaks these fails with a typed journal error.
+    pub fn with_header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.headers.insert(name.into(), value.into());
+        self
+    }
+
+    /// The headers this handle sends.
+    pub fn headers(&self) -> &Headers {
+        &self.headers
     }
 
     /// The entity's address; an empty or oversized id is a typed journal error.
@@ -113,6 +134,7 @@ impl<E: Entity> EntityRef<E> {
             message_id: id,
             payload: codec::command::<E>(command)?,
             deliver_at: at,
+            headers: self.headers.clone(),
         })
     }
 
@@ -172,7 +194,15 @@ impl<E: Entity> EntityRef<E> {
         command: E::Command,
     ) -> Result<E::Reply, EngineError> {
         let message = self.message(id, &command, None)?;
-        let span = tracing::info_span!("ask", entity = %message.entity, message_id = %id);
+        let span = tracing::info_span!(
+            "ask",
+            entity = %message.entity,
+            message_id = %id,
+            trace = tracing::field::Empty,
+        );
+        if let Some(trace) = message.headers.get(crate::TRACE_HEADER) {
+            span.record("trace", tracing::field::display(trace));
+        }
         self.ask_message(id, message).instrument(span).await
     }
 

@@ -79,6 +79,11 @@ pub use entity::{Context, Entity, Outcome, Rejection, command_payload};
 pub use entity_ref::EntityRef;
 pub use entlog_projections::{Projection, ProjectionError};
 pub use error::EngineError;
+
+/// The header that carries a request's trace context (W3C Trace Context's `traceparent`):
+/// the `ask` and `handle` spans record it as their `trace` field, and handlers' sends
+/// carry it on, so one trace id names every step of a request across runners.
+pub const TRACE_HEADER: &str = "traceparent";
 pub use runner::pipeline::MAILBOX;
 pub use singleton::SingletonContext;
 pub use state_projection::{StateProjection, projected_state};

@@ -8,7 +8,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use entlog_journal::{
-    AnyJournal, EntityKey, JournalError, NewEvent, NewMessage, NewSnapshot, Payload, Timestamp,
+    AnyJournal, EntityKey, Headers, JournalError, NewEvent, NewMessage, NewSnapshot, Payload,
+    Timestamp,
 };
 use futures_util::FutureExt;
 
@@ -73,6 +74,7 @@ pub(crate) trait Instance: Send + Sync {
     fn handle<'a>(
         &'a mut self,
         command: &'a Payload,
+        headers: &'a Headers,
         max_payload: usize,
         now: Timestamp,
     ) -> BoxFuture<'a, Handled>;
@@ -166,6 +168,7 @@ impl<E: Entity> Live<E> {
     async fn handle_inner(
         &mut self,
         command: &Payload,
+        headers: &Headers,
         max_payload: usize,
         now: Timestamp,
     ) -> Handled {
@@ -186,6 +189,7 @@ impl<E: Entity> Live<E> {
         let mut ctx = Context {
             entity: Some(self.key.clone()),
             now,
+            headers: headers.clone(),
             ..Context::default()
         };
         let decided = AssertUnwindSafe(self.entity.handle(&self.state, cmd, &mut ctx))
@@ -294,10 +298,11 @@ impl<E: Entity> Instance for Live<E> {
     fn handle<'a>(
         &'a mut self,
         command: &'a Payload,
+        headers: &'a Headers,
         max_payload: usize,
         now: Timestamp,
     ) -> BoxFuture<'a, Handled> {
-        Box::pin(self.handle_inner(command, max_payload, now))
+        Box::pin(self.handle_inner(command, headers, max_payload, now))
     }
 
     fn since_snapshot(&self) -> u64 {

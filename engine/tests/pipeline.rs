@@ -466,6 +466,7 @@ async fn damaged_entry(backend: Backend) {
                 })
                 .unwrap(),
                 deliver_at: None,
+                headers: Default::default(),
             }])
             .await
             .unwrap();

@@ -506,6 +506,7 @@ fn newer_versions_are_errors() {
         payload,
         deliver_at: None,
         created_at: entlog_journal::Timestamp(0),
+        headers: Default::default(),
     };
     assert!(matches!(
         decode_event::<v2::Account>(&entry),

@@ -2,7 +2,9 @@
 
 use uuid::Uuid;
 
-use crate::envelope::{CrcDomain, EntityKey, EntryKind, NewMessage, Payload, checksum};
+use crate::envelope::{
+    CrcDomain, EntityKey, EntryKind, NewMessage, Payload, checksum, entry_checksum,
+};
 use crate::error::{JournalError, Result};
 use crate::journal::Journal;
 use crate::records::{AppendOutcome, CommitReceipt, Processed};
@@ -24,6 +26,8 @@ pub(crate) struct EntryColumns {
     pub crc: Vec<i64>,
     pub deliver_at: Vec<Option<i64>>,
     pub created_at: Vec<i64>,
+    /// Stored headers (messages that have some), `None` otherwise.
+    pub headers: Vec<Option<Vec<u8>>>,
 }
 
 impl EntryColumns {
@@ -45,6 +49,7 @@ impl EntryColumns {
         self.crc.extend_from_slice(&other.crc);
         self.deliver_at.extend_from_slice(&other.deliver_at);
         self.created_at.extend_from_slice(&other.created_at);
+        self.headers.extend_from_slice(&other.headers);
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -58,8 +63,17 @@ impl EntryColumns {
         payload: Payload,
         deliver_at: Option<Timestamp>,
         created_at: Timestamp,
+        headers: Option<Vec<u8>>,
     ) {
-        let crc = checksum(kind.into(), entity, seq, &message_id, &payload);
+        let crc = entry_checksum(
+            kind.into(),
+            entity,
+            seq,
+            &message_id,
+            &payload,
+            headers.as_deref(),
+        );
+        self.headers.push(headers);
         self.shard.push(shard as i32);
         self.kind.push(kind.code());
         self.entity_type.push(entity.entity_type().to_owned());
@@ -83,6 +97,7 @@ impl EntryColumns {
         now: Timestamp,
     ) -> Result<()> {
         m.payload.check(max_payload)?;
+        let headers = crate::headers::encode(&m.headers)?;
         let shard = shard_of(m.entity.entity_id(), shard_count);
         self.push(
             shard,
@@ -93,6 +108,7 @@ impl EntryColumns {
             m.payload,
             m.deliver_at,
             now,
+            headers,
         );
         Ok(())
     }
@@ -256,6 +272,7 @@ impl BatchColumns {
                     e.payload,
                     None,
                     now,
+                    None,
                 );
             }
             for m in p.outgoing {

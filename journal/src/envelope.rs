@@ -12,7 +12,10 @@
 //! kind: u8 | len(entity_type): u16 | entity_type | len(entity_id): u16 | entity_id
 //! | seq: u64 (0 when none) | message_id: 16 bytes | len(type_tag): u16 | type_tag
 //! | schema_version: u32 | len(payload): u32 | payload
+//! [ | len(headers): u32 | headers ]      (messages with headers only)
 //! ```
+//!
+//! A message without headers is checksummed as before headers existed.
 //!
 //! Shard, offset and times are not covered: a scheduled message keeps its checksum when it
 //! is moved into its shard's partition at a new offset.
@@ -21,6 +24,7 @@ use serde::{Serialize, de::DeserializeOwned};
 use uuid::Uuid;
 
 use crate::error::{Field, JournalError, Result};
+use crate::headers::Headers;
 use crate::shard::Shard;
 use crate::time::Timestamp;
 
@@ -197,16 +201,19 @@ pub struct NewMessage {
     pub payload: Payload,
     /// When the message becomes due; `None` (or a past time) means at once.
     pub deliver_at: Option<Timestamp>,
+    /// String key/values carried with the command (a tenant, a trace id).
+    pub headers: Headers,
 }
 
 impl NewMessage {
-    /// A message due at once, with a fresh uuid v7 id.
+    /// A message due at once, with a fresh uuid v7 id and no headers.
     pub fn new(entity: EntityKey, payload: Payload) -> Self {
         NewMessage {
             entity,
             message_id: Uuid::now_v7(),
             payload,
             deliver_at: None,
+            headers: Headers::new(),
         }
     }
 }
@@ -241,6 +248,8 @@ pub struct Entry {
     pub deliver_at: Option<Timestamp>,
     /// When the entry (or its scheduled message) was first written.
     pub created_at: Timestamp,
+    /// For messages, the headers they were sent with (empty for events).
+    pub headers: Headers,
 }
 
 /// The crc32 of a record (see the module docs for the layout).
@@ -251,6 +260,35 @@ pub(crate) fn checksum(
     message_id: &Uuid,
     payload: &Payload,
 ) -> u32 {
+    hasher(domain, entity, seq, message_id, payload).finalize()
+}
+
+/// The crc32 of an entry or scheduled message with its stored headers, if any.
+pub(crate) fn entry_checksum(
+    domain: CrcDomain,
+    entity: &EntityKey,
+    seq: Option<u64>,
+    message_id: &Uuid,
+    payload: &Payload,
+    headers: Option<&[u8]>,
+) -> u32 {
+    let mut h = hasher(domain, entity, seq, message_id, payload);
+    if let Some(bytes) = headers {
+        let len = u32::try_from(bytes.len()).unwrap_or(u32::MAX);
+        h.update(&len.to_le_bytes());
+        h.update(bytes);
+    }
+    h.finalize()
+}
+
+/// The hasher after the fields every record has.
+fn hasher(
+    domain: CrcDomain,
+    entity: &EntityKey,
+    seq: Option<u64>,
+    message_id: &Uuid,
+    payload: &Payload,
+) -> crc32fast::Hasher {
     let mut h = crc32fast::Hasher::new();
     h.update(&[domain as u8]);
     put_str(&mut h, entity.entity_type());
@@ -262,7 +300,7 @@ pub(crate) fn checksum(
     let len = u32::try_from(payload.bytes.len()).unwrap_or(u32::MAX);
     h.update(&len.to_le_bytes());
     h.update(&payload.bytes);
-    h.finalize()
+    h
 }
 
 fn put_str(h: &mut crc32fast::Hasher, s: &str) {
@@ -286,6 +324,7 @@ pub(crate) struct RawEntry {
     pub crc: i64,
     pub deliver_at: Option<i64>,
     pub created_at: i64,
+    pub headers: Option<Vec<u8>>,
 }
 
 /// The place of a stored row, its primary key (shard, offset), as the journal's types.
@@ -320,10 +359,18 @@ impl RawEntry {
             version,
             bytes: self.payload,
         };
-        let crc = checksum(kind.into(), &entity, seq, &self.message_id, &payload);
+        let crc = entry_checksum(
+            kind.into(),
+            &entity,
+            seq,
+            &self.message_id,
+            &payload,
+            self.headers.as_deref(),
+        );
         if i64::from(crc) != self.crc {
             return Err(JournalError::Checksum { shard, offset });
         }
+        let headers = crate::headers::decode(self.headers.as_deref()).map_err(corrupt)?;
         Ok(Entry {
             shard,
             offset,
@@ -334,6 +381,7 @@ impl RawEntry {
             payload,
             deliver_at: self.deliver_at.map(Timestamp),
             created_at: Timestamp(self.created_at),
+            headers,
         })
     }
 }

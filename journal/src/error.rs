@@ -17,6 +17,10 @@ pub enum Field {
     TypeTag,
     /// The name of a cursor's consumer.
     Consumer,
+    /// The name of a message header.
+    HeaderName,
+    /// A message's headers, all together.
+    Headers,
 }
 
 impl std::fmt::Display for Field {
@@ -26,6 +30,8 @@ impl std::fmt::Display for Field {
             Field::EntityId => "entity id",
             Field::TypeTag => "type tag",
             Field::Consumer => "consumer name",
+            Field::HeaderName => "header name",
+            Field::Headers => "headers",
         })
     }
 }

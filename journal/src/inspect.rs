@@ -10,7 +10,9 @@ use uuid::Uuid;
 
 use crate::any::AnyJournal;
 use crate::damaged::DamagedEntry;
-use crate::envelope::{CrcDomain, EntityKey, Entry, EntryKind, Payload, RawEntry, checksum};
+use crate::envelope::{
+    CrcDomain, EntityKey, Entry, EntryKind, Payload, RawEntry, checksum, entry_checksum,
+};
 use crate::error::{JournalError, Result};
 use crate::journal::Journal;
 use crate::ownership::RunnerInfo;
@@ -70,6 +72,8 @@ pub struct ScheduledMessage {
     pub deliver_at: Timestamp,
     /// When it was sent.
     pub created_at: Timestamp,
+    /// The headers it was sent with.
+    pub headers: crate::Headers,
 }
 
 /// An entity's stored snapshot, whatever its version, with its checksum verdict.
@@ -112,7 +116,7 @@ pub struct EntityPage {
 macro_rules! cast_entry_columns {
     () => {
         r#"CAST(shard AS BIGINT) AS shard, "offset", CAST(kind AS SMALLINT) AS kind, entity_type, entity_id, seq,
-           message_id, type_tag, CAST(schema_version AS BIGINT) AS schema_version, payload, crc, deliver_at, created_at"#
+           message_id, type_tag, CAST(schema_version AS BIGINT) AS schema_version, payload, crc, deliver_at, created_at, headers"#
     };
 }
 
@@ -150,6 +154,7 @@ macro_rules! entry_of {
             crc: $r.try_get(10)?,
             deliver_at: $r.try_get(11)?,
             created_at: $r.try_get(12)?,
+            headers: $r.try_get(13)?,
         }
         .verify()
     };
@@ -367,7 +372,7 @@ impl AnyJournal {
 
             let rows = sqlx::query(
                 "SELECT CAST(shard AS BIGINT), message_id, type_tag, CAST(schema_version AS BIGINT),
-                        payload, crc, deliver_at, created_at
+                        payload, crc, deliver_at, created_at, headers
                    FROM scheduled WHERE entity_type = $1 AND entity_id = $2 ORDER BY deliver_at",
             )
             .bind(t)
@@ -384,13 +389,17 @@ impl AnyJournal {
                     bytes: r.try_get(4)?,
                 };
                 let crc: i64 = r.try_get(5)?;
-                if i64::from(checksum(CrcDomain::Message, entity, None, &message_id, &payload)) != crc {
-                    return Err(JournalError::Corrupt {
-                        shard,
-                        offset: 0,
-                        reason: format!("scheduled message {message_id} of {entity} fails its checksum"),
-                    });
+                let stored: Option<Vec<u8>> = r.try_get(8)?;
+                let corrupt = |reason: String| JournalError::Corrupt {
+                    shard,
+                    offset: 0,
+                    reason: format!("scheduled message {message_id} of {entity} {reason}"),
+                };
+                let crc_now = entry_checksum(CrcDomain::Message, entity, None, &message_id, &payload, stored.as_deref());
+                if i64::from(crc_now) != crc {
+                    return Err(corrupt("fails its checksum".into()));
                 }
+                let headers = crate::headers::decode(stored.as_deref()).map_err(corrupt)?;
                 scheduled.push(ScheduledMessage {
                     shard,
                     entity: entity.clone(),
@@ -398,6 +407,7 @@ impl AnyJournal {
                     payload,
                     deliver_at: Timestamp(r.try_get(6)?),
                     created_at: Timestamp(r.try_get(7)?),
+                    headers,
                 });
             }
 

@@ -28,6 +28,7 @@ mod columns;
 mod damaged;
 mod envelope;
 mod error;
+mod headers;
 mod inspect;
 mod journal;
 mod liveness;
@@ -56,6 +57,7 @@ pub use envelope::{
     Payload, check_name,
 };
 pub use error::{Field, JournalError, Result};
+pub use headers::{Headers, MAX_HEADER_BYTES};
 pub use inspect::{
     CursorInfo, EntityPage, EntityRecords, RunnerRow, ScheduledMessage, ShardInfo, StoredSnapshot,
 };

@@ -76,6 +76,7 @@ conformance! {
     wrong_shard_count_and_format;
     scheduled_messages;
     cancel_scheduled;
+    headers_round_trip;
     cancel_races_promotion(400);
     event_stream;
     cursors_move_forward;

@@ -89,6 +89,7 @@ pub(crate) fn to_json(reg: &Registry, key: &EntityKey, shard: u32, page: &Entity
                 "deliver_at": render::time(s.deliver_at),
                 "created_at": render::time(s.created_at),
                 "payload": render::payload_json(reg, t, &s.payload),
+                "headers": s.headers,
             })
         })
         .collect();
@@ -137,11 +138,12 @@ fn print(ctx: &Ctx, key: &EntityKey, shard: u32, page: &EntityPage) -> Result<()
         match e.kind {
             EntryKind::Message => {
                 ctx.out.line(format_args!(
-                    "  offset {:>6}  {}  message {}  {}",
+                    "  offset {:>6}  {}  message {}  {}{}",
                     e.offset,
                     render::time(e.created_at),
                     e.message_id,
-                    render::payload_text(reg, t, &e.payload)
+                    render::payload_text(reg, t, &e.payload),
+                    render::headers_text(&e.headers)
                 ))?;
                 match reply_of(e.message_id) {
                     Some(r) => ctx.out.line(format_args!(

@@ -94,6 +94,7 @@ impl Inline {
                     payload: ev.payload,
                     deliver_at: None,
                     created_at: now,
+                    headers: Default::default(),
                 });
             }
         }

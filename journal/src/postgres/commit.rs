@@ -41,7 +41,7 @@ impl PgJournal {
         let r = &cols.replies;
         let rows = sqlx::query(
             "SELECT * FROM commit_batch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, \
-             $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27)",
+             $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28)",
         )
         .bind(now.as_micros())
         .bind(self.channel())
@@ -67,7 +67,7 @@ impl PgJournal {
     }
 
     /// Commits the processed batches of several shards (at most one batch per shard) in
-    /// one call of `commit_batches` (migrations/postgres/0008_commit_batches.sql), which
+    /// one call of `commit_batches` (migrations/postgres/0012_headers.sql), which
     /// locks every shard involved in shard order and checks each batch's lease. All commit
     /// or none; a stale lease fails the call with [`JournalError::Fenced`] naming its shard
     /// before anything is written. Receipts in batch order; the shards are woken after.
@@ -102,7 +102,7 @@ impl PgJournal {
         let r = &many.replies;
         let rows = sqlx::query(
             "SELECT * FROM commit_batches($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, \
-             $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28)",
+             $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29)",
         )
         .bind(now.as_micros())
         .bind(self.channel())
@@ -176,6 +176,7 @@ impl<'q> BindEntries<'q> for sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgr
             .bind(&e.crc)
             .bind(&e.deliver_at)
             .bind(&e.created_at)
+            .bind(&e.headers)
     }
 }
 

@@ -228,7 +228,7 @@ impl Journal for PgJournal {
         )?;
         let rows = append_rows(
             sqlx::query(
-                "SELECT * FROM append_entries($1, $2, NULL, NULL, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+                "SELECT * FROM append_entries($1, $2, NULL, NULL, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
             )
             .bind(now.as_micros())
             .bind(self.channel())

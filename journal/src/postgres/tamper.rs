@@ -30,6 +30,16 @@ impl Tamper for PgJournal {
             .expect("tamper");
     }
 
+    async fn rewrite_headers(&self, shard: u32, offset: u64, headers: Option<Vec<u8>>) {
+        sqlx::query(r#"UPDATE journal SET headers = $3 WHERE shard = $1 AND "offset" = $2"#)
+            .bind(shard as i32)
+            .bind(offset as i64)
+            .bind(headers)
+            .execute(self.pool())
+            .await
+            .expect("tamper");
+    }
+
     async fn set_kind_code(&self, shard: u32, offset: u64, code: i16) {
         sqlx::query(r#"UPDATE journal SET kind = $3 WHERE shard = $1 AND "offset" = $2"#)
             .bind(shard as i32)

@@ -13,7 +13,7 @@ use crate::ownership::Lease;
 use crate::shard::Shard;
 use crate::time::Timestamp;
 
-/// Rows per multi-row statement: 13 columns × 500 stays far below SQLite's 32,766
+/// Rows per multi-row statement: 14 columns × 500 stays far below SQLite's 32,766
 /// bound parameters.
 const CHUNK: usize = 500;
 
@@ -242,7 +242,7 @@ async fn insert_journal(
     for chunk in rows.chunks(CHUNK) {
         let mut q = QueryBuilder::<Sqlite>::new(
             r#"INSERT INTO journal (shard, "offset", kind, entity_type, entity_id, seq, message_id,
-               type_tag, schema_version, payload, crc, deliver_at, created_at) "#,
+               type_tag, schema_version, payload, crc, deliver_at, created_at, headers) "#,
         );
         q.push_values(chunk, |mut b, &i| {
             b.push_bind(cols.shard[i])
@@ -257,7 +257,8 @@ async fn insert_journal(
                 .push_bind(cols.payload[i].clone())
                 .push_bind(cols.crc[i])
                 .push_bind(cols.deliver_at[i])
-                .push_bind(cols.created_at[i]);
+                .push_bind(cols.created_at[i])
+                .push_bind(cols.headers[i].clone());
         });
         if skip_conflicts {
             q.push(" ON CONFLICT DO NOTHING");
@@ -275,7 +276,7 @@ async fn insert_scheduled(
     for chunk in rows.chunks(CHUNK) {
         let mut q = QueryBuilder::<Sqlite>::new(
             "INSERT INTO scheduled (shard, entity_type, entity_id, message_id, type_tag,
-             schema_version, payload, crc, deliver_at, created_at) ",
+             schema_version, payload, crc, deliver_at, created_at, headers) ",
         );
         q.push_values(chunk, |mut b, &i| {
             b.push_bind(cols.shard[i])
@@ -287,7 +288,8 @@ async fn insert_scheduled(
                 .push_bind(cols.payload[i].clone())
                 .push_bind(cols.crc[i])
                 .push_bind(cols.deliver_at[i])
-                .push_bind(cols.created_at[i]);
+                .push_bind(cols.created_at[i])
+                .push_bind(cols.headers[i].clone());
         });
         q.build().execute(&mut *conn).await?;
     }
@@ -338,10 +340,10 @@ pub(super) async fn promote_due(
         .await?;
     let moved = sqlx::query(
         r#"INSERT INTO journal (shard, "offset", kind, entity_type, entity_id, seq, message_id,
-               type_tag, schema_version, payload, crc, deliver_at, created_at)
+               type_tag, schema_version, payload, crc, deliver_at, created_at, headers)
            SELECT shard, ?3 + row_number() OVER (ORDER BY deliver_at, created_at, message_id), 1,
                   entity_type, entity_id, NULL, message_id, type_tag, schema_version, payload,
-                  crc, deliver_at, created_at
+                  crc, deliver_at, created_at, headers
              FROM scheduled WHERE shard = ?1 AND deliver_at <= ?2"#,
     )
     .bind(shard as i64)

@@ -12,7 +12,7 @@ use crate::time::Timestamp;
 /// The journal columns every entry read selects, in [`entry_from_row`]'s order.
 macro_rules! sqlite_entry_columns {
     () => {
-        r#"shard, "offset", kind, entity_type, entity_id, seq, message_id, type_tag, schema_version, payload, crc, deliver_at, created_at"#
+        r#"shard, "offset", kind, entity_type, entity_id, seq, message_id, type_tag, schema_version, payload, crc, deliver_at, created_at, headers"#
     };
 }
 
@@ -56,6 +56,7 @@ fn raw_from_row(r: &SqliteRow, shard: i64, offset: i64) -> Result<RawEntry> {
         crc: r.try_get(10)?,
         deliver_at: r.try_get(11)?,
         created_at: r.try_get(12)?,
+        headers: r.try_get(13)?,
     })
 }
 

@@ -34,6 +34,16 @@ impl Tamper for SqliteJournal {
             .expect("tamper");
     }
 
+    async fn rewrite_headers(&self, shard: u32, offset: u64, headers: Option<Vec<u8>>) {
+        sqlx::query(r#"UPDATE journal SET headers = ?3 WHERE shard = ?1 AND "offset" = ?2"#)
+            .bind(shard as i64)
+            .bind(offset as i64)
+            .bind(headers)
+            .execute(self.writer())
+            .await
+            .expect("tamper");
+    }
+
     async fn set_kind_code(&self, shard: u32, offset: u64, code: i16) {
         sqlx::query(r#"UPDATE journal SET kind = ?3 WHERE shard = ?1 AND "offset" = ?2"#)
             .bind(shard as i64)

@@ -200,9 +200,11 @@ async function entity(gen, type, id, before) {
   const rows = page.entries.map((e) => {
     if (e.kind === 'message') {
       const reply = e.reply ? payloadText(e.reply.payload) : 'not processed yet';
+      const headers = e.headers && Object.keys(e.headers).length
+        ? h('div', { class: 'muted headers' }, 'headers ', JSON.stringify(e.headers)) : null;
       return h('tr', { class: 'message', 'data-offset': e.offset },
         h('td', { class: 'num' }, e.offset), h('td', {}, e.created_at), h('td', {}, 'message'),
-        h('td', { class: 'payload' }, payloadText(e.payload)),
+        h('td', { class: 'payload' }, payloadText(e.payload), headers),
         h('td', { class: 'payload' }, reply));
     }
     const step = steps.get(e.seq);

@@ -157,7 +157,13 @@ pub(crate) async fn run(
             message_id = %entry.message_id,
             shard = entry.shard,
             offset = entry.offset,
+            trace = tracing::field::Empty,
         );
+        // The sender's trace context (a W3C `traceparent` header), carried from runner to
+        // runner by what handlers send: one trace names every step of a request.
+        if let Some(trace) = entry.headers.get(crate::TRACE_HEADER) {
+            span.record("trace", tracing::field::display(trace));
+        }
         let (outcome, attempts) = handle_one(&env, &mut slot, &entry).instrument(span).await;
         record_latency(&entry, env.journal.now());
         match outcome {
@@ -204,8 +210,12 @@ async fn handle_one(env: &Env, slot: &mut Slot, entry: &Entry) -> (Handled, u32)
     loop {
         let handled = tokio::time::timeout(
             timeout,
-            slot.instance
-                .handle(&entry.payload, env.max_payload, env.journal.now()),
+            slot.instance.handle(
+                &entry.payload,
+                &entry.headers,
+                env.max_payload,
+                env.journal.now(),
+            ),
         )
         .await;
         match handled {

@@ -225,6 +225,7 @@ pub async fn commit_many_all_or_none<B: Backend>(b: &B) {
                 message_id,
                 payload: cpayload(shard as i64),
                 deliver_at: None,
+                headers: Default::default(),
             }])
             .await
             .expect("ok");
@@ -256,6 +257,7 @@ pub async fn commit_many_all_or_none<B: Backend>(b: &B) {
                             message_id: Uuid::now_v7(),
                             payload: cpayload(3),
                             deliver_at: None,
+                            headers: Default::default(),
                         }]
                     } else {
                         Vec::new()

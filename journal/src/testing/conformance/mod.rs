@@ -19,6 +19,7 @@ mod commits;
 mod dedup;
 mod durability;
 mod fencing;
+mod headers;
 mod input;
 mod mailbox;
 mod replies;
@@ -30,6 +31,7 @@ pub use commits::*;
 pub use dedup::*;
 pub use durability::*;
 pub use fencing::*;
+pub use headers::*;
 pub use input::*;
 pub use mailbox::*;
 pub use replies::*;
@@ -80,6 +82,13 @@ pub trait Tamper {
         shard: u32,
         offset: u64,
         id: &str,
+    ) -> impl Future<Output = ()> + Send;
+    /// Replaces the headers stored at (shard, offset), leaving the checksum as it was.
+    fn rewrite_headers(
+        &self,
+        shard: u32,
+        offset: u64,
+        headers: Option<Vec<u8>>,
     ) -> impl Future<Output = ()> + Send;
     /// Sets the kind code stored at (shard, offset).
     fn set_kind_code(&self, shard: u32, offset: u64, code: i16) -> impl Future<Output = ()> + Send;
