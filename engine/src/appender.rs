@@ -18,16 +18,6 @@ type Request = (
     oneshot::Sender<Result<AppendOutcome, JournalError>>,
 );
 
-/// Appender tasks on PostgreSQL: enough to keep a few connections busy while one commits.
-/// SQLite has one writer connection: a second task would only queue behind the first and
-/// commit (and sync) its own smaller batch, where one task's next batch grows meanwhile.
-fn tasks(journal: &AnyJournal) -> usize {
-    match journal {
-        AnyJournal::Postgres(_) => 4,
-        AnyJournal::Sqlite(_) => 1,
-    }
-}
-
 #[derive(Debug, Clone)]
 pub(crate) struct Appender {
     tx: mpsc::Sender<Request>,
@@ -40,7 +30,7 @@ impl Appender {
         max_batch: usize,
         shutdown: watch::Receiver<bool>,
     ) -> (Self, Vec<JoinHandle<()>>) {
-        let n = tasks(&journal);
+        let n = journal.parallel_writers();
         let (tx, rx) = mpsc::channel::<Request>(max_batch.max(1) * n);
         let rx = Arc::new(Mutex::new(rx));
         let tasks = (0..n)

@@ -12,7 +12,7 @@
 use std::collections::BTreeMap;
 use std::marker::PhantomData;
 
-use entlog_journal::{AnyJournal, AnyTx, Entry, JournalError, Timestamp, sql};
+use entlog_journal::{AnyJournal, AnyTx, Entry, Timestamp, sql};
 use entlog_projections::{Projection, ProjectionError};
 
 use crate::entity::Entity;
@@ -66,7 +66,7 @@ impl<E: Entity> Projection for StateProjection<E> {
         }
         let now = Timestamp::now().as_micros();
         for (id, list) in by_entity {
-            let stored = load(tx, E::TYPE, id).await?;
+            let stored = tx.entity_state(E::TYPE, id).await?;
             let (mut seq, mut state) = match stored {
                 Some((seq, text)) => (seq, from_json::<E::State>(&text)?),
                 None => (0, E::State::default()),
@@ -80,7 +80,8 @@ impl<E: Entity> Projection for StateProjection<E> {
                 E::apply(&mut state, &event);
                 seq = at;
             }
-            store(tx, E::TYPE, id, seq, now, &to_json(&state)?).await?;
+            tx.store_entity_state(E::TYPE, id, seq, now, &to_json(&state)?)
+                .await?;
         }
         Ok(())
     }
@@ -92,86 +93,19 @@ impl<E: Entity> Projection for StateProjection<E> {
     }
 }
 
-/// The stored (seq, state as JSON text) of an entity, read inside `tx`.
-async fn load(tx: &mut AnyTx, ty: &str, id: &str) -> Result<Option<(u64, String)>, JournalError> {
-    tx.fetch_all(
-        sql("SELECT seq, CAST(state AS TEXT) FROM entity_state WHERE entity_type = $1 AND entity_id = $2")
-            .bind(ty)
-            .bind(id),
-    )
-    .await?
-    .first()
-    .map(|r| Ok((r.get::<i64>(0)? as u64, r.get::<String>(1)?)))
-    .transpose()
-}
-
-/// Stores an entity's state. The one statement that differs: PostgreSQL keeps the state
-/// as `JSONB` (queryable with its operators), SQLite as text, and a portable cast to
-/// `JSONB` would give SQLite a numeric affinity that turns a state like `5` into a number.
-async fn store(
-    tx: &mut AnyTx,
-    ty: &str,
-    id: &str,
-    seq: u64,
-    now: i64,
-    state: &str,
-) -> Result<(), sqlx::Error> {
-    match tx {
-        AnyTx::Postgres(tx) => {
-            sqlx::query(
-                "INSERT INTO entity_state (entity_type, entity_id, seq, updated_at, state)
-                 VALUES ($1, $2, $3, $4, $5::JSONB)
-                 ON CONFLICT (entity_type, entity_id) DO UPDATE
-                    SET seq = EXCLUDED.seq, updated_at = EXCLUDED.updated_at, state = EXCLUDED.state",
-            )
-            .bind(ty)
-            .bind(id)
-            .bind(seq as i64)
-            .bind(now)
-            .bind(state)
-            .execute(&mut **tx)
-            .await?;
-        }
-        AnyTx::Sqlite(tx) => {
-            sqlx::query(
-                "INSERT INTO entity_state (entity_type, entity_id, seq, updated_at, state)
-                 VALUES (?1, ?2, ?3, ?4, ?5)
-                 ON CONFLICT (entity_type, entity_id) DO UPDATE
-                    SET seq = excluded.seq, updated_at = excluded.updated_at, state = excluded.state",
-            )
-            .bind(ty)
-            .bind(id)
-            .bind(seq as i64)
-            .bind(now)
-            .bind(state)
-            .execute(&mut **tx)
-            .await?;
-        }
-    }
-    Ok(())
-}
-
 /// The projected state of entity `id` of type `E` and the seq it reflects, if projected.
 pub async fn projected_state<E: Entity>(
     journal: &AnyJournal,
     id: &str,
 ) -> Result<Option<(u64, E::State)>, EngineError> {
-    let row = journal
-        .fetch_optional(
-            sql("SELECT seq, CAST(state AS TEXT) FROM entity_state WHERE entity_type = $1 AND entity_id = $2")
-                .bind(E::TYPE)
-                .bind(id),
-        )
-        .await?
-        .map(|r| Ok::<_, JournalError>((r.get::<i64>(0)?, r.get::<String>(1)?)))
-        .transpose()?;
+    let row = journal.entity_state(E::TYPE, id).await?;
     match row {
         Some((seq, text)) => {
             let state = serde_json::from_str(&text).map_err(|e| EngineError::Decode {
                 what: format!("the stored state of {}/{id}", E::TYPE),
                 reason: e.to_string(),
             })?;
-            Ok(Some((seq as u64, state)))
+            Ok(Some((seq, state)))
         }
         None => Ok(None),
     }

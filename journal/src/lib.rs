@@ -33,6 +33,7 @@ mod inspect;
 mod journal;
 mod liveness;
 mod meta;
+mod entity_state;
 mod ownership;
 mod pending;
 mod postgres;
