@@ -12,19 +12,16 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{database_url, example};
-use entlog::journal::{Access, Journal, NewMessage, Payload, SqliteOptions};
-use entlog::{
-    AnyJournal, Cluster, Config, Context, Entity, EntityKey, Outcome, PgJournal, PgOptions,
-    Rejection, SqliteJournal,
-};
+use common::db::{Broken, Db};
+use common::example;
+use entlog::journal::{Journal, NewMessage, Payload};
+use entlog::{AnyJournal, Cluster, Config, Context, Entity, EntityKey, Outcome, Rejection};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use uuid::Uuid;
 
 mod common;
 
@@ -64,121 +61,15 @@ impl Entity for Flaky {
     }
 }
 
-/// A projection that fails on every event: it stops, and the dashboard says where.
-struct Broken;
-
-impl entlog::projections::Projection for Broken {
-    fn name(&self) -> &str {
-        "broken"
-    }
-    fn wants(&self, _: &str) -> bool {
-        true
-    }
-    async fn apply(
-        &self,
-        _: &mut entlog::journal::AnyTx,
-        _: &[entlog::Entry],
-    ) -> Result<(), entlog::projections::ProjectionError> {
-        Err(entlog::projections::ProjectionError::Handler(
-            "always fails".into(),
-        ))
-    }
-    async fn reset(
-        &self,
-        _: &mut entlog::journal::AnyTx,
-    ) -> Result<(), entlog::projections::ProjectionError> {
-        Ok(())
-    }
-}
-
-/// Where the journal is: a SQLite file in a directory of its own, or a PostgreSQL schema.
-struct Db {
-    dir: PathBuf,
-    db: String,
-    schema: String,
-    postgres: bool,
-}
-
-impl Db {
-    fn sqlite() -> Db {
-        let dir = std::env::temp_dir().join(format!("entlog-dash-{}", Uuid::now_v7().simple()));
-        std::fs::create_dir_all(&dir).unwrap();
-        Db {
-            db: dir.join("journal.db").display().to_string(),
-            dir,
-            schema: "entlog".into(),
-            postgres: false,
-        }
-    }
-
-    fn postgres() -> Db {
-        let mut db = Db::sqlite();
-        db.db = database_url();
-        db.schema = format!("dash_{}", Uuid::now_v7().simple());
-        db.postgres = true;
-        db
-    }
-
-    fn command(&self, exe: &Path, args: &[&str]) -> Command {
-        let mut c = Command::new(exe);
-        c.args(args)
-            .current_dir(&self.dir)
-            .env("ENTLOG_DB", &self.db)
-            .env("ENTLOG_SCHEMA", &self.schema)
-            .stdin(Stdio::null());
-        c
-    }
-
-    /// Runs a CLI command with `--json`; returns what it printed (whatever its exit status).
-    fn json(&self, exe: &Path, args: &[&str]) -> Value {
-        let out = self.command(exe, args).arg("--json").output().unwrap();
-        serde_json::from_slice(&out.stdout)
-            .unwrap_or_else(|e| panic!("{args:?}: {e}: {}", String::from_utf8_lossy(&out.stderr)))
-    }
-
-    async fn journal(&self) -> AnyJournal {
-        if self.postgres {
-            PgJournal::open_existing(PgOptions::new(&self.db).schema(&self.schema))
-                .await
-                .unwrap()
-                .into()
-        } else {
-            SqliteJournal::open_existing(SqliteOptions::new(&self.db), Access::ReadWrite)
-                .await
-                .unwrap()
-                .into()
-        }
-    }
-
-    async fn cluster(&self) -> Cluster {
-        let config = Config {
-            shard_count: 8,
-            max_attempts: 1,
-            ..Config::default()
-        };
-        let builder = if self.postgres {
-            Cluster::builder().postgres_schema(&self.db, &self.schema)
-        } else {
-            Cluster::builder().sqlite(&self.db)
-        };
-        builder.config(config).entity(Flaky).start().await.unwrap()
-    }
-}
-
-impl Drop for Db {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-        if self.postgres {
-            let (url, schema) = (self.db.clone(), self.schema.clone());
-            common::block_on(async move {
-                if let Ok(pool) = sqlx::PgPool::connect(&url).await {
-                    let sql = format!("DROP SCHEMA IF EXISTS {schema} CASCADE");
-                    let _ = sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&pool).await;
-                    pool.close().await;
-                }
-            });
-        }
-    }
+/// A cluster on `db`'s journal (the quickstart's 8 shards) that runs `flaky`, with one
+/// attempt per message: `Boom` is poison at once.
+async fn flaky_cluster(db: &Db) -> Cluster {
+    let config = Config {
+        shard_count: 8,
+        max_attempts: 1,
+        ..Config::default()
+    };
+    db.cluster_with(config).entity(Flaky).start().await.unwrap()
 }
 
 /// A child process killed when dropped.
@@ -241,7 +132,7 @@ async fn write_journal(db: &Db) -> Cluster {
     assert!(demo.status.success(), "{demo:?}");
 
     // A message damaged behind the journal's back before any runner reads it.
-    let journal = db.journal().await;
+    let journal = db.writable_journal().await;
     let victim = EntityKey::new("flaky", "damaged").unwrap();
     let sent = NewMessage::new(
         victim.clone(),
@@ -277,7 +168,7 @@ async fn write_journal(db: &Db) -> Cluster {
     .unwrap();
     journal.close().await;
 
-    let cluster = db.cluster().await;
+    let cluster = flaky_cluster(db).await;
     let f1 = cluster.entity::<Flaky>("f1");
     for n in 1..=3 {
         f1.ask(FlakyCmd::Add(n)).await.unwrap();
@@ -402,20 +293,20 @@ fn dashboard(db: &Db) {
     assert_eq!(code, 200, "{status}");
     assert_eq!(
         settled(status.clone()),
-        settled(db.json(&qs, &["status"])),
+        settled(db.json_any_status(&qs, &["status"])),
         "/api/status and status --json"
     );
     assert_eq!(
         get(&format!("{url}api/inspect/account/alice")).1,
-        db.json(&qs, &["inspect", "account/alice"])
+        db.json_any_status(&qs, &["inspect", "account/alice"])
     );
     assert_eq!(
         get(&format!("{url}api/replay/account/alice")).1,
-        db.json(&qs, &["replay", "account/alice"])
+        db.json_any_status(&qs, &["replay", "account/alice"])
     );
     assert_eq!(
         get(&format!("{url}api/inspect/flaky/f1?limit=2")).1,
-        db.json(&qs, &["inspect", "flaky/f1", "--limit", "2"])
+        db.json_any_status(&qs, &["inspect", "flaky/f1", "--limit", "2"])
     );
     let (code, missing) = get(&format!("{url}api/inspect/account/nobody"));
     assert_eq!(code, 404);

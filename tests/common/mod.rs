@@ -1,5 +1,8 @@
-//! Helpers shared by the root integration tests: example binaries and a runtime.
+//! Helpers shared by the root integration tests: example binaries, a runtime, and (in
+//! [`db`]) a journal of its own for a test that runs the CLI.
 #![allow(dead_code, clippy::unwrap_used)]
+
+pub mod db;
 
 use std::path::PathBuf;
 use std::process::Command;
