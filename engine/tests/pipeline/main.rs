@@ -5,227 +5,21 @@
 //! shard (one shard), and must answer within a second while it fails.
 #![allow(clippy::unwrap_used)]
 
+#[path = "../common/mod.rs"]
 mod common;
+mod entities;
+mod harness;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use common::*;
-use entlog_engine::{Cluster, Config, Context, EngineError, Entity, Outcome, Rejection};
-use entlog_journal::testing::database_url;
-use entlog_journal::{AnyJournal, Journal, PgJournal, PgOptions, SqliteJournal, SqliteOptions};
-use serde::{Deserialize, Serialize};
+use entities::{APPLY_PANICS, Ask, Failing, PROJECTION_FAILS, Trouble};
+use entlog_engine::{Cluster, Config};
+use entlog_journal::{AnyJournal, Journal};
+use harness::{Backend, bystander_answers, bystander_answers_eventually, failed_with};
 use sqlx::{Connection, PgConnection};
 use uuid::Uuid;
-
-/// The journal's payload limit in these tests: small, so a test can exceed it cheaply.
-const LIMIT: usize = 4_096;
-
-/// When set, `Trouble::apply` panics on a `Marked` event (as a bug shipped in a new build
-/// would, on events already in the journal).
-static APPLY_PANICS: AtomicBool = AtomicBool::new(false);
-
-/// An entity that misbehaves on demand.
-struct Trouble;
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-enum Ask {
-    /// Replies with the number of events so far.
-    Ping,
-    /// Emits one event larger than the journal's limit.
-    BigEvent,
-    /// Replies with more bytes than the journal's limit.
-    BigReply,
-    /// Sends a command larger than the journal's limit to another entity.
-    BigSend,
-    /// Never returns.
-    Hang,
-    /// Takes this long, then replies.
-    Slow(u64),
-    /// Emits a `Marked` event.
-    Mark,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-enum Ev {
-    Blob(Vec<u8>),
-    Marked,
-}
-
-impl Entity for Trouble {
-    const TYPE: &'static str = "trouble";
-    type Command = Ask;
-    type Event = Ev;
-    type Reply = Vec<u8>;
-    type State = u64;
-
-    async fn handle(
-        &self,
-        state: &u64,
-        cmd: Ask,
-        ctx: &mut Context,
-    ) -> Result<Outcome<Self>, Rejection> {
-        Ok(match cmd {
-            Ask::Ping => Outcome::reply(state.to_le_bytes().to_vec()),
-            Ask::BigEvent => Outcome::new(vec![Ev::Blob(vec![7; LIMIT * 2])], Vec::new()),
-            Ask::BigReply => Outcome::reply(vec![7; LIMIT * 2]),
-            Ask::BigSend => {
-                ctx.send::<Counter>(
-                    "receiver",
-                    &Cmd::Add {
-                        n: 1,
-                        tag: u64::MAX,
-                    },
-                );
-                ctx.send::<Trouble>("receiver", &Ask::Slow(0));
-                // The second message is fine; make the first one too large instead.
-                ctx.send::<BigCmd>("receiver", &vec![1; LIMIT * 2]);
-                Outcome::reply(Vec::new())
-            }
-            Ask::Hang => std::future::pending().await,
-            Ask::Slow(ms) => {
-                tokio::time::sleep(Duration::from_millis(ms)).await;
-                Outcome::reply(Vec::new())
-            }
-            Ask::Mark => Outcome::new(vec![Ev::Marked], Vec::new()),
-        })
-    }
-
-    fn apply(state: &mut u64, event: &Ev) {
-        if matches!(event, Ev::Marked) && APPLY_PANICS.load(Ordering::SeqCst) {
-            panic!("apply cannot read a Marked event");
-        }
-        *state += 1;
-    }
-}
-
-/// An entity type whose command is raw bytes (the target of an oversized send).
-struct BigCmd;
-
-impl Entity for BigCmd {
-    const TYPE: &'static str = "bigcmd";
-    type Command = Vec<u8>;
-    type Event = ();
-    type Reply = ();
-    type State = ();
-
-    async fn handle(
-        &self,
-        _: &(),
-        _: Vec<u8>,
-        _: &mut Context,
-    ) -> Result<Outcome<Self>, Rejection> {
-        Ok(Outcome::reply(()))
-    }
-
-    fn apply(_: &mut (), _: &()) {}
-}
-
-/// Where a scenario's journal lives.
-enum Backend {
-    Sqlite(TempDir),
-    Postgres { url: String, schema: String },
-}
-
-impl Backend {
-    fn sqlite() -> Self {
-        Backend::Sqlite(TempDir::new())
-    }
-
-    async fn postgres() -> Self {
-        Backend::Postgres {
-            url: database_url().await,
-            schema: format!("p_{}", Uuid::now_v7().simple()),
-        }
-    }
-
-    async fn journal(&self, shards: u32) -> AnyJournal {
-        match self {
-            Backend::Sqlite(dir) => SqliteJournal::open(
-                SqliteOptions::new(dir.db())
-                    .shard_count(shards)
-                    .max_payload_bytes(LIMIT),
-            )
-            .await
-            .unwrap()
-            .into(),
-            Backend::Postgres { url, schema } => PgJournal::open(
-                PgOptions::new(url.clone())
-                    .schema(schema.clone())
-                    .shard_count(shards)
-                    .max_payload_bytes(LIMIT),
-            )
-            .await
-            .unwrap()
-            .into(),
-        }
-    }
-
-    /// Deletes every snapshot (with the journal closed), so activation replays in full.
-    async fn drop_snapshots(&self) {
-        match self {
-            Backend::Sqlite(dir) => {
-                let url = format!("sqlite://{}", dir.db().display());
-                let mut c = sqlx::SqliteConnection::connect(&url).await.unwrap();
-                sqlx::query("DELETE FROM snapshots")
-                    .execute(&mut c)
-                    .await
-                    .unwrap();
-            }
-            Backend::Postgres { url, schema } => {
-                let mut c = PgConnection::connect(url).await.unwrap();
-                sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "DELETE FROM {schema}.snapshots"
-                )))
-                .execute(&mut c)
-                .await
-                .unwrap();
-            }
-        }
-    }
-
-    async fn cluster(&self, shards: u32, config: Config) -> Cluster {
-        Cluster::builder()
-            .journal(self.journal(shards).await)
-            .config(Config {
-                shard_count: shards,
-                ..config
-            })
-            .entity(Counter)
-            .entity(Trouble)
-            .entity(BigCmd)
-            .start()
-            .await
-            .unwrap()
-    }
-}
-
-/// Asks `counter/bystander` and checks it answers within a second.
-async fn bystander_answers(cluster: &Cluster, tag: u64) {
-    let started = Instant::now();
-    cluster
-        .entity::<Counter>("bystander")
-        .ask(Cmd::Add { n: 1, tag })
-        .await
-        .unwrap();
-    let took = started.elapsed();
-    assert!(
-        took < Duration::from_secs(1),
-        "a bystander on the same shard took {took:?}"
-    );
-}
-
-fn failed_with(r: &Result<Vec<u8>, EngineError>, needle: &str) {
-    match r {
-        Err(EngineError::Failed { reason }) => {
-            assert!(
-                reason.contains(needle),
-                "{reason:?} does not name {needle:?}"
-            )
-        }
-        other => panic!("expected a failure naming {needle:?}, got {other:?}"),
-    }
-}
 
 async fn oversized(backend: Backend) {
     let cluster = backend.cluster(1, config(1)).await;
@@ -572,51 +366,6 @@ async fn commits_past_a_slow_entity_are_not_redelivered() {
     let history = check_history(cluster.journal(), "bystander").await;
     assert_eq!(history.len(), 5, "{history:?}");
     cluster.shutdown().await.unwrap();
-}
-
-/// Asks `counter/bystander` and waits for its answer (across an owner change).
-async fn bystander_answers_eventually(cluster: &Cluster, tag: u64) {
-    cluster
-        .entity::<Counter>("bystander")
-        .ask(Cmd::Add { n: 1, tag })
-        .await
-        .unwrap();
-}
-
-/// When set, `Failing::apply` fails.
-static PROJECTION_FAILS: AtomicBool = AtomicBool::new(false);
-
-/// An inline projection that fails while `PROJECTION_FAILS` is set.
-struct Failing;
-
-impl entlog_engine::Projection for Failing {
-    fn name(&self) -> &str {
-        "failing"
-    }
-
-    fn wants(&self, entity_type: &str) -> bool {
-        entity_type == "counter"
-    }
-
-    async fn apply(
-        &self,
-        _: &mut entlog_journal::AnyTx,
-        _: &[entlog_journal::Entry],
-    ) -> Result<(), entlog_engine::ProjectionError> {
-        if PROJECTION_FAILS.load(Ordering::SeqCst) {
-            return Err(entlog_engine::ProjectionError::Handler(
-                "the read model is down".into(),
-            ));
-        }
-        Ok(())
-    }
-
-    async fn reset(
-        &self,
-        _: &mut entlog_journal::AnyTx,
-    ) -> Result<(), entlog_engine::ProjectionError> {
-        Ok(())
-    }
 }
 
 /// A shard whose commits keep failing (here: its inline projection) is retried with

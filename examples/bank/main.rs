@@ -43,265 +43,30 @@
 //!    (asked directly) equals its row in `bank_balances`.
 //!
 //! It prints the numbers and exits with status 1 when any check fails.
+//!
+//! The entity is in [`account`], the projection and the queries over its table in
+//! [`balances`]; this file runs the transfers and checks the books.
 #![allow(clippy::unwrap_used)]
 
+#[path = "../logs/mod.rs"]
 mod logs;
 
-use std::collections::BTreeMap;
+mod account;
+mod balances;
+
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use entlog::journal::{AnyTx, Entry};
-use entlog::projections::{Projection, ProjectionError, status};
+use account::{Account, Command};
+use balances::{BankBalances, ReadModel};
+use entlog::projections::status;
 use entlog::{
-    AnyJournal, Cluster, Config, Context, EngineError, Entity, EntityRef, Outcome, PgJournal,
-    PgOptions, Rejection, SqliteJournal, SqliteOptions,
+    AnyJournal, Cluster, Config, EngineError, EntityRef, PgJournal, PgOptions, SqliteJournal,
+    SqliteOptions,
 };
-use serde::{Deserialize, Serialize};
-use sqlx::{PgPool, SqlitePool};
 use uuid::Uuid;
-
-/// A bank account.
-struct Account;
-
-#[derive(Debug, Serialize, Deserialize)]
-enum Command {
-    /// Opens the account with its first deposit.
-    Open { initial: u64 },
-    /// Moves `amount` to account `to`: debits here, credits there.
-    Transfer { to: String, amount: u64 },
-    /// The receiving half of a transfer, sent by the debited account.
-    Credit { from: String, amount: u64 },
-    /// Replies with the state.
-    Get,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-enum Event {
-    Opened { initial: u64 },
-    Debited { to: String, amount: u64 },
-    Credited { from: String, amount: u64 },
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-struct AccountState {
-    open: bool,
-    /// The opening deposit.
-    initial: u64,
-    /// Always `initial + received - sent`.
-    balance: u64,
-    /// Money debited by this account's transfers (their credits are in flight or done).
-    sent: u64,
-    /// Money credited by other accounts' transfers.
-    received: u64,
-}
-
-impl Entity for Account {
-    const TYPE: &'static str = "account";
-    type Command = Command;
-    type Event = Event;
-    type Reply = AccountState;
-    type State = AccountState;
-
-    async fn handle(
-        &self,
-        state: &AccountState,
-        command: Command,
-        ctx: &mut Context,
-    ) -> Result<Outcome<Self>, Rejection> {
-        let events = match command {
-            Command::Get => return Ok(Outcome::reply(state.clone())),
-            Command::Open { .. } if state.open => return Err(Rejection::new("already open")),
-            Command::Open { initial } => vec![Event::Opened { initial }],
-            Command::Transfer { .. } if !state.open => return Err(Rejection::new("not open")),
-            Command::Transfer { to, .. } if to == ctx.entity_id() => {
-                return Err(Rejection::new("a transfer to itself"));
-            }
-            Command::Transfer { amount, .. } if amount > state.balance => {
-                return Err(Rejection::new(format!(
-                    "insufficient funds: balance {}, asked {amount}",
-                    state.balance
-                )));
-            }
-            Command::Transfer { to, amount } => {
-                // Journaled with the debit, in the same transaction: both or neither.
-                let from = ctx.entity_id().to_owned();
-                ctx.send::<Account>(&to, &Command::Credit { from, amount });
-                vec![Event::Debited { to, amount }]
-            }
-            // The sender's debit is committed: a credit cannot be refused.
-            Command::Credit { from, amount } => vec![Event::Credited { from, amount }],
-        };
-        let mut next = state.clone();
-        for e in &events {
-            Self::apply(&mut next, e);
-        }
-        Ok(Outcome::new(events, next))
-    }
-
-    fn apply(state: &mut AccountState, event: &Event) {
-        match event {
-            Event::Opened { initial } => {
-                state.open = true;
-                state.initial = *initial;
-                state.balance += initial;
-            }
-            Event::Debited { amount, .. } => {
-                state.balance -= amount;
-                state.sent += amount;
-            }
-            Event::Credited { amount, .. } => {
-                state.balance += amount;
-                state.received += amount;
-            }
-        }
-    }
-}
-
-const BANK_BALANCES: &str = "CREATE TABLE IF NOT EXISTS bank_balances (
-    account TEXT PRIMARY KEY,
-    balance BIGINT NOT NULL,
-    sent BIGINT NOT NULL,
-    received BIGINT NOT NULL)";
-
-/// Adds a batch's changes to an account's row (the same SQL on both backends).
-const UPSERT: &str = "INSERT INTO bank_balances (account, balance, sent, received)
-     VALUES ($1, $2, $3, $4)
-     ON CONFLICT (account) DO UPDATE SET
-        balance = bank_balances.balance + excluded.balance,
-        sent = bank_balances.sent + excluded.sent,
-        received = bank_balances.received + excluded.received";
-
-/// Folds account events into `bank_balances (account, balance, sent, received)`.
-struct BankBalances;
-
-impl Projection for BankBalances {
-    fn name(&self) -> &str {
-        "bank_balances"
-    }
-
-    fn wants(&self, entity_type: &str) -> bool {
-        entity_type == Account::TYPE
-    }
-
-    async fn apply(&self, tx: &mut AnyTx, events: &[Entry]) -> Result<(), ProjectionError> {
-        // One write per account and batch: (balance, sent, received) changes.
-        let mut deltas: BTreeMap<&str, (i64, i64, i64)> = BTreeMap::new();
-        for e in events {
-            let d = deltas.entry(e.entity.entity_id()).or_default();
-            match entlog::engine::decode_event::<Account>(e)? {
-                Event::Opened { initial } => d.0 += initial as i64,
-                Event::Debited { amount, .. } => {
-                    d.0 -= amount as i64;
-                    d.1 += amount as i64;
-                }
-                Event::Credited { amount, .. } => {
-                    d.0 += amount as i64;
-                    d.2 += amount as i64;
-                }
-            }
-        }
-        for (account, (balance, sent, received)) in deltas {
-            match tx {
-                AnyTx::Postgres(tx) => {
-                    sqlx::query(UPSERT)
-                        .bind(account)
-                        .bind(balance)
-                        .bind(sent)
-                        .bind(received)
-                        .execute(&mut **tx)
-                        .await?;
-                }
-                AnyTx::Sqlite(tx) => {
-                    sqlx::query(UPSERT)
-                        .bind(account)
-                        .bind(balance)
-                        .bind(sent)
-                        .bind(received)
-                        .execute(&mut **tx)
-                        .await?;
-                }
-            }
-        }
-        Ok(())
-    }
-
-    async fn reset(&self, tx: &mut AnyTx) -> Result<(), ProjectionError> {
-        match tx {
-            AnyTx::Postgres(tx) => sqlx::query("DELETE FROM bank_balances")
-                .execute(&mut **tx)
-                .await
-                .map(drop)?,
-            AnyTx::Sqlite(tx) => sqlx::query("DELETE FROM bank_balances")
-                .execute(&mut **tx)
-                .await
-                .map(drop)?,
-        }
-        Ok(())
-    }
-}
-
-/// The read model's connection pool, for queries.
-#[derive(Clone)]
-enum ReadModel {
-    Sqlite(SqlitePool),
-    Postgres(PgPool),
-}
-
-/// Sums over `bank_balances`, read in one statement (one consistent snapshot).
-#[derive(Debug, Clone, Copy, PartialEq)]
-struct Totals {
-    balance: i64,
-    sent: i64,
-    received: i64,
-}
-
-/// One `bank_balances` row: (account, balance, sent, received).
-type Row = (String, i64, i64, i64);
-
-const TOTALS: &str = "SELECT CAST(COALESCE(SUM(balance), 0) AS BIGINT),
-        CAST(COALESCE(SUM(sent), 0) AS BIGINT),
-        CAST(COALESCE(SUM(received), 0) AS BIGINT)
-   FROM bank_balances";
-const ROWS: &str = "SELECT account, balance, sent, received FROM bank_balances ORDER BY account";
-
-impl ReadModel {
-    /// Creates the table; on SQLite through the writer, the journal's only write connection.
-    async fn create(journal: &AnyJournal) -> Result<Self, sqlx::Error> {
-        Ok(match journal {
-            AnyJournal::Sqlite(j) => {
-                sqlx::query(BANK_BALANCES).execute(j.writer()).await?;
-                ReadModel::Sqlite(j.reader().clone())
-            }
-            AnyJournal::Postgres(j) => {
-                // The pool's search_path is the journal's schema: the table lives there.
-                sqlx::query(BANK_BALANCES).execute(j.pool()).await?;
-                ReadModel::Postgres(j.pool().clone())
-            }
-        })
-    }
-
-    async fn totals(&self) -> Result<Totals, sqlx::Error> {
-        let (balance, sent, received) = match self {
-            ReadModel::Sqlite(p) => sqlx::query_as(TOTALS).fetch_one(p).await?,
-            ReadModel::Postgres(p) => sqlx::query_as(TOTALS).fetch_one(p).await?,
-        };
-        Ok(Totals {
-            balance,
-            sent,
-            received,
-        })
-    }
-
-    async fn rows(&self) -> Result<Vec<Row>, sqlx::Error> {
-        match self {
-            ReadModel::Sqlite(p) => sqlx::query_as(ROWS).fetch_all(p).await,
-            ReadModel::Postgres(p) => sqlx::query_as(ROWS).fetch_all(p).await,
-        }
-    }
-}
 
 /// What the command line asked for.
 struct Args {

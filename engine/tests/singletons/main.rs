@@ -3,7 +3,11 @@
 //! failover and across a stretch with no runner alive.
 #![allow(clippy::unwrap_used)]
 
+#[path = "../common/mod.rs"]
 mod common;
+mod cron;
+mod db;
+mod probe;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -11,237 +15,11 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use common::*;
-use entlog_engine::{Cluster, Config, CronSchedule, EngineError, SingletonContext};
+use cron::{every_second, tick_message, ticks};
+use db::Db;
+use entlog_engine::{Cluster, Config, CronSchedule, EngineError};
 use entlog_journal::Timestamp;
-use entlog_journal::testing::database_url;
-use sqlx::{Connection, PgConnection};
-use uuid::Uuid;
-
-const SHARDS: u32 = 8;
-
-/// A PostgreSQL schema for one test, and a login role per runner so that a test can cut a
-/// runner off: terminate its lock connection and refuse its reconnection, as when its host
-/// loses the network (a plain `pg_terminate_backend` lets it reconnect at once).
-struct Db {
-    url: String,
-    schema: String,
-    roles: Vec<String>,
-}
-
-impl Db {
-    async fn new() -> Self {
-        let db = Db {
-            url: database_url().await,
-            schema: format!("s_{}", Uuid::now_v7().simple()),
-            roles: Vec::new(),
-        };
-        // The admin creates the journal, so that no runner role owns any of it.
-        let client = db.client().await;
-        client.shutdown().await.unwrap();
-        db
-    }
-
-    async fn admin(&self) -> PgConnection {
-        PgConnection::connect(&self.url).await.unwrap()
-    }
-
-    async fn exec(&self, sql: &str) {
-        let mut admin = self.admin().await;
-        sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
-            .execute(&mut admin)
-            .await
-            .unwrap();
-    }
-
-    fn role(&self, runner: &str) -> String {
-        format!("{}_{runner}", self.schema)
-    }
-
-    /// The test URL with the user replaced by `role`.
-    fn url_as(&self, role: &str) -> String {
-        let (scheme, rest) = self.url.split_once("://").unwrap();
-        let host = rest.split_once('@').map_or(rest, |(_, h)| h);
-        format!("{scheme}://{role}:pw@{host}")
-    }
-
-    async fn client(&self) -> Cluster {
-        Cluster::builder()
-            .postgres_schema(&self.url, &self.schema)
-            .config(config(SHARDS))
-            .entity(Counter)
-            .client_only()
-            .start()
-            .await
-            .unwrap()
-    }
-
-    /// A runner connecting as its own role, built by `build`.
-    async fn runner(
-        &mut self,
-        id: &str,
-        build: impl FnOnce(entlog_engine::ClusterBuilder) -> entlog_engine::ClusterBuilder,
-    ) -> Cluster {
-        let role = self.role(id);
-        if !self.roles.contains(&role) {
-            self.exec(&format!("CREATE ROLE {role} LOGIN SUPERUSER PASSWORD 'pw'"))
-                .await;
-            self.roles.push(role.clone());
-        }
-        let builder = Cluster::builder()
-            .postgres_schema(self.url_as(&role), &self.schema)
-            .config(Config {
-                runner_id: Some(id.into()),
-                ..config(SHARDS)
-            })
-            .entity(Counter);
-        build(builder).start().await.unwrap()
-    }
-
-    /// Cuts runner `id` off: its lock connection dies and it cannot log in again. Returns
-    /// the server's clock at the kill.
-    async fn cut_off(&self, id: &str) -> f64 {
-        let role = self.role(id);
-        let mut admin = self.admin().await;
-        sqlx::query(sqlx::AssertSqlSafe(format!("ALTER ROLE {role} NOLOGIN")))
-            .execute(&mut admin)
-            .await
-            .unwrap();
-        let (killed, at): (i64, f64) = sqlx::query_as(
-            "SELECT count(pg_terminate_backend(pid)), extract(epoch FROM clock_timestamp())::FLOAT8
-               FROM pg_stat_activity WHERE usename = $1 AND application_name = 'entlog-locks'",
-        )
-        .bind(&role)
-        .fetch_one(&mut admin)
-        .await
-        .unwrap();
-        assert_eq!(killed, 1, "{id} has one lock connection");
-        at
-    }
-
-    /// Lets runner `id` log in again.
-    async fn restore(&self, id: &str) {
-        self.exec(&format!("ALTER ROLE {} LOGIN", self.role(id)))
-            .await;
-    }
-
-    async fn now(&self) -> f64 {
-        let mut admin = self.admin().await;
-        sqlx::query_scalar("SELECT extract(epoch FROM clock_timestamp())::FLOAT8")
-            .fetch_one(&mut admin)
-            .await
-            .unwrap()
-    }
-
-    async fn drop(self) {
-        self.exec(&format!("DROP SCHEMA {} CASCADE", self.schema))
-            .await;
-        for role in &self.roles {
-            self.exec(&format!(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{role}'"
-            ))
-            .await;
-            self.exec(&format!("DROP ROLE {role}")).await;
-        }
-    }
-}
-
-/// The probe singleton: each run (an instance) writes a start row, a beat every 40 ms
-/// and, when it stops cooperatively, a stop row — on its own connection, timestamped by
-/// the server.
-fn probe(
-    url: String,
-    table: String,
-) -> impl Fn(SingletonContext) -> futures_util::future::BoxFuture<'static, ()> {
-    move |ctx: SingletonContext| {
-        let url = url.clone();
-        let table = table.clone();
-        Box::pin(async move {
-            let mut conn = PgConnection::connect(&url).await.unwrap();
-            let instance = Uuid::now_v7().to_string();
-            let runner = ctx.cluster().runner_id().to_owned();
-            let insert = format!(
-                "INSERT INTO {table} (instance, runner, kind, at)
-                 VALUES ($1, $2, $3, extract(epoch FROM clock_timestamp())::FLOAT8)"
-            );
-            let mut kind = "start";
-            loop {
-                sqlx::query(sqlx::AssertSqlSafe(insert.clone()))
-                    .bind(&instance)
-                    .bind(&runner)
-                    .bind(kind)
-                    .execute(&mut conn)
-                    .await
-                    .unwrap();
-                if kind == "stop" {
-                    return;
-                }
-                kind = if ctx.sleep(Duration::from_millis(40)).await {
-                    "stop"
-                } else {
-                    "beat"
-                };
-            }
-        })
-    }
-}
-
-/// One run of the probe as the database saw it.
-#[derive(Debug, Clone)]
-struct Run {
-    runner: String,
-    first: f64,
-    last: f64,
-    stopped: bool,
-}
-
-async fn runs(db: &Db, table: &str) -> Vec<Run> {
-    let mut admin = db.admin().await;
-    let rows: Vec<(String, String, String, f64)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT instance, runner, kind, at FROM {table} ORDER BY at"
-    )))
-    .fetch_all(&mut admin)
-    .await
-    .unwrap();
-    let mut by: BTreeMap<String, Run> = BTreeMap::new();
-    for (instance, runner, kind, at) in rows {
-        let run = by.entry(instance).or_insert(Run {
-            runner,
-            first: at,
-            last: at,
-            stopped: false,
-        });
-        run.first = run.first.min(at);
-        run.last = run.last.max(at);
-        run.stopped |= kind == "stop";
-    }
-    let mut runs: Vec<Run> = by.into_values().collect();
-    runs.sort_by(|a, b| a.first.total_cmp(&b.first));
-    runs
-}
-
-/// No two runs overlap: each starts after the previous one's last row.
-fn assert_disjoint(runs: &[Run]) {
-    for pair in runs.windows(2) {
-        assert!(
-            pair[1].first > pair[0].last,
-            "two copies ran at once: {:?} and {:?}",
-            pair[0],
-            pair[1]
-        );
-    }
-}
-
-/// The run going on now (a row in the last 300 ms), if exactly one is.
-async fn current(db: &Db, table: &str) -> Option<Run> {
-    let now = db.now().await;
-    let live: Vec<Run> = runs(db, table)
-        .await
-        .into_iter()
-        .filter(|r| !r.stopped && now - r.last < 0.3)
-        .collect();
-    assert!(live.len() <= 1, "two copies beating: {live:?}");
-    live.into_iter().next()
-}
+use probe::{assert_disjoint, current, db_age, probe, runs};
 
 /// Three runners host a singleton. It runs on exactly one of them at every moment (no
 /// two runs overlap, from the rows the runs wrote); when its runner is cut off (lock
@@ -361,30 +139,6 @@ async fn singleton_runs_once_and_fails_over_on_postgres() {
     // Every run stopped now; the last one cooperatively.
     assert!(runs(&db, &table).await.last().unwrap().stopped);
     db.drop().await;
-}
-
-fn db_age(run: &Run) -> f64 {
-    run.last - run.first
-}
-
-/// Ticks (whole seconds) applied to counter `id`, checking each was applied once.
-async fn ticks(cluster: &Cluster, id: &str) -> Vec<u64> {
-    check_history(cluster.journal(), id)
-        .await
-        .into_iter()
-        .map(|e| e.tag)
-        .collect()
-}
-
-fn every_second(name: &str) -> CronSchedule {
-    CronSchedule::new(name, "* * * * * *").unwrap()
-}
-
-fn tick_message(t: Timestamp) -> Cmd {
-    Cmd::Add {
-        n: 1,
-        tag: (t.as_micros() / 1_000_000) as u64,
-    }
 }
 
 /// An every-second schedule on three runners fires each tick once (one event per tick in
