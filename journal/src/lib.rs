@@ -26,6 +26,7 @@
 mod any;
 mod columns;
 mod damaged;
+mod entity_state;
 mod envelope;
 mod error;
 mod headers;
@@ -33,7 +34,6 @@ mod inspect;
 mod journal;
 mod liveness;
 mod meta;
-mod entity_state;
 mod ownership;
 mod pending;
 mod postgres;
