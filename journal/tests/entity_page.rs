@@ -4,12 +4,11 @@
 //! history once, equal to `entity_records`, on both backends.
 #![allow(clippy::unwrap_used)]
 
-use entlog_journal::testing::database_url;
+use entlog_journal::testing::Scratch;
 use entlog_journal::{
-    AnyJournal, AppendOutcome, EntityKey, Journal, NewEvent, NewMessage, Payload, PgJournal,
-    PgOptions, Processed, ProcessedBatch, SqliteJournal, SqliteOptions,
+    AnyJournal, AppendOutcome, EntityKey, Journal, NewEvent, NewMessage, Payload, Processed,
+    ProcessedBatch,
 };
-use sqlx::{AssertSqlSafe, Connection, PgConnection};
 use uuid::Uuid;
 
 /// Messages sent to the entity; each answered with one event (every third with none).
@@ -109,33 +108,14 @@ async fn check(j: &AnyJournal) {
 
 #[tokio::test]
 async fn entity_pages_on_sqlite() {
-    let dir = std::env::temp_dir().join(format!("entlog-page-{}", Uuid::now_v7()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let j = SqliteJournal::open(SqliteOptions::new(dir.join("j.db")).shard_count(2))
-        .await
-        .unwrap();
-    check(&AnyJournal::Sqlite(j.clone())).await;
-    j.close().await;
-    let _ = std::fs::remove_dir_all(&dir);
+    let scratch = Scratch::sqlite(2).await;
+    check(&scratch.journal).await;
+    scratch.remove().await;
 }
 
 #[tokio::test]
 async fn entity_pages_on_postgres() {
-    let url = database_url().await;
-    let schema = format!("t_{}", Uuid::now_v7().simple());
-    let j = PgJournal::open(
-        PgOptions::new(&url)
-            .schema(&schema)
-            .shard_count(2)
-            .max_connections(4),
-    )
-    .await
-    .unwrap();
-    check(&AnyJournal::Postgres(j.clone())).await;
-    drop(j);
-    let mut admin = PgConnection::connect(&url).await.unwrap();
-    sqlx::raw_sql(AssertSqlSafe(format!(r#"DROP SCHEMA "{schema}" CASCADE"#)))
-        .execute(&mut admin)
-        .await
-        .unwrap();
+    let scratch = Scratch::postgres(2).await;
+    check(&scratch.journal).await;
+    scratch.remove().await;
 }

@@ -3,12 +3,11 @@
 //! (so its cost follows the number of failures, not of replies).
 #![allow(clippy::unwrap_used)]
 
-use entlog_journal::testing::database_url;
+use entlog_journal::testing::Scratch;
 use entlog_journal::{
     AnyJournal, AppendOutcome, EntityKey, FAILED_REPLY_BYTE, Journal, NewMessage, Payload,
-    PgJournal, PgOptions, Processed, ProcessedBatch, SqliteJournal, SqliteOptions,
+    Processed, ProcessedBatch,
 };
-use sqlx::{AssertSqlSafe, Connection, PgConnection};
 use uuid::Uuid;
 
 const MESSAGES: usize = 120;
@@ -78,14 +77,12 @@ async fn check(j: &AnyJournal, failed: &[Uuid]) {
 
 #[tokio::test]
 async fn failed_replies_on_sqlite() {
-    let dir = std::env::temp_dir().join(format!("entlog-failed-{}", Uuid::now_v7()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let j = SqliteJournal::open(SqliteOptions::new(dir.join("j.db")).shard_count(4))
-        .await
-        .unwrap();
-    let any = AnyJournal::Sqlite(j.clone());
-    let failed = write(&any).await;
-    check(&any, &failed).await;
+    let scratch = Scratch::sqlite(4).await;
+    let AnyJournal::Sqlite(j) = &scratch.journal else {
+        unreachable!("a SQLite scratch journal")
+    };
+    let failed = write(&scratch.journal).await;
+    check(&scratch.journal, &failed).await;
     // The same text as `failed_replies` sends.
     let plan: Vec<String> = sqlx::query(
         "EXPLAIN QUERY PLAN SELECT message_id FROM replies
@@ -101,25 +98,17 @@ async fn failed_replies_on_sqlite() {
         plan.iter().any(|p| p.contains("replies_failed")),
         "{plan:?}"
     );
-    j.close().await;
-    let _ = std::fs::remove_dir_all(&dir);
+    scratch.remove().await;
 }
 
 #[tokio::test]
 async fn failed_replies_on_postgres() {
-    let url = database_url().await;
-    let schema = format!("t_{}", Uuid::now_v7().simple());
-    let j = PgJournal::open(
-        PgOptions::new(&url)
-            .schema(&schema)
-            .shard_count(4)
-            .max_connections(4),
-    )
-    .await
-    .unwrap();
-    let any = AnyJournal::Postgres(j.clone());
-    let failed = write(&any).await;
-    check(&any, &failed).await;
+    let scratch = Scratch::postgres(4).await;
+    let AnyJournal::Postgres(j) = &scratch.journal else {
+        unreachable!("a PostgreSQL scratch journal")
+    };
+    let failed = write(&scratch.journal).await;
+    check(&scratch.journal, &failed).await;
     // With sequential scans priced out, the query can only avoid one through the partial
     // index: it is usable only if the query's predicate matches the index's.
     let mut tx = j.pool().begin().await.unwrap();
@@ -140,10 +129,5 @@ async fn failed_replies_on_postgres() {
         plan.iter().any(|p| p.contains("replies_failed")),
         "{plan:?}"
     );
-    drop(j);
-    let mut admin = PgConnection::connect(&url).await.unwrap();
-    sqlx::raw_sql(AssertSqlSafe(format!(r#"DROP SCHEMA "{schema}" CASCADE"#)))
-        .execute(&mut admin)
-        .await
-        .unwrap();
+    scratch.remove().await;
 }
