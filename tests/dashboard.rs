@@ -93,12 +93,23 @@ fn free_port() -> u16 {
 
 /// `GET url` over plain HTTP/1.1: the status code and the body as JSON.
 fn get(url: &str) -> (u16, Value) {
+    request(url, "")
+}
+
+/// `GET url` with an `Authorization` header: the status code.
+fn get_with(url: &str, authorization: &str) -> u16 {
+    request(url, &format!("Authorization: {authorization}\r\n")).0
+}
+
+/// `GET url` with `headers` (each line ending in CRLF): the status code and the body as
+/// JSON (`null` when it is not JSON).
+fn request(url: &str, headers: &str) -> (u16, Value) {
     let rest = url.strip_prefix("http://").unwrap();
     let (host, path) = rest.split_at(rest.find('/').unwrap());
     let mut s = TcpStream::connect(host).unwrap();
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\n{headers}Connection: close\r\n\r\n"
     )
     .unwrap();
     let mut response = String::new();
@@ -409,21 +420,6 @@ fn dashboard_on_sqlite() {
 #[test]
 fn dashboard_on_postgres() {
     dashboard(&Db::postgres());
-}
-
-/// `GET url` with an `Authorization` header.
-fn get_with(url: &str, authorization: &str) -> u16 {
-    let rest = url.strip_prefix("http://").unwrap();
-    let (host, path) = rest.split_at(rest.find('/').unwrap());
-    let mut s = TcpStream::connect(host).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: {authorization}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut response = String::new();
-    s.read_to_string(&mut response).unwrap();
-    response.split(' ').nth(1).unwrap().parse().unwrap()
 }
 
 /// With a token, every request needs it; without one, the dashboard stays on loopback.

@@ -7,11 +7,10 @@
 
 mod common;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use common::eventually;
+use common::logs::Captured;
 use common::pg::Schema;
 use entlog_engine::{
     Cluster, ClusterBuilder, Config, Context, Entity, Outcome, Rejection, TRACE_HEADER,
@@ -169,41 +168,11 @@ async fn headers_are_carried_on_postgres() {
     schema.drop().await;
 }
 
-/// Collects what the subscriber prints.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-/// The process's subscriber, installed once, printing warnings into a buffer.
-fn captured() -> Captured {
-    static OUT: OnceLock<Captured> = OnceLock::new();
-    OUT.get_or_init(|| {
-        let out = Captured::default();
-        let writer = out.clone();
-        tracing_subscriber::fmt()
-            .with_ansi(false)
-            .with_max_level(tracing::Level::WARN)
-            .with_writer(move || writer.clone())
-            .init();
-        out
-    })
-    .clone()
-}
-
 /// A request that crosses runners: the front entity on one runner, the back entity it
 /// sends to on the other; the log lines of both handlers name the request's trace.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_trace_across_two_runners() {
-    let out = captured();
+    let out = Captured::install();
     let schema = Schema::new().await;
     let runner = |id: &str| {
         Cluster::builder()
@@ -249,10 +218,7 @@ async fn one_trace_across_two_runners() {
     })
     .await;
 
-    let lines: Vec<String> = String::from_utf8_lossy(&out.0.lock().unwrap())
-        .lines()
-        .map(str::to_owned)
-        .collect();
+    let lines = out.lines();
     let of = |what: &str, entity: &str| -> Vec<&String> {
         lines
             .iter()

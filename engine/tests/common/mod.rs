@@ -1,6 +1,7 @@
 //! A counter entity and helpers shared by the engine tests.
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod logs;
 pub mod pg;
 
 use std::sync::atomic::{AtomicU32, Ordering};
