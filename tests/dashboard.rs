@@ -476,3 +476,60 @@ fn dashboard_token() {
     assert_eq!(status["shard_count"], 2);
     drop(server);
 }
+
+/// A journal that fails under a running dashboard (its PostgreSQL schema dropped) is
+/// seen: the API answers 500 with the journal's error as JSON, and the open page shows it
+/// in its error banner instead of going stale.
+#[test]
+fn dashboard_shows_a_failing_journal() {
+    let db = Db::postgres();
+    let entlog = common::entlog_bin();
+    db.ok(&entlog, &["migrate", "--shards", "2"]);
+    let mut server = Killed(
+        db.command(&entlog, &["dashboard", "--bind", "127.0.0.1:0"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut first = String::new();
+    BufReader::new(server.0.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    let url = first
+        .trim()
+        .strip_prefix("entlog dashboard: ")
+        .unwrap_or_else(|| panic!("{first:?}"))
+        .to_owned();
+    assert_eq!(get(&format!("{url}api/status")).0, 200);
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let (_driver, c) = browser().await;
+        c.goto(&url).await.unwrap();
+        until(&c, "the cluster", "return document.body.dataset.ready === 'true'").await;
+
+        let pool = sqlx::PgPool::connect(&db.db).await.unwrap();
+        let drop = format!("DROP SCHEMA {} CASCADE", db.schema);
+        sqlx::query(sqlx::AssertSqlSafe(drop))
+            .execute(&pool)
+            .await
+            .unwrap();
+        pool.close().await;
+
+        let (code, body) = get(&format!("{url}api/status"));
+        assert_eq!(code, 500, "{body}");
+        let error = body["error"].as_str().unwrap_or_default().to_owned();
+        assert!(!error.is_empty(), "{body}");
+        until(
+            &c,
+            "the journal's error in the banner",
+            "const e = document.getElementById('error'); return !e.hidden && e.textContent.length > 0",
+        )
+        .await;
+        let banner = eval(&c, "return document.getElementById('error').textContent").await;
+        assert_eq!(banner.as_str(), Some(error.as_str()));
+        assert_eq!(eval(&c, "return window.__entlogErrors").await, json!([]));
+        c.close().await.unwrap();
+    });
+    drop(server);
+}
