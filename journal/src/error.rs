@@ -8,6 +8,7 @@ use crate::shard::Shard;
 
 /// Which identifying field of an entry failed validation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Field {
     /// The entity type name (`"account"`).
     EntityType,

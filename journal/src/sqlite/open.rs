@@ -21,6 +21,7 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite"
 
 /// What survives a crash once a write returned `Ok`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum Durability {
     /// `synchronous = FULL`: every commit is on disk before it returns. Survives process
     /// crashes and power loss. The default.
@@ -33,6 +34,7 @@ pub enum Durability {
 
 /// What a tool opening an existing SQLite journal may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Access {
     /// Read only, without the owner lock: works beside the process that owns the file.
     ReadOnly,
