@@ -91,6 +91,29 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// Starts `exe dashboard` on a free loopback port (with `extra` arguments); returns the
+/// process and the address it printed.
+fn serve(db: &Db, exe: &Path, extra: &[&str]) -> (Killed, String) {
+    let mut args = vec!["dashboard", "--bind", "127.0.0.1:0"];
+    args.extend_from_slice(extra);
+    let mut server = Killed(
+        db.command(exe, &args)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut first = String::new();
+    BufReader::new(server.0.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    let url = first
+        .trim()
+        .strip_prefix("entlog dashboard: ")
+        .unwrap_or_else(|| panic!("{first:?}"))
+        .to_owned();
+    (server, url)
+}
+
 /// `GET url` over plain HTTP/1.1: the status code and the body as JSON.
 fn get(url: &str) -> (u16, Value) {
     request(url, "")
@@ -283,21 +306,7 @@ fn dashboard(db: &Db) {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let cluster = rt.block_on(write_journal(db));
 
-    let mut server = Killed(
-        db.command(&qs, &["dashboard", "--bind", "127.0.0.1:0"])
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let mut first = String::new();
-    BufReader::new(server.0.stdout.take().unwrap())
-        .read_line(&mut first)
-        .unwrap();
-    let url = first
-        .trim()
-        .strip_prefix("entlog dashboard: ")
-        .unwrap_or_else(|| panic!("{first:?}"))
-        .to_owned();
+    let (server, url) = serve(db, &qs, &[]);
 
     // The endpoints answer what the CLI prints.
     let (code, status) = get(&format!("{url}api/status"));
@@ -442,21 +451,8 @@ fn dashboard_token() {
     let stderr = String::from_utf8_lossy(&exposed.stderr);
     assert!(stderr.contains("give it --token"), "{stderr}");
 
-    let mut server = Killed(
-        db.command(
-            &entlog,
-            &["dashboard", "--bind", "127.0.0.1:0", "--token", "s3cret"],
-        )
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap(),
-    );
-    let mut first = String::new();
-    BufReader::new(server.0.stdout.take().unwrap())
-        .read_line(&mut first)
-        .unwrap();
-    let with_token = first.trim().strip_prefix("entlog dashboard: ").unwrap();
-    assert!(with_token.ends_with("/?token=s3cret"), "{first}");
+    let (server, with_token) = serve(&db, &entlog, &["--token", "s3cret"]);
+    assert!(with_token.ends_with("/?token=s3cret"), "{with_token}");
     let base = with_token.strip_suffix("?token=s3cret").unwrap();
     for path in ["", "app.js", "api/status", "api/types"] {
         let (code, body) = get(&format!("{base}{path}"));
@@ -485,21 +481,7 @@ fn dashboard_shows_a_failing_journal() {
     let db = Db::postgres();
     let entlog = common::entlog_bin();
     db.ok(&entlog, &["migrate", "--shards", "2"]);
-    let mut server = Killed(
-        db.command(&entlog, &["dashboard", "--bind", "127.0.0.1:0"])
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let mut first = String::new();
-    BufReader::new(server.0.stdout.take().unwrap())
-        .read_line(&mut first)
-        .unwrap();
-    let url = first
-        .trim()
-        .strip_prefix("entlog dashboard: ")
-        .unwrap_or_else(|| panic!("{first:?}"))
-        .to_owned();
+    let (server, url) = serve(&db, &entlog, &[]);
     assert_eq!(get(&format!("{url}api/status")).0, 200);
 
     let rt = tokio::runtime::Runtime::new().unwrap();
