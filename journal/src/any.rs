@@ -123,6 +123,10 @@ impl Journal for AnyJournal {
         both!(self, j => j.shard_count())
     }
 
+    fn shard_map(&self) -> &crate::shard_groups::ShardMap {
+        both!(self, j => j.shard_map())
+    }
+
     fn now(&self) -> Timestamp {
         both!(self, j => j.now())
     }
@@ -222,10 +226,18 @@ impl Journal for AnyJournal {
         both!(self, j => j.wait_for_replies(shard, timeout).await)
     }
 
-    async fn lock_session(&self, runner: &str) -> Result<AnyLocks> {
+    async fn lock_session_hosting(
+        &self,
+        runner: &str,
+        groups: Option<&[String]>,
+    ) -> Result<AnyLocks> {
         Ok(match self {
-            AnyJournal::Postgres(j) => AnyLocks::Postgres(j.lock_session(runner).await?),
-            AnyJournal::Sqlite(j) => AnyLocks::Sqlite(j.lock_session(runner).await?),
+            AnyJournal::Postgres(j) => {
+                AnyLocks::Postgres(j.lock_session_hosting(runner, groups).await?)
+            }
+            AnyJournal::Sqlite(j) => {
+                AnyLocks::Sqlite(j.lock_session_hosting(runner, groups).await?)
+            }
         })
     }
 

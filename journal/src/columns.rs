@@ -8,7 +8,8 @@ use crate::envelope::{
 use crate::error::{JournalError, Result};
 use crate::journal::Journal;
 use crate::records::{AppendOutcome, CommitReceipt, Processed};
-use crate::shard::{Shard, shard_of};
+use crate::shard::Shard;
+use crate::shard_groups::ShardMap;
 use crate::time::Timestamp;
 
 /// Entries to insert, one vector per column (PostgreSQL binds each as an array).
@@ -92,13 +93,13 @@ impl EntryColumns {
     pub(crate) fn push_message(
         &mut self,
         m: NewMessage,
-        shard_count: u32,
+        shards: &ShardMap,
         max_payload: usize,
         now: Timestamp,
     ) -> Result<()> {
         m.payload.check(max_payload)?;
         let headers = crate::headers::encode(&m.headers)?;
-        let shard = shard_of(m.entity.entity_id(), shard_count);
+        let shard = shards.shard_of(&m.entity);
         self.push(
             shard,
             EntryKind::Message,
@@ -127,7 +128,7 @@ pub(crate) enum Source {
 /// Lays out messages for an append; repeats of an id within the call are sent once.
 pub(crate) fn append_columns(
     messages: Vec<NewMessage>,
-    shard_count: u32,
+    shards: &ShardMap,
     max_payload: usize,
     now: Timestamp,
 ) -> Result<(EntryColumns, Vec<Source>)> {
@@ -143,7 +144,7 @@ pub(crate) fn append_columns(
         }
         seen.insert(key, cols.len());
         sources.push(Source::Row(cols.len()));
-        cols.push_message(m, shard_count, max_payload, now)?;
+        cols.push_message(m, shards, max_payload, now)?;
     }
     Ok((cols, sources))
 }
@@ -225,28 +226,28 @@ impl BatchColumns {
     /// its messages, leaving `batch.messages` empty.
     pub(crate) fn prepare(
         batch: &mut crate::records::ProcessedBatch,
-        shard_count: u32,
+        shards: &ShardMap,
         max_payload: usize,
         now: Timestamp,
     ) -> Result<Self> {
-        if batch.shard >= shard_count {
+        if batch.shard >= shards.layout().shard_count() {
             return Err(JournalError::ShardOutOfRange {
                 shard: batch.shard,
-                shard_count,
+                shard_count: shards.layout().shard_count(),
             });
         }
         if let Some((consumer, _)) = &batch.cursor {
             crate::envelope::check_name(crate::error::Field::Consumer, consumer)?;
         }
         let messages = std::mem::take(&mut batch.messages);
-        Self::build(batch.shard, messages, shard_count, max_payload, now)
+        Self::build(batch.shard, messages, shards, max_payload, now)
     }
 
     /// Validates and lays out the handled messages of one shard.
     fn build(
         shard: Shard,
         messages: Vec<Processed>,
-        shard_count: u32,
+        shards: &ShardMap,
         max_payload: usize,
         now: Timestamp,
     ) -> Result<Self> {
@@ -276,7 +277,7 @@ impl BatchColumns {
                 );
             }
             for m in p.outgoing {
-                entries.push_message(m, shard_count, max_payload, now)?;
+                entries.push_message(m, shards, max_payload, now)?;
             }
             let crc = checksum(CrcDomain::Reply, &p.entity, None, &p.message_id, &p.reply);
             replies.entity_type.push(p.entity.entity_type().to_owned());
@@ -399,7 +400,7 @@ impl ManyColumns {
     /// Validates and lays out `batches`: at most one per shard, and cursors of one consumer.
     pub(crate) fn prepare(
         batches: Vec<crate::records::ProcessedBatch>,
-        shard_count: u32,
+        shards: &ShardMap,
         max_payload: usize,
         now: Timestamp,
     ) -> Result<Self> {
@@ -411,7 +412,7 @@ impl ManyColumns {
         };
         let mut consumer: Option<String> = None;
         for mut batch in batches {
-            let mut cols = BatchColumns::prepare(&mut batch, shard_count, max_payload, now)?;
+            let mut cols = BatchColumns::prepare(&mut batch, shards, max_payload, now)?;
             if many.parts.iter().any(|p| p.shard == batch.shard) {
                 return Err(JournalError::Internal(format!(
                     "two batches of shard {} in one commit",

@@ -116,6 +116,38 @@ pub enum JournalError {
         /// Shard count asked for at open.
         requested: u32,
     },
+    /// The journal's shard groups differ from the configured ones (they are fixed when the
+    /// journal is created, like the shard count).
+    #[error(
+        "the journal's shard groups are {stored:?}, but {requested:?} were configured; groups are fixed when a journal is created: configure {stored:?} (or a shard count of 0 to adopt them)"
+    )]
+    ShardGroupsMismatch {
+        /// The stored named groups, as `name:shards,…` (empty for none).
+        stored: String,
+        /// The configured ones, the same way.
+        requested: String,
+    },
+    /// An entity type names a shard group the journal does not have.
+    #[error("shard group {group:?} is not in this journal (it has {groups:?})")]
+    UnknownShardGroup {
+        /// The group named.
+        group: String,
+        /// The journal's groups.
+        groups: Vec<String>,
+    },
+    /// An entity type was registered in another shard group before: its entities' history
+    /// lives in that group's shards, so it cannot move.
+    #[error(
+        "entity type {entity_type:?} belongs to shard group {stored:?} in this journal, not {requested:?}; a type cannot change groups (its entities' history would be stranded)"
+    )]
+    GroupMismatch {
+        /// The entity type.
+        entity_type: String,
+        /// The group recorded for it.
+        stored: String,
+        /// The group asked for.
+        requested: String,
+    },
     /// The database holds a journal format this build does not understand.
     #[error(
         "journal format version {found} is not supported (this build reads version {supported})"

@@ -276,7 +276,7 @@ impl AnyJournal {
         };
         on_pool!(self, pool => {
             let rows = sqlx::query(
-                "SELECT runner, started_at, heartbeat_at FROM runners ORDER BY runner",
+                "SELECT runner, started_at, heartbeat_at, groups FROM runners ORDER BY runner",
             )
             .fetch_all(pool)
             .await?;
@@ -289,6 +289,7 @@ impl AnyJournal {
                             runner,
                             started_at: Timestamp(r.try_get(1)?),
                             heartbeat_at: Timestamp(r.try_get(2)?),
+                            groups: crate::ownership::decode_hosted(r.try_get(3)?),
                         },
                     })
                 })

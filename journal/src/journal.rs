@@ -12,7 +12,8 @@ use crate::error::{JournalError, Result};
 use crate::ownership::{RunnerInfo, ShardLocks};
 use crate::records::NewSnapshot;
 use crate::records::{AppendOutcome, CommitReceipt, ProcessedBatch, Snapshot, StoredReply};
-use crate::shard::{Shard, shard_of};
+use crate::shard::Shard;
+use crate::shard_groups::ShardMap;
 use crate::time::Timestamp;
 
 /// Entries fetched per round trip by [`Journal::events`].
@@ -113,9 +114,14 @@ pub trait Journal: Send + Sync + 'static {
     /// Number of shards, fixed when the journal was created.
     fn shard_count(&self) -> u32;
 
-    /// The shard of an entity (see [`crate::shard`]).
+    /// The shards' groups and the group of each entity type known here (see
+    /// [`crate::shard_groups`]).
+    fn shard_map(&self) -> &ShardMap;
+
+    /// The shard of an entity: by its id, within its type's shard group (see
+    /// [`crate::shard`] and [`crate::shard_groups`]).
     fn shard_of(&self, entity: &EntityKey) -> Shard {
-        shard_of(entity.entity_id(), self.shard_count())
+        self.shard_map().shard_of(entity)
     }
 
     /// The journal's clock: the time rows are stamped with and timers fall due by. Every
@@ -273,7 +279,18 @@ pub trait Journal: Send + Sync + 'static {
     /// Opens a lock session for a runner (a dedicated connection on PostgreSQL) and
     /// registers the runner as live while the session lasts. A runner id already live
     /// elsewhere is refused with [`JournalError::RunnerInUse`].
-    fn lock_session(&self, runner: &str) -> impl Future<Output = Result<Self::Locks>> + Send;
+    fn lock_session(&self, runner: &str) -> impl Future<Output = Result<Self::Locks>> + Send {
+        self.lock_session_hosting(runner, None)
+    }
+
+    /// Like [`lock_session`](Journal::lock_session), registering the shard groups the
+    /// runner hosts (`None`: every group), which [`live_runners`](Journal::live_runners)
+    /// reports so that no runner is given a shard of a group it cannot run.
+    fn lock_session_hosting(
+        &self,
+        runner: &str,
+        groups: Option<&[String]>,
+    ) -> impl Future<Output = Result<Self::Locks>> + Send;
 
     /// Runners whose lock sessions are alive, ordered by id.
     fn live_runners(&self) -> impl Future<Output = Result<Vec<RunnerInfo>>> + Send;

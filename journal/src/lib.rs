@@ -40,6 +40,7 @@ mod postgres;
 mod prune;
 mod records;
 pub mod shard;
+pub mod shard_groups;
 mod snapshot;
 mod sql;
 mod sqlite;
@@ -73,6 +74,7 @@ pub use records::{
     Snapshot, StoredReply,
 };
 pub use shard::{Shard, shard_of};
+pub use shard_groups::{DEFAULT_GROUP, ShardGroup, ShardLayout, ShardMap};
 pub use sql::{Column, FromValue, Row, Sql, Value, sql};
 pub use sqlite::{Access, Durability, SqliteJournal, SqliteLocks, SqliteOptions};
 pub use time::Timestamp;

@@ -1,19 +1,28 @@
-//! The journal's stored metadata: format version, shard count, lock namespace.
+//! The journal's stored metadata: format version, shard count and groups, lock namespace,
+//! and the shard group of each entity type registered.
 
 use crate::error::{JournalError, Result};
+use crate::shard_groups::{ShardGroup, ShardLayout};
 
 /// The storage format this build writes and reads. Bump with any incompatible change of
 /// tables, checksum layout or shard function.
 pub const FORMAT_VERSION: u32 = 1;
 
 /// Metadata stored in the journal when it is created.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct Meta {
     pub format_version: u32,
     pub shard_count: u32,
     /// First key of the two-key advisory locks of this journal (PostgreSQL).
     pub lock_namespace: i32,
+    /// The shards' groups (one default group in journals created without any).
+    pub layout: ShardLayout,
+    /// (entity type, group) of every type registered so far.
+    pub types: Vec<(String, String)>,
 }
+
+/// The metadata key of the named shard groups.
+pub(crate) const SHARD_GROUPS_KEY: &str = "shard_groups";
 
 /// Parses the key/value rows; `None` when the journal was never initialised.
 pub(crate) fn parse_meta(pairs: &[(String, String)]) -> Result<Option<Meta>> {
@@ -40,17 +49,24 @@ pub(crate) fn parse_meta(pairs: &[(String, String)]) -> Result<Option<Meta>> {
     }
     let shards = get("shard_count").unwrap_or("");
     let namespace = get("lock_namespace").unwrap_or("0");
+    let shard_count = shards.parse().map_err(|_| bad("shard_count", shards))?;
+    let types = pairs
+        .iter()
+        .filter_map(|(k, v)| Some((k.strip_prefix("group:")?.to_owned(), v.clone())))
+        .collect();
     Ok(Some(Meta {
         format_version,
-        shard_count: shards.parse().map_err(|_| bad("shard_count", shards))?,
+        shard_count,
         lock_namespace: namespace
             .parse()
             .map_err(|_| bad("lock_namespace", namespace))?,
+        layout: ShardLayout::decode(shard_count, get(SHARD_GROUPS_KEY).unwrap_or(""))?,
+        types,
     }))
 }
 
-/// Refuses a journal of another format version or shard count.
-pub(crate) fn check_meta(meta: &Meta, shard_count: u32) -> Result<()> {
+/// Refuses a journal of another format version, shard count or shard groups.
+pub(crate) fn check_meta(meta: &Meta, shard_count: u32, groups: &[ShardGroup]) -> Result<()> {
     if meta.format_version != FORMAT_VERSION {
         return Err(JournalError::UnsupportedFormat {
             found: meta.format_version,
@@ -63,7 +79,22 @@ pub(crate) fn check_meta(meta: &Meta, shard_count: u32) -> Result<()> {
             requested: shard_count,
         });
     }
+    if meta.layout.named() != groups {
+        return Err(JournalError::ShardGroupsMismatch {
+            stored: meta.layout.encode(),
+            requested: encode_groups(groups),
+        });
+    }
     Ok(())
+}
+
+/// `name:shards,…`, as the metadata stores named groups.
+pub(crate) fn encode_groups(groups: &[ShardGroup]) -> String {
+    groups
+        .iter()
+        .map(|g| format!("{}:{}", g.name, g.shards))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// Counts the migrations applied to a journal's database.
@@ -87,18 +118,24 @@ pub(crate) fn check_migrated(
     Ok(())
 }
 
-/// The shard count to open with: `requested`, or for 0 the existing journal's; 0 with no
-/// journal there is [`JournalError::NotFound`] (creating one needs a count).
-pub(crate) fn adopt_shard_count(
-    requested: u32,
+/// The shard count and groups to open with: those requested, or for a count of 0 the
+/// existing journal's; 0 with no journal there is [`JournalError::NotFound`] (creating one
+/// needs a count).
+pub(crate) fn adopt_shape(
+    shard_count: &mut u32,
+    groups: &mut Vec<ShardGroup>,
     existing: Option<&Meta>,
     location: impl FnOnce() -> String,
-) -> Result<u32> {
-    match (requested, existing) {
-        (0, Some(meta)) => Ok(meta.shard_count),
+) -> Result<()> {
+    match (*shard_count, existing) {
+        (0, Some(meta)) => {
+            *shard_count = meta.shard_count;
+            *groups = meta.layout.named();
+            Ok(())
+        }
         (0, None) => Err(JournalError::NotFound {
             location: location(),
         }),
-        (n, _) => Ok(n),
+        _ => Ok(()),
     }
 }

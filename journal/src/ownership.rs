@@ -29,6 +29,38 @@ pub struct RunnerInfo {
     pub started_at: Timestamp,
     /// Its lock connection's last successful ping.
     pub heartbeat_at: Timestamp,
+    /// The shard groups it hosts; `None`: every group.
+    pub groups: Option<Vec<String>>,
+}
+
+impl RunnerInfo {
+    /// Whether the runner may own shards of `group`.
+    pub fn hosts(&self, group: &str) -> bool {
+        self.groups
+            .as_ref()
+            .is_none_or(|g| g.iter().any(|h| h == group))
+    }
+}
+
+/// The `runners.groups` column of hosted groups: comma-separated, NULL for every group.
+pub(crate) fn encode_hosted(groups: Option<&[String]>) -> Result<Option<String>> {
+    let Some(groups) = groups else {
+        return Ok(None);
+    };
+    for g in groups {
+        crate::shard_groups::check_group_name(g)?;
+    }
+    Ok(Some(groups.join(",")))
+}
+
+/// Reads the `runners.groups` column.
+pub(crate) fn decode_hosted(column: Option<String>) -> Option<Vec<String>> {
+    column.map(|c| {
+        c.split(',')
+            .filter(|g| !g.is_empty())
+            .map(str::to_owned)
+            .collect()
+    })
 }
 
 /// The advisory-lock key of a runner's liveness lock: negative, so it never collides with

@@ -28,7 +28,7 @@ impl PgJournal {
         let now = self.now();
         let cols = BatchColumns::prepare(
             &mut batch,
-            self.inner.shard_count,
+            &self.inner.shard_map,
             self.inner.options.max_payload_bytes,
             now,
         )?;
@@ -75,7 +75,7 @@ impl PgJournal {
         let now = self.now();
         let many = ManyColumns::prepare(
             batches,
-            self.inner.shard_count,
+            &self.inner.shard_map,
             self.inner.options.max_payload_bytes,
             now,
         )?;

@@ -73,8 +73,10 @@ impl PgLocks {
         namespace: i32,
         shard_count: u32,
         runner: &str,
+        groups: Option<&[String]>,
     ) -> Result<Self> {
         crate::envelope::check_name(crate::error::Field::Consumer, runner)?;
+        let groups = crate::ownership::encode_hosted(groups)?;
         let liveness = options.liveness;
         // A connect that hangs (a host or route that swallows packets) gives up like a
         // heartbeat would: the runner tries again rather than waiting forever.
@@ -108,13 +110,15 @@ impl PgLocks {
         }
         // Times from the server's clock: one clock for every runner.
         sqlx::query(
-            "INSERT INTO runners (runner, lock_key, started_at, heartbeat_at)
-             SELECT $1, $2, t, t FROM (SELECT (extract(epoch from clock_timestamp()) * 1000000)::BIGINT) n(t)
+            "INSERT INTO runners (runner, lock_key, started_at, heartbeat_at, groups)
+             SELECT $1, $2, t, t, $3 FROM (SELECT (extract(epoch from clock_timestamp()) * 1000000)::BIGINT) n(t)
              ON CONFLICT (runner) DO UPDATE SET lock_key = $2, started_at = excluded.started_at,
-                                                heartbeat_at = excluded.heartbeat_at",
+                                                heartbeat_at = excluded.heartbeat_at,
+                                                groups = excluded.groups",
         )
         .bind(runner)
         .bind(key)
+        .bind(groups)
         .execute(&mut conn)
         .await?;
         let (alive, _) = watch::channel(true);

@@ -72,6 +72,8 @@ struct Inner {
     pool: PgPool,
     options: PgOptions,
     shard_count: u32,
+    /// Routes entities to shards by their type's group.
+    shard_map: Arc<crate::shard_groups::ShardMap>,
     lock_namespace: i32,
     channel: String,
     wakeups: Arc<Wakeups>,
@@ -211,6 +213,10 @@ impl Journal for PgJournal {
         self.inner.shard_count
     }
 
+    fn shard_map(&self) -> &crate::shard_groups::ShardMap {
+        &self.inner.shard_map
+    }
+
     fn now(&self) -> Timestamp {
         self.inner.clock.now(&self.inner.pool)
     }
@@ -222,7 +228,7 @@ impl Journal for PgJournal {
         let now = self.now();
         let (entries, sources) = append_columns(
             messages,
-            self.inner.shard_count,
+            &self.inner.shard_map,
             self.inner.options.max_payload_bytes,
             now,
         )?;
@@ -567,7 +573,7 @@ impl Journal for PgJournal {
     async fn live_runners(&self) -> Result<Vec<RunnerInfo>> {
         // Live = its liveness lock is held right now.
         let rows = sqlx::query(concat!(
-            "SELECT r.runner, r.started_at, r.heartbeat_at FROM runners r WHERE ",
+            "SELECT r.runner, r.started_at, r.heartbeat_at, r.groups FROM runners r WHERE ",
             advisory_lock_held!("(r.lock_key::BIGINT & 4294967295)"),
             " ORDER BY r.runner"
         ))
@@ -580,17 +586,23 @@ impl Journal for PgJournal {
                     runner: r.try_get(0)?,
                     started_at: Timestamp(r.try_get(1)?),
                     heartbeat_at: Timestamp(r.try_get(2)?),
+                    groups: crate::ownership::decode_hosted(r.try_get(3)?),
                 })
             })
             .collect()
     }
 
-    async fn lock_session(&self, runner: &str) -> Result<PgLocks> {
+    async fn lock_session_hosting(
+        &self,
+        runner: &str,
+        groups: Option<&[String]>,
+    ) -> Result<PgLocks> {
         PgLocks::connect(
             &self.inner.options,
             self.inner.lock_namespace,
             self.inner.shard_count,
             runner,
+            groups,
         )
         .await
     }

@@ -13,9 +13,9 @@ use crate::envelope::DEFAULT_MAX_PAYLOAD_BYTES;
 use crate::error::{JournalError, Result};
 use crate::liveness::Liveness;
 use crate::meta::{
-    APPLIED_MIGRATIONS, FORMAT_VERSION, Meta, adopt_shard_count, check_meta, check_migrated,
-    parse_meta,
+    APPLIED_MIGRATIONS, FORMAT_VERSION, Meta, adopt_shape, check_meta, check_migrated, parse_meta,
 };
+use crate::shard_groups::{ShardGroup, ShardLayout, ShardMap};
 use crate::wakeup::Wakeups;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
@@ -30,6 +30,10 @@ pub struct PgOptions {
     /// Number of shards; fixed when the journal is created, checked on every later open.
     /// Default 64; 0 adopts the count of an existing journal.
     pub shard_count: u32,
+    /// Named shard groups at the end of the shards (see [`crate::shard_groups`]); fixed
+    /// with the shard count. Default none: every shard in the default group. A shard count
+    /// of 0 adopts the existing journal's groups too.
+    pub shard_groups: Vec<ShardGroup>,
     /// Largest accepted payload in bytes. Default 1 MiB.
     pub max_payload_bytes: usize,
     /// Pooled connections (shard locks use their own, outside the pool). Default 10.
@@ -54,6 +58,7 @@ impl PgOptions {
             url: url.into(),
             schema: "entlog".into(),
             shard_count: 64,
+            shard_groups: Vec::new(),
             max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
             max_connections: 10,
             notify: true,
@@ -71,6 +76,12 @@ impl PgOptions {
     /// Sets the shard count.
     pub fn shard_count(mut self, n: u32) -> Self {
         self.shard_count = n;
+        self
+    }
+
+    /// Sets the named shard groups.
+    pub fn shard_groups(mut self, groups: Vec<ShardGroup>) -> Self {
+        self.shard_groups = groups;
         self
     }
 
@@ -172,11 +183,15 @@ pub(super) async fn open(mut options: PgOptions) -> Result<PgJournal> {
     // Look before touching anything: a journal of another shard count or format version
     // is refused with nothing changed.
     let existing = read_meta(&pool).await?;
-    options.shard_count = adopt_shard_count(options.shard_count, existing.as_ref(), || {
-        format!("schema {:?}", options.schema)
-    })?;
+    adopt_shape(
+        &mut options.shard_count,
+        &mut options.shard_groups,
+        existing.as_ref(),
+        || format!("schema {:?}", options.schema),
+    )?;
+    let layout = ShardLayout::new(options.shard_count, &options.shard_groups)?;
     if let Some(meta) = &existing {
-        check_meta(meta, options.shard_count)?;
+        check_meta(meta, options.shard_count, &options.shard_groups)?;
     }
 
     let create_schema = format!("CREATE SCHEMA IF NOT EXISTS \"{}\"", options.schema);
@@ -195,19 +210,21 @@ pub(super) async fn open(mut options: PgOptions) -> Result<PgJournal> {
     let mut tx = pool.begin().await?;
     let namespace = (uuid::Uuid::now_v7().as_u128() & 0x7fff_ffff) as i32;
     sqlx::query(
-        "INSERT INTO meta (key, value) VALUES ('format_version', $1), ('shard_count', $2), ('lock_namespace', $3)
+        "INSERT INTO meta (key, value) VALUES ('format_version', $1), ('shard_count', $2), ('lock_namespace', $3),
+                                             ('shard_groups', $4)
          ON CONFLICT (key) DO NOTHING",
     )
     .bind(FORMAT_VERSION.to_string())
     .bind(options.shard_count.to_string())
     .bind(namespace.to_string())
+    .bind(layout.encode())
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
     let meta = read_meta(&pool)
         .await?
         .ok_or_else(|| JournalError::Internal("journal metadata vanished after creation".into()))?;
-    check_meta(&meta, options.shard_count)?;
+    check_meta(&meta, options.shard_count, &options.shard_groups)?;
     sqlx::query(
         "INSERT INTO shards (shard) SELECT generate_series(0, $1 - 1) ON CONFLICT (shard) DO NOTHING",
     )
@@ -237,6 +254,7 @@ pub(super) async fn open_existing(mut options: PgOptions) -> Result<PgJournal> {
         return Err(e);
     }
     options.shard_count = meta.shard_count;
+    options.shard_groups = meta.layout.named();
     assemble(pool, options, meta).await
 }
 
@@ -328,10 +346,12 @@ async fn alive_after_idle(conn: &mut sqlx::PgConnection, idle_for: Duration) -> 
 async fn assemble(pool: PgPool, options: PgOptions, meta: Meta) -> Result<PgJournal> {
     let channel = format!("entlog_{}", options.schema);
     let clock = Arc::new(super::clock::ServerClock::measure(&pool).await?);
+    let shard_map = Arc::new(ShardMap::new(meta.layout, &meta.types)?);
     Ok(PgJournal {
         inner: Arc::new(Inner {
             pool,
             shard_count: options.shard_count,
+            shard_map,
             lock_namespace: meta.lock_namespace,
             channel,
             wakeups: Arc::new(Wakeups::new(options.shard_count)),

@@ -25,7 +25,7 @@ impl SqliteJournal {
         let now = self.now();
         let cols = BatchColumns::prepare(
             &mut batch,
-            self.inner.shard_count,
+            &self.inner.shard_map,
             self.inner.options.max_payload_bytes,
             now,
         )?;
@@ -58,7 +58,7 @@ impl SqliteJournal {
         let now = self.now();
         let many = ManyColumns::prepare(
             batches,
-            self.inner.shard_count,
+            &self.inner.shard_map,
             self.inner.options.max_payload_bytes,
             now,
         )?;

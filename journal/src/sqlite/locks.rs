@@ -8,13 +8,18 @@ use sqlx::Row;
 use super::SqliteJournal;
 use crate::error::{Field, JournalError, Result};
 use crate::journal::Journal;
-use crate::ownership::{Lease, RunnerInfo, ShardLocks};
+use crate::ownership::{Lease, RunnerInfo, ShardLocks, decode_hosted, encode_hosted};
 use crate::shard::Shard;
 use crate::time::Timestamp;
 
 /// Opens `runner`'s lock session; one per runner id in this process.
-pub(super) async fn open_session(j: &SqliteJournal, runner: &str) -> Result<SqliteLocks> {
+pub(super) async fn open_session(
+    j: &SqliteJournal,
+    runner: &str,
+    groups: Option<&[String]>,
+) -> Result<SqliteLocks> {
     crate::envelope::check_name(Field::Consumer, runner)?;
+    let groups = encode_hosted(groups)?;
     let fresh = j
         .inner
         .live
@@ -32,11 +37,12 @@ pub(super) async fn open_session(j: &SqliteJournal, runner: &str) -> Result<Sqli
     };
     let now = j.now().as_micros();
     sqlx::query(
-        "INSERT INTO runners (runner, lock_key, started_at, heartbeat_at) VALUES (?1, 0, ?2, ?2)
-         ON CONFLICT (runner) DO UPDATE SET started_at = ?2, heartbeat_at = ?2",
+        "INSERT INTO runners (runner, lock_key, started_at, heartbeat_at, groups) VALUES (?1, 0, ?2, ?2, ?3)
+         ON CONFLICT (runner) DO UPDATE SET started_at = ?2, heartbeat_at = ?2, groups = ?3",
     )
     .bind(runner)
     .bind(now)
+    .bind(groups)
     .execute(&j.inner.writer)
     .await?;
     Ok(locks)
@@ -63,9 +69,10 @@ pub(super) async fn live_runners(j: &SqliteJournal) -> Result<Vec<RunnerInfo>> {
         .lock()
         .map(|l| l.iter().cloned().collect())
         .unwrap_or_default();
-    let rows = sqlx::query("SELECT runner, started_at, heartbeat_at FROM runners ORDER BY runner")
-        .fetch_all(&j.inner.reader)
-        .await?;
+    let rows =
+        sqlx::query("SELECT runner, started_at, heartbeat_at, groups FROM runners ORDER BY runner")
+            .fetch_all(&j.inner.reader)
+            .await?;
     let mut out = Vec::new();
     for r in &rows {
         let runner: String = r.try_get(0)?;
@@ -74,6 +81,7 @@ pub(super) async fn live_runners(j: &SqliteJournal) -> Result<Vec<RunnerInfo>> {
                 runner,
                 started_at: Timestamp(r.try_get(1)?),
                 heartbeat_at: Timestamp(r.try_get(2)?),
+                groups: decode_hosted(r.try_get(3)?),
             });
         }
     }

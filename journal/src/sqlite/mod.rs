@@ -55,6 +55,8 @@ struct Inner {
     reader: SqlitePool,
     options: SqliteOptions,
     shard_count: u32,
+    /// Routes entities to shards by their type's group.
+    shard_map: Arc<crate::shard_groups::ShardMap>,
     wakeups: Wakeups,
     /// Runners with an open lock session in this process: the only live ones.
     live: std::sync::Mutex<std::collections::BTreeSet<String>>,
@@ -172,6 +174,10 @@ impl Journal for SqliteJournal {
         self.inner.shard_count
     }
 
+    fn shard_map(&self) -> &crate::shard_groups::ShardMap {
+        &self.inner.shard_map
+    }
+
     async fn append(&self, messages: Vec<NewMessage>) -> Result<Vec<AppendOutcome>> {
         if messages.is_empty() {
             return Ok(Vec::new());
@@ -179,7 +185,7 @@ impl Journal for SqliteJournal {
         let now = self.now();
         let (entries, sources) = append_columns(
             messages,
-            self.inner.shard_count,
+            &self.inner.shard_map,
             self.inner.options.max_payload_bytes,
             now,
         )?;
@@ -505,8 +511,12 @@ impl Journal for SqliteJournal {
         self.inner.wakeups.wait_replies(shard, timeout).await
     }
 
-    async fn lock_session(&self, runner: &str) -> Result<SqliteLocks> {
-        locks::open_session(self, runner).await
+    async fn lock_session_hosting(
+        &self,
+        runner: &str,
+        groups: Option<&[String]>,
+    ) -> Result<SqliteLocks> {
+        locks::open_session(self, runner, groups).await
     }
 
     async fn shard_owner(&self, shard: Shard) -> Result<Option<String>> {

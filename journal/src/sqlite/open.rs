@@ -12,9 +12,9 @@ use super::{Inner, SqliteJournal};
 use crate::envelope::DEFAULT_MAX_PAYLOAD_BYTES;
 use crate::error::{JournalError, Result};
 use crate::meta::{
-    APPLIED_MIGRATIONS, FORMAT_VERSION, Meta, adopt_shard_count, check_meta, check_migrated,
-    parse_meta,
+    APPLIED_MIGRATIONS, FORMAT_VERSION, Meta, adopt_shape, check_meta, check_migrated, parse_meta,
 };
+use crate::shard_groups::{ShardGroup, ShardLayout, ShardMap};
 use crate::wakeup::Wakeups;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
@@ -50,6 +50,10 @@ pub struct SqliteOptions {
     /// Number of shards; fixed when the journal is created. Default 64; 0 adopts the
     /// count of an existing journal.
     pub shard_count: u32,
+    /// Named shard groups at the end of the shards (see [`crate::shard_groups`]); fixed
+    /// with the shard count. Default none. A shard count of 0 adopts the existing
+    /// journal's groups too.
+    pub shard_groups: Vec<ShardGroup>,
     /// Largest accepted payload in bytes. Default 1 MiB.
     pub max_payload_bytes: usize,
     /// What survives a crash. Default [`Durability::Full`].
@@ -64,6 +68,7 @@ impl SqliteOptions {
         SqliteOptions {
             path: path.into(),
             shard_count: 64,
+            shard_groups: Vec::new(),
             max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
             durability: Durability::Full,
             readers: 4,
@@ -73,6 +78,12 @@ impl SqliteOptions {
     /// Sets the shard count.
     pub fn shard_count(mut self, n: u32) -> Self {
         self.shard_count = n;
+        self
+    }
+
+    /// Sets the named shard groups.
+    pub fn shard_groups(mut self, groups: Vec<ShardGroup>) -> Self {
+        self.shard_groups = groups;
         self
     }
 
@@ -127,18 +138,23 @@ pub(super) async fn open(mut options: SqliteOptions) -> Result<SqliteJournal> {
         .await?;
 
     let existing = read_meta(&writer).await?;
-    options.shard_count = adopt_shard_count(options.shard_count, existing.as_ref(), || {
-        options.path.display().to_string()
-    })?;
+    adopt_shape(
+        &mut options.shard_count,
+        &mut options.shard_groups,
+        existing.as_ref(),
+        || options.path.display().to_string(),
+    )?;
+    let layout = ShardLayout::new(options.shard_count, &options.shard_groups)?;
     if let Some(meta) = &existing {
-        check_meta(meta, options.shard_count)?;
+        check_meta(meta, options.shard_count, &options.shard_groups)?;
     }
     MIGRATOR.run(&writer).await?;
     let meta = match existing {
         Some(meta) => meta,
-        None => initialise(&writer, options.shard_count).await?,
+        None => initialise(&writer, layout).await?,
     };
-    check_meta(&meta, options.shard_count)?;
+    check_meta(&meta, options.shard_count, &options.shard_groups)?;
+    let shard_map = Arc::new(ShardMap::new(meta.layout, &meta.types)?);
 
     // This process owns the file: registrations left by an earlier process are stale.
     sqlx::query("DELETE FROM runners").execute(&writer).await?;
@@ -157,6 +173,7 @@ pub(super) async fn open(mut options: SqliteOptions) -> Result<SqliteJournal> {
             writer,
             reader,
             shard_count: options.shard_count,
+            shard_map,
             wakeups: Wakeups::new(options.shard_count),
             live: std::sync::Mutex::new(std::collections::BTreeSet::new()),
             probe: OwnerProbe::new(options.path.clone()),
@@ -199,6 +216,7 @@ pub(super) async fn open_existing(
         return Err(e);
     }
     options.shard_count = meta.shard_count;
+    options.shard_groups = meta.layout.named();
     if access == Access::ReadWrite {
         probe.close().await;
         return open(options).await;
@@ -208,6 +226,7 @@ pub(super) async fn open_existing(
             writer: probe.clone(),
             reader: probe,
             shard_count: options.shard_count,
+            shard_map: Arc::new(ShardMap::new(meta.layout, &meta.types)?),
             wakeups: Wakeups::new(options.shard_count),
             live: std::sync::Mutex::new(std::collections::BTreeSet::new()),
             probe: OwnerProbe::new(options.path.clone()),
@@ -284,13 +303,16 @@ async fn released_outside_transaction(conn: &mut sqlx::SqliteConnection) -> sqlx
     Ok(outside)
 }
 
-async fn initialise(writer: &SqlitePool, shard_count: u32) -> Result<Meta> {
+async fn initialise(writer: &SqlitePool, layout: ShardLayout) -> Result<Meta> {
+    let shard_count = layout.shard_count();
     let mut tx = writer.begin().await?;
     sqlx::query(
-        "INSERT INTO meta (key, value) VALUES ('format_version', ?1), ('shard_count', ?2), ('lock_namespace', '0')",
+        "INSERT INTO meta (key, value) VALUES ('format_version', ?1), ('shard_count', ?2), ('lock_namespace', '0'),
+                                             ('shard_groups', ?3)",
     )
     .bind(FORMAT_VERSION.to_string())
     .bind(shard_count.to_string())
+    .bind(layout.encode())
     .execute(&mut *tx)
     .await?;
     sqlx::query(
@@ -305,6 +327,8 @@ async fn initialise(writer: &SqlitePool, shard_count: u32) -> Result<Meta> {
         format_version: FORMAT_VERSION,
         shard_count,
         lock_namespace: 0,
+        layout,
+        types: Vec::new(),
     })
 }
 
