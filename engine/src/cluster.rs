@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use entlog_journal::{AnyJournal, PgJournal, PgOptions, SqliteJournal, SqliteOptions};
+use entlog_journal::{AnyJournal, Journal, PgJournal, PgOptions, SqliteJournal, SqliteOptions};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
@@ -301,15 +301,18 @@ impl ClusterBuilder {
                 ));
             }
             Some(Target::Journal(j)) => j,
-            Some(Target::Sqlite(path)) => {
-                SqliteJournal::open(SqliteOptions::new(path).shard_count(config.shard_count))
-                    .await?
-                    .into()
-            }
+            Some(Target::Sqlite(path)) => SqliteJournal::open(
+                SqliteOptions::new(path)
+                    .shard_count(config.shard_count)
+                    .shard_groups(config.shard_groups.clone()),
+            )
+            .await?
+            .into(),
             Some(Target::Postgres { url, schema }) => PgJournal::open(
                 PgOptions::new(url)
                     .schema(schema)
-                    .shard_count(config.shard_count),
+                    .shard_count(config.shard_count)
+                    .shard_groups(config.shard_groups.clone()),
             )
             .await?
             .into(),
@@ -330,6 +333,17 @@ impl ClusterBuilder {
         };
         m::describe();
         entlog_projections::metrics::describe();
+        // Each type's shard group, checked against (and recorded in) the journal before
+        // anything is sent or owned.
+        for (entity_type, group) in self.registry.groups() {
+            if let Err(e) = journal.record_group(entity_type, group).await {
+                if opened_here {
+                    journal.close().await;
+                }
+                return Err(e.into());
+            }
+        }
+        let groups = self.registry.hosted_groups(journal.shard_map().layout());
         // The read models' tables, before any event is applied to them.
         for p in self.projections.iter().chain(&self.inline) {
             if let Err(e) = entlog_projections::set_up(&journal, p.as_ref()).await {
@@ -354,6 +368,7 @@ impl ClusterBuilder {
                 runner_id.clone(),
                 journal.clone(),
                 Hosted {
+                    groups,
                     registry: Arc::new(self.registry),
                     projections: self.projections,
                     inline: self.inline,

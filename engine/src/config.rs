@@ -24,6 +24,12 @@ pub struct Config {
     /// Shards of a journal created by this cluster (fixed at creation). Default 64: enough
     /// to spread over a few dozen runners; fewer shards mean bigger commit batches.
     pub shard_count: u32,
+    /// Named shard groups of a journal created by this cluster, taken from the end of its
+    /// `shard_count` shards (the default group keeps the rest); fixed at creation like the
+    /// count. An entity type names its group (`Entity::SHARD_GROUP`), and a runner owns
+    /// shards only of the groups of the types it registers — so a runner never takes a
+    /// shard whose entities it cannot run. Default none: every shard in the default group.
+    pub shard_groups: Vec<entlog_journal::ShardGroup>,
     /// Messages read per shard at a time, and each shard's mailbox: a runner reads no more
     /// of a shard while this many of its messages are read but not yet committed (the
     /// journal holds the backlog). The runner commits what every shard handled in one
@@ -97,6 +103,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             shard_count: 64,
+            shard_groups: Vec::new(),
             batch_size: 256,
             passivate_after: Duration::from_secs(300),
             max_active_entities: 100_000,

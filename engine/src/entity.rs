@@ -80,6 +80,10 @@ pub trait Entity: Send + Sync + 'static {
     /// Most unanswered messages an instance may have before sends to it fail with
     /// `EngineError::MailboxFull`; `None`: `Config::mailbox_capacity`.
     const MAILBOX_CAPACITY: Option<u32> = None;
+    /// The shard group the type's entities live in: only runners that register the type
+    /// (and so host its group) own those shards. The journal must have the group
+    /// (`Config::shard_groups`), and a type never changes groups once registered.
+    const SHARD_GROUP: &'static str = entlog_journal::DEFAULT_GROUP;
 
     /// What the entity is asked to do.
     type Command: Serialize + DeserializeOwned + Send + 'static;
@@ -288,6 +292,8 @@ pub struct Context {
     pub(crate) now: Timestamp,
     /// The headers the message was sent with; carried on by what the handler sends.
     pub(crate) headers: Headers,
+    /// (type, shard group) of every type the handler sent to, routed before commit.
+    pub(crate) groups: Vec<(&'static str, &'static str)>,
 }
 
 impl Context {
@@ -338,6 +344,9 @@ impl Context {
                 })
             })
             .map_err(EngineError::from);
+        if !self.groups.contains(&(T::TYPE, T::SHARD_GROUP)) {
+            self.groups.push((T::TYPE, T::SHARD_GROUP));
+        }
         match message {
             Ok(m) => self.outgoing.push(m),
             Err(e) => self.error = self.error.take().or(Some(e)),

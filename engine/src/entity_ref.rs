@@ -113,9 +113,16 @@ impl<E: Entity> EntityRef<E> {
         &self.headers
     }
 
-    /// The entity's address; an empty or oversized id is a typed journal error.
+    /// The entity's address, routed by its type's shard group; an empty or oversized id,
+    /// or a group the journal lacks or that contradicts the type's record, is a typed
+    /// journal error.
     pub(crate) fn key(&self) -> Result<EntityKey, EngineError> {
-        Ok(EntityKey::new(E::TYPE, self.id.as_str())?)
+        let key = EntityKey::new(E::TYPE, self.id.as_str())?;
+        self.cluster
+            .journal()
+            .shard_map()
+            .declare(E::TYPE, E::SHARD_GROUP)?;
+        Ok(key)
     }
 
     /// The cluster this reference sends through.
@@ -142,6 +149,10 @@ impl<E: Entity> EntityRef<E> {
         if *self.cluster.inner.shutdown.borrow() {
             return Err(EngineError::ShutDown);
         }
+        // Checked against the journal's record once per type and process, so that a type
+        // this member does not register is still routed as every other member routes it.
+        let journal = &self.cluster.inner.journal;
+        journal.record_group(E::TYPE, E::SHARD_GROUP).await?;
         self.check_mailbox(&message.entity).await?;
         let outcome = self.cluster.inner.appender.append(message).await?;
         match &outcome {

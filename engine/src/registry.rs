@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use entlog_journal::{
     AnyJournal, EntityKey, Headers, JournalError, NewEvent, NewMessage, NewSnapshot, Payload,
-    Timestamp,
+    ShardLayout, ShardMap, Timestamp,
 };
 use futures_util::FutureExt;
 
@@ -69,12 +69,14 @@ pub(crate) enum Handled {
 pub(crate) trait Instance: Send + Sync {
     /// Handles one command: decides, encodes the outcome, checks every payload against
     /// `max_payload` bytes (an oversized event, reply or outgoing message fails the message
-    /// and leaves the state untouched), then applies the events in memory. `now` is the
-    /// journal's clock, from which the handler's timers count.
+    /// and leaves the state untouched), routes the types it sent to by their shard groups
+    /// in `shards`, then applies the events in memory. `now` is the journal's clock, from
+    /// which the handler's timers count.
     fn handle<'a>(
         &'a mut self,
         command: &'a Payload,
         headers: &'a Headers,
+        shards: &'a ShardMap,
         max_payload: usize,
         now: Timestamp,
     ) -> BoxFuture<'a, Handled>;
@@ -92,12 +94,36 @@ pub(crate) trait Instance: Send + Sync {
 #[derive(Default)]
 pub(crate) struct Registry {
     types: HashMap<&'static str, Arc<dyn EntityType>>,
+    /// Each type's shard group.
+    groups: HashMap<&'static str, &'static str>,
 }
 
 impl Registry {
     pub(crate) fn register<E: Entity>(&mut self, entity: E) {
         self.types
             .insert(E::TYPE, Arc::new(Registered(Arc::new(entity))));
+        self.groups.insert(E::TYPE, E::SHARD_GROUP);
+    }
+
+    /// The shard groups a runner with these types hosts: `None` (every group) in a journal
+    /// without named groups; else the groups of the registered types, or the default
+    /// group (where singletons live) for a runner that registers none.
+    pub(crate) fn hosted_groups(&self, layout: &ShardLayout) -> Option<Vec<String>> {
+        if layout.is_single() {
+            return None;
+        }
+        let mut groups: Vec<String> = self.groups.values().map(|g| (*g).to_owned()).collect();
+        if groups.is_empty() {
+            groups.push(entlog_journal::DEFAULT_GROUP.to_owned());
+        }
+        groups.sort();
+        groups.dedup();
+        Some(groups)
+    }
+
+    /// Every registered type with its shard group.
+    pub(crate) fn groups(&self) -> impl Iterator<Item = (&'static str, &'static str)> + '_ {
+        self.groups.iter().map(|(t, g)| (*t, *g))
     }
 
     pub(crate) fn get(&self, name: &str) -> Option<&Arc<dyn EntityType>> {
@@ -169,6 +195,7 @@ impl<E: Entity> Live<E> {
         &mut self,
         command: &Payload,
         headers: &Headers,
+        shards: &ShardMap,
         max_payload: usize,
         now: Timestamp,
     ) -> Handled {
@@ -212,7 +239,11 @@ impl<E: Entity> Live<E> {
             }
             Ok(Ok(outcome)) => outcome,
         };
-        if let Some(e) = ctx.error {
+        let routed = ctx
+            .groups
+            .iter()
+            .try_for_each(|(t, g)| shards.declare(t, g));
+        if let Some(e) = ctx.error.or(routed.err().map(EngineError::from)) {
             return broken(
                 FailureKind::Unencodable,
                 format!("bad outgoing message: {e}"),
@@ -299,10 +330,11 @@ impl<E: Entity> Instance for Live<E> {
         &'a mut self,
         command: &'a Payload,
         headers: &'a Headers,
+        shards: &'a ShardMap,
         max_payload: usize,
         now: Timestamp,
     ) -> BoxFuture<'a, Handled> {
-        Box::pin(self.handle_inner(command, headers, max_payload, now))
+        Box::pin(self.handle_inner(command, headers, shards, max_payload, now))
     }
 
     fn since_snapshot(&self) -> u64 {

@@ -2,8 +2,10 @@
 //!
 //! A singleton is a named task registered on every runner with
 //! [`ClusterBuilder::singleton`] (like an entity type: a runner that did not register it
-//! does not run it, even when it owns its shard). Its name picks a shard,
-//! [`shard_of`]`(name, shard_count)`, and the runner that owns that shard runs it:
+//! does not run it, even when it owns its shard). Its name picks a shard of the default
+//! shard group (see [`entlog_journal::shard_groups`]; with no named group,
+//! [`shard_of`](entlog_journal::shard_of)`(name, shard_count)`), and the runner that owns
+//! that shard runs it:
 //!
 //! - **Start.** When a runner acquires the shard, it starts the task with a
 //!   [`SingletonContext`]: a stop signal, and a [`Cluster`] handle to send messages with.
@@ -66,7 +68,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use entlog_journal::{AnyJournal, Journal, JournalError, MAX_NAME_BYTES, shard_of, sql};
+use entlog_journal::{AnyJournal, DEFAULT_GROUP, Journal, JournalError, MAX_NAME_BYTES, sql};
 use tokio::sync::watch;
 use tokio::task::{AbortHandle, JoinHandle};
 
@@ -238,11 +240,10 @@ impl SingletonHost {
         config: &Arc<Config>,
         stop: &watch::Sender<bool>,
     ) -> Vec<JoinHandle<()>> {
-        use entlog_journal::Journal;
-        let shard_count = journal.shard_count();
+        let layout = journal.shard_map().layout();
         self.specs
             .iter()
-            .filter(|s| shard_of(&s.name, shard_count) == shard)
+            .filter(|s| layout.shard_in(DEFAULT_GROUP, &s.name) == shard)
             .map(|spec| {
                 let supervisor = Supervisor {
                     spec: spec.clone(),

@@ -36,6 +36,8 @@ pub(crate) type InMemory = Arc<std::sync::atomic::AtomicUsize>;
 
 /// What a runner hosts: entity types and projections (async and inline).
 pub(crate) struct Hosted {
+    /// The shard groups this runner may own shards of; `None`: every group.
+    pub groups: Option<Vec<String>>,
     pub registry: Arc<Registry>,
     pub projections: Vec<Arc<dyn DynProjection>>,
     pub inline: Vec<Arc<dyn DynProjection>>,
@@ -124,7 +126,8 @@ impl Runner {
             if *shutdown.borrow() {
                 return;
             }
-            let locks = match self.journal.lock_session(&self.id).await {
+            let hosting = self.hosted.groups.as_deref();
+            let locks = match self.journal.lock_session_hosting(&self.id, hosting).await {
                 Ok(l) => l,
                 Err(e) => {
                     failures += 1;
@@ -245,21 +248,23 @@ impl Runner {
             }
         }
 
-        let live: Vec<String> = match self.journal.live_runners().await {
-            Ok(l) => l.into_iter().map(|r| r.runner).collect(),
+        let live = match self.journal.live_runners().await {
+            Ok(l) => l,
             Err(e) => {
                 tracing::warn!(runner = %self.id, error = %e, "cannot list live runners");
                 return;
             }
         };
         metrics::gauge!(m::RUNNERS_LIVE).set(live.len() as f64);
-        if !live.contains(&self.id) {
+        if !live.iter().any(|r| r.runner == self.id) {
             // Our registration is not visible yet (or was lost): own nothing new.
             self.publish_owned();
             return;
         }
-        for shard in 0..self.journal.shard_count() {
-            let mine = assign::owner(&live, shard) == Some(self.id.as_str());
+        let journal = self.journal.clone();
+        let candidates = assign::Candidates::new(&live, journal.shard_map().layout());
+        for shard in 0..journal.shard_count() {
+            let mine = candidates.owner(shard) == Some(self.id.as_str());
             match (mine, self.workers.get_mut(&shard)) {
                 (false, Some(w)) if !w.stopping => {
                     w.stopping = true;

@@ -213,6 +213,7 @@ async fn handle_one(env: &Env, slot: &mut Slot, entry: &Entry) -> (Handled, u32)
             slot.instance.handle(
                 &entry.payload,
                 &entry.headers,
+                env.journal.shard_map(),
                 env.max_payload,
                 env.journal.now(),
             ),
