@@ -183,3 +183,65 @@ fn status_names_why_a_shard_is_stuck_on_postgres() {
         journal.close().await;
     });
 }
+
+/// With shard groups, `status` shows each group's shards and the live runners hosting it,
+/// the group of every shard and the groups each runner hosts; a group that no live runner
+/// hosts while another runs is stuck — its messages wait for a runner that registers its
+/// entity types — and `status` exits 1 naming it.
+#[test]
+fn status_shows_shard_groups_and_a_group_nobody_hosts() {
+    use entlog::ShardGroup;
+    use entlog::journal::{Journal, ShardLocks};
+    let db = Db::postgres();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (journal, locks) = rt.block_on(async {
+        let j = PgJournal::open(
+            PgOptions::new(&db.db)
+                .schema(&db.schema)
+                .shard_count(4)
+                .shard_groups(vec![ShardGroup::new("payments", 1)]),
+        )
+        .await
+        .unwrap();
+        let locks = j
+            .lock_session_hosting("plain", Some(&["default".to_owned()]))
+            .await
+            .unwrap();
+        (j, locks)
+    });
+
+    let out = db.run(&entlog(), &["status", "--json"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        report["shard_groups"],
+        serde_json::json!([
+            { "name": "default", "first": 0, "end": 3, "hosted_by": ["plain"] },
+            { "name": "payments", "first": 3, "end": 4, "hosted_by": [] },
+        ]),
+        "{report}"
+    );
+    assert_eq!(report["runners"][0]["groups"], serde_json::json!(["default"]));
+    assert_eq!(report["shards"][2]["group"], "default");
+    assert_eq!(report["shards"][3]["group"], "payments");
+    let stuck = report["stuck"].as_array().unwrap();
+    assert_eq!(stuck.len(), 1, "{report}");
+    assert_eq!(stuck[0]["group"], "payments");
+    assert!(
+        stuck[0]["cause"]
+            .as_str()
+            .unwrap()
+            .contains("shard group payments (shards 3..4): no live runner hosts it"),
+        "{report}"
+    );
+    let text = String::from_utf8_lossy(&db.run(&entlog(), &["status"]).stdout).into_owned();
+    assert!(text.contains("hosts default"), "{text}");
+    assert!(text.contains("shard groups (2):"), "{text}");
+    assert!(text.contains("hosted by nobody"), "{text}");
+    assert!(text.contains("GROUP"), "{text}");
+
+    rt.block_on(async {
+        locks.close().await.unwrap();
+        journal.close().await;
+    });
+}

@@ -14,7 +14,7 @@
 use std::collections::BTreeSet;
 
 use entlog_engine::{MAILBOX, failure_reason};
-use entlog_journal::{AnyJournal, CursorInfo, Journal};
+use entlog_journal::{AnyJournal, CursorInfo, Journal, RunnerRow, ShardLayout};
 use serde_json::{Value, json};
 
 use super::Ctx;
@@ -91,8 +91,10 @@ pub(crate) async fn gather(
         .map(|r| r.info.runner.as_str())
         .collect();
     let cursors = journal.cursors().await?;
+    let layout = journal.shard_map().layout();
     let mut shards = Vec::new();
     let mut stuck = Vec::new();
+    let groups = group_hosts(layout, &runners, &mut stuck);
     for s in journal.shards().await? {
         let cursor = cursors
             .iter()
@@ -128,6 +130,7 @@ pub(crate) async fn gather(
         shards.push(json!({
             "waiting_seconds": waiting.map(|w| w.as_secs_f64()),
             "shard": s.shard,
+            "group": layout.group_of(s.shard),
             "owner": s.owner,
             "owner_live": owner_live,
             "head": s.head,
@@ -184,9 +187,11 @@ pub(crate) async fn gather(
         .collect();
     Ok(json!({
         "shard_count": journal.shard_count(),
+        "shard_groups": groups,
         "runners": runners.iter().map(|r| json!({
             "runner": r.info.runner,
             "live": r.live,
+            "groups": r.info.groups,
             "started_at": render::time(r.info.started_at),
             "heartbeat_age_seconds": now.since(r.info.heartbeat_at).as_secs_f64(),
         })).collect::<Vec<_>>(),
@@ -198,6 +203,33 @@ pub(crate) async fn gather(
     }))
 }
 
+/// Each shard group with its shards and the live runners that host it; a group that no
+/// live runner hosts while others run is stuck (its messages wait for a runner that
+/// registers its entity types).
+fn group_hosts(layout: &ShardLayout, runners: &[RunnerRow], stuck: &mut Vec<Value>) -> Vec<Value> {
+    let live: Vec<&RunnerRow> = runners.iter().filter(|r| r.live).collect();
+    layout
+        .groups()
+        .map(|(group, range)| {
+            let hosts: Vec<&str> = live
+                .iter()
+                .filter(|r| r.info.hosts(group))
+                .map(|r| r.info.runner.as_str())
+                .collect();
+            if hosts.is_empty() && !live.is_empty() {
+                stuck.push(json!({
+                    "group": group,
+                    "cause": format!(
+                        "shard group {group} (shards {}..{}): no live runner hosts it; start one that registers its entity types",
+                        range.start, range.end
+                    ),
+                }));
+            }
+            json!({ "name": group, "first": range.start, "end": range.end, "hosted_by": hosts })
+        })
+        .collect()
+}
+
 fn print(ctx: &Ctx, r: &Value) -> Result<(), CliError> {
     let out = &ctx.out;
     let empty = Vec::new();
@@ -205,8 +237,18 @@ fn print(ctx: &Ctx, r: &Value) -> Result<(), CliError> {
     let runners = list("runners");
     out.line(format_args!("runners ({}):", runners.len()))?;
     for x in &runners {
+        let hosts = match x["groups"].as_array() {
+            Some(g) => format!(
+                "  hosts {}",
+                g.iter()
+                    .filter_map(Value::as_str)
+                    .collect::<Vec<_>>()
+                    .join(",")
+            ),
+            None => String::new(),
+        };
         out.line(format_args!(
-            "  {:<40} {:<5} heartbeat {:>7.1}s ago  started {}",
+            "  {:<40} {:<5} heartbeat {:>7.1}s ago  started {}{hosts}",
             x["runner"].as_str().unwrap_or(""),
             if x["live"].as_bool() == Some(true) {
                 "live"
@@ -217,11 +259,46 @@ fn print(ctx: &Ctx, r: &Value) -> Result<(), CliError> {
             x["started_at"].as_str().unwrap_or("")
         ))?;
     }
+    let groups = list("shard_groups");
+    if groups.len() > 1 {
+        out.line(format_args!("shard groups ({}):", groups.len()))?;
+        for g in &groups {
+            let hosts: Vec<&str> = g["hosted_by"]
+                .as_array()
+                .unwrap_or(&empty)
+                .iter()
+                .filter_map(Value::as_str)
+                .collect();
+            out.line(format_args!(
+                "  {:<20} shards {}..{}  hosted by {}",
+                g["name"].as_str().unwrap_or(""),
+                g["first"],
+                g["end"],
+                if hosts.is_empty() {
+                    "nobody".to_owned()
+                } else {
+                    hosts.join(", ")
+                }
+            ))?;
+        }
+    }
     let shards = list("shards");
     out.line(format_args!("shards ({}):", shards.len()))?;
+    // The group column only when there are groups to tell apart.
+    let group = |s: &Value| match groups.len() {
+        0 | 1 => String::new(),
+        _ => format!("  {}", s.as_str().unwrap_or("")),
+    };
     out.line(format_args!(
-        "  {:>5}  {:<40} {:>9} {:>9} {:>8} {:>9} {:>6}",
-        "SHARD", "OWNER", "HEAD", "CURSOR", "BACKLOG", "SCHEDULED", "EPOCH"
+        "  {:>5}  {:<40} {:>9} {:>9} {:>8} {:>9} {:>6}{}",
+        "SHARD",
+        "OWNER",
+        "HEAD",
+        "CURSOR",
+        "BACKLOG",
+        "SCHEDULED",
+        "EPOCH",
+        group(&json!("GROUP"))
     ))?;
     for s in &shards {
         let owner = match (s["owner"].as_str(), s["owner_live"].as_bool()) {
@@ -230,14 +307,15 @@ fn print(ctx: &Ctx, r: &Value) -> Result<(), CliError> {
             (None, _) => "-".to_owned(),
         };
         out.line(format_args!(
-            "  {:>5}  {:<40} {:>9} {:>9} {:>8} {:>9} {:>6}",
+            "  {:>5}  {:<40} {:>9} {:>9} {:>8} {:>9} {:>6}{}",
             cell(&s["shard"]),
             owner,
             cell(&s["head"]),
             cell(&s["cursor"]),
             cell(&s["backlog"]),
             cell(&s["scheduled"]),
-            cell(&s["epoch"])
+            cell(&s["epoch"]),
+            group(&s["group"])
         ))?;
         if let Some(t) = s["trouble"].as_object() {
             out.line(format_args!(

@@ -76,9 +76,10 @@ function section(title, count, ...body) {
 function problems(status) {
   const items = [];
   for (const s of status.stuck) {
-    const kind = s.projection ? 'projection' : 'stuck';
-    items.push(h('li', { class: kind, 'data-kind': kind },
-      h('span', { class: 'kind' }, s.projection ? 'projection stopped' : 'stuck shard'), s.cause));
+    const kind = s.projection ? 'projection' : s.group ? 'group' : 'stuck';
+    const label = s.projection ? 'projection stopped' : s.group ? 'group without runner' : 'stuck shard';
+    items.push(h('li', { class: kind === 'group' ? 'stuck' : kind, 'data-kind': kind },
+      h('span', { class: 'kind' }, label), s.cause));
   }
   for (const p of status.poison) {
     items.push(h('li', { class: 'poison', 'data-kind': 'poison' },
@@ -97,7 +98,7 @@ function runners(status) {
   return section('Runners', status.runners.length, h('table', { id: 'runners' },
     h('tr', {}, h('th', {}, 'runner'), h('th', {}, 'state'), h('th', { class: 'num' }, 'heartbeat'), h('th', { class: 'num' }, 'shards'), h('th', {}, 'started')),
     status.runners.map((r) => h('tr', {},
-      h('td', {}, h('code', {}, r.runner)),
+      h('td', {}, h('code', {}, r.runner), r.groups ? h('span', { class: 'muted' }, ' hosts ' + r.groups.join(', ')) : ''),
       h('td', {}, h('span', { class: 'pill ' + (r.live ? 'ok' : 'bad') }, r.live ? 'live' : 'gone')),
       h('td', { class: 'num' }, secs(r.heartbeat_age_seconds) + ' ago'),
       h('td', { class: 'num' }, status.shards.filter((s) => s.owner === r.runner).length),
@@ -109,7 +110,7 @@ function shardMap(status) {
     const state = s.trouble ? 'trouble' : (s.owner && !s.owner_live) || (!s.owner && s.backlog > 0) ? 'orphan' : s.backlog > 0 ? 'backlog' : 'ok';
     const title = s.trouble ? `retrying since ${s.trouble.since}: ${s.trouble.cause}` : '';
     return h('div', { class: 'shard ' + state, 'data-shard': s.shard, title },
-      h('div', {}, h('span', { class: 'n' }, `#${s.shard}`), ` epoch ${s.epoch}`),
+      h('div', {}, h('span', { class: 'n' }, `#${s.shard}`), ` epoch ${s.epoch}` + (status.shard_groups.length > 1 ? ` · ${s.group}` : '')),
       h('div', { class: 'owner' }, s.owner ? s.owner + (s.owner_live ? '' : ' (gone)') : 'no owner'),
       h('div', {}, `head ${s.head} · cursor ${s.cursor}`),
       h('div', { 'data-backlog': s.backlog }, `backlog ${s.backlog}` + (s.scheduled ? ` · scheduled ${s.scheduled}` : '')));
