@@ -93,6 +93,22 @@ async fn postgres_pool_never_reuses_a_connection_inside_a_transaction() {
             seen, 1,
             "round {i}: append acknowledged at {offset} but not committed"
         );
+        // The journal's own statements have a pool of their own: the pool a caller begins
+        // transactions on must hold acknowledged writes too.
+        let key = format!("round-{i}");
+        sqlx::query("INSERT INTO meta (key, value) VALUES ($1, 'x')")
+            .bind(&key)
+            .execute(journal.pool())
+            .await
+            .unwrap();
+        let seen: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT count(*) FROM {schema}.meta WHERE key = $1"
+        )))
+        .bind(&key)
+        .fetch_one(&mut admin)
+        .await
+        .unwrap();
+        assert_eq!(seen, 1, "round {i}: a write on the pool was not committed");
         // Look at the server until no session of the pool idles in a transaction (a
         // release in progress may still be closing one); one that stays is the bug.
         let deadline = std::time::Instant::now() + Duration::from_secs(10);

@@ -121,7 +121,7 @@ impl PgJournal {
         .bind(consumer)
         .bind(&c_shard)
         .bind(&c_offset)
-        .fetch_all(&self.inner.pool)
+        .fetch_all(&self.inner.statements)
         .await
         .map_err(|err| classify_many(err, &many.parts))?;
         let placed = append_rows(rows)?;

@@ -276,14 +276,25 @@ async fn connect(options: &PgOptions) -> Result<PgPool> {
                 waited,
             })??;
     sqlx::Connection::close(conn).await?;
-    Ok(PgPoolOptions::new()
-        .max_connections(options.max_connections)
-        .acquire_timeout(Duration::from_secs(10))
+    Ok(pool_options(options)
         .after_release(|conn, _| Box::pin(released_outside_transaction(conn)))
-        .test_before_acquire(false)
-        .before_acquire(|conn, meta| Box::pin(alive_after_idle(conn, meta.idle_for)))
         .connect_with(connect_options)
         .await?)
+}
+
+/// What both pools share: size, acquire timeout, a ping only after idling.
+fn pool_options(options: &PgOptions) -> PgPoolOptions {
+    PgPoolOptions::new()
+        .max_connections(options.max_connections)
+        .acquire_timeout(Duration::from_secs(10))
+        .test_before_acquire(false)
+        .before_acquire(|conn, meta| Box::pin(alive_after_idle(conn, meta.idle_for)))
+}
+
+/// The pool of the journal's own single statements: as the main pool, without the
+/// release check (nothing run on it opens a transaction), connecting on first use.
+fn statements_pool(options: &PgOptions) -> Result<PgPool> {
+    Ok(pool_options(options).connect_lazy_with(options.connect_options()?))
 }
 
 /// Whether the session is outside any transaction block: in one, `now()` is the time the
@@ -349,6 +360,7 @@ async fn assemble(pool: PgPool, options: PgOptions, meta: Meta) -> Result<PgJour
     let shard_map = Arc::new(ShardMap::new(meta.layout, &meta.types)?);
     Ok(PgJournal {
         inner: Arc::new(Inner {
+            statements: statements_pool(&options)?,
             pool,
             shard_count: options.shard_count,
             shard_map,
