@@ -10,13 +10,12 @@ use uuid::Uuid;
 
 use crate::any::AnyJournal;
 use crate::damaged::DamagedEntry;
-use crate::envelope::{
-    CrcDomain, EntityKey, Entry, EntryKind, Payload, RawEntry, checksum, entry_checksum,
-};
+use crate::envelope::{CrcDomain, EntityKey, Entry, EntryKind, Payload, checksum, entry_checksum};
 use crate::error::{JournalError, Result};
 use crate::journal::Journal;
 use crate::ownership::RunnerInfo;
 use crate::records::StoredReply;
+use crate::rows::{entry_from_row, runner_from_row, verified_reply};
 use crate::shard::Shard;
 use crate::time::Timestamp;
 
@@ -137,62 +136,12 @@ macro_rules! on_pool {
     };
 }
 
-/// Decodes a row selected with `cast_entry_columns!()` and verifies it.
-macro_rules! entry_of {
-    ($r:expr) => {
-        RawEntry {
-            shard: $r.try_get(0)?,
-            offset: $r.try_get(1)?,
-            kind: $r.try_get(2)?,
-            entity_type: $r.try_get(3)?,
-            entity_id: $r.try_get(4)?,
-            seq: $r.try_get(5)?,
-            message_id: $r.try_get(6)?,
-            type_tag: $r.try_get(7)?,
-            schema_version: $r.try_get(8)?,
-            payload: $r.try_get(9)?,
-            crc: $r.try_get(10)?,
-            deliver_at: $r.try_get(11)?,
-            created_at: $r.try_get(12)?,
-            headers: $r.try_get(13)?,
-        }
-        .verify()
-    };
-}
-
 fn u64_of(v: i64) -> u64 {
     u64::try_from(v).unwrap_or(0)
 }
 
 fn version_of(v: i64) -> u32 {
     u32::try_from(v).unwrap_or(u32::MAX)
-}
-
-/// A reply row (entity, id, offset, tag, version, payload, crc, created_at), verified.
-fn reply_of(
-    entity: &EntityKey,
-    message_id: Uuid,
-    offset: i64,
-    payload: Payload,
-    crc: i64,
-    created_at: i64,
-) -> Result<StoredReply> {
-    if i64::from(checksum(
-        CrcDomain::Reply,
-        entity,
-        None,
-        &message_id,
-        &payload,
-    )) != crc
-    {
-        return Err(JournalError::ReplyChecksum { message_id });
-    }
-    Ok(StoredReply {
-        message_id,
-        offset: u64_of(offset),
-        payload,
-        created_at: Timestamp(created_at),
-    })
 }
 
 impl AnyJournal {
@@ -282,15 +231,10 @@ impl AnyJournal {
             .await?;
             rows.iter()
                 .map(|r| {
-                    let runner: String = r.try_get(0)?;
+                    let info = runner_from_row(r)?;
                     Ok(RunnerRow {
-                        live: file_owned || live.contains(&runner),
-                        info: RunnerInfo {
-                            runner,
-                            started_at: Timestamp(r.try_get(1)?),
-                            heartbeat_at: Timestamp(r.try_get(2)?),
-                            groups: crate::ownership::decode_hosted(r.try_get(3)?),
-                        },
+                        live: file_owned || live.contains(&info.runner),
+                        info,
                     })
                 })
                 .collect()
@@ -362,7 +306,7 @@ impl AnyJournal {
                 .fetch_all(pool)
                 .await?;
                 for r in &rows {
-                    entries.push(entry_of!(r)?);
+                    entries.push(entry_from_row(r)?);
                 }
             }
             entries.sort_by_key(|e| std::cmp::Reverse(e.offset));
@@ -435,7 +379,7 @@ impl AnyJournal {
                     version: version_of(r.try_get(3)?),
                     bytes: r.try_get(4)?,
                 };
-                replies.push(reply_of(entity, r.try_get(0)?, r.try_get(1)?, payload, r.try_get(5)?, r.try_get(6)?)?);
+                replies.push(verified_reply(entity, r.try_get(0)?, u64_of(r.try_get(1)?), payload, r.try_get(5)?, Timestamp(r.try_get(6)?))?);
             }
 
             let row = sqlx::query(
@@ -512,7 +456,7 @@ impl AnyJournal {
                         version: version_of(r.try_get(5)?),
                         bytes: r.try_get(6)?,
                     };
-                    let reply = reply_of(&entity, r.try_get(2)?, r.try_get(3)?, payload, r.try_get(7)?, r.try_get(8)?)?;
+                    let reply = verified_reply(&entity, r.try_get(2)?, u64_of(r.try_get(3)?), payload, r.try_get(7)?, Timestamp(r.try_get(8)?))?;
                     Ok((entity, reply))
                 })
                 .collect()

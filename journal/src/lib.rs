@@ -23,6 +23,10 @@
 //! ```
 #![warn(missing_docs)]
 
+// First: its `entry_columns!` macro is used by the modules below.
+#[macro_use]
+mod rows;
+
 mod any;
 mod columns;
 mod damaged;

@@ -6,11 +6,11 @@
 //! [`commit_on`]: PgJournal::commit_on
 //! [`commit_many`]: PgJournal::commit_many
 
-use sqlx::postgres::PgDatabaseError;
+use sqlx::Row;
+use sqlx::postgres::{PgDatabaseError, PgRow};
 
-use super::rows::append_rows;
 use super::{FENCED_SQLSTATE, PgJournal};
-use crate::columns::{BatchColumns, EntryColumns, ManyColumns, ManyPart, receipt};
+use crate::columns::{BatchColumns, EntryColumns, ManyColumns, ManyPart, Placed, receipt};
 use crate::error::{JournalError, Result};
 use crate::journal::Journal;
 use crate::records::{CommitReceipt, ProcessedBatch};
@@ -131,6 +131,20 @@ impl PgJournal {
         }
         Ok(receipts)
     }
+}
+
+/// Decodes `append_entries`, `commit_batch` and `commit_batches` rows (already in input
+/// order).
+pub(super) fn append_rows(rows: Vec<PgRow>) -> Result<Vec<Placed>> {
+    rows.iter()
+        .map(|r| {
+            Ok(Placed {
+                offset: r.try_get::<Option<i64>, _>(1)?.map(|o| o as u64),
+                duplicate: r.try_get(2)?,
+                scheduled: r.try_get(3)?,
+            })
+        })
+        .collect()
 }
 
 /// Maps database errors that carry a meaning to the journal's variants.

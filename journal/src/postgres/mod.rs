@@ -23,8 +23,6 @@ macro_rules! advisory_lock_held {
     };
 }
 
-#[macro_use]
-mod rows;
 mod clock;
 mod commit;
 use commit::BindEntries;
@@ -53,10 +51,13 @@ use crate::journal::{Journal, mailbox_cursors};
 use crate::ownership::RunnerInfo;
 use crate::records::NewSnapshot;
 use crate::records::{AppendOutcome, CommitReceipt, ProcessedBatch, Snapshot, StoredReply};
+use crate::rows::{
+    delivery_from_row, entry_from_row, reply_from_row, runner_from_row, snapshot_from_row,
+};
 use crate::shard::Shard;
 use crate::time::Timestamp;
 use crate::wakeup::Wakeups;
-use rows::{append_rows, delivery_from_row, entry_from_row, reply_from_row, snapshot_from_row};
+use commit::append_rows;
 use sqlx::Row;
 
 /// SQLSTATE raised by `append_entries` when a lease's epoch is stale.
@@ -587,16 +588,7 @@ impl Journal for PgJournal {
         .bind(self.inner.lock_namespace)
         .fetch_all(&self.inner.statements)
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(RunnerInfo {
-                    runner: r.try_get(0)?,
-                    started_at: Timestamp(r.try_get(1)?),
-                    heartbeat_at: Timestamp(r.try_get(2)?),
-                    groups: crate::ownership::decode_hosted(r.try_get(3)?),
-                })
-            })
-            .collect()
+        rows.iter().map(runner_from_row).collect()
     }
 
     async fn lock_session_hosting(

@@ -8,9 +8,9 @@ use sqlx::Row;
 use super::SqliteJournal;
 use crate::error::{Field, JournalError, Result};
 use crate::journal::Journal;
-use crate::ownership::{Lease, RunnerInfo, ShardLocks, decode_hosted, encode_hosted};
+use crate::ownership::{Lease, RunnerInfo, ShardLocks, encode_hosted};
+use crate::rows::runner_from_row;
 use crate::shard::Shard;
-use crate::time::Timestamp;
 
 /// Opens `runner`'s lock session; one per runner id in this process.
 pub(super) async fn open_session(
@@ -77,12 +77,7 @@ pub(super) async fn live_runners(j: &SqliteJournal) -> Result<Vec<RunnerInfo>> {
     for r in &rows {
         let runner: String = r.try_get(0)?;
         if live.contains(&runner) {
-            out.push(RunnerInfo {
-                runner,
-                started_at: Timestamp(r.try_get(1)?),
-                heartbeat_at: Timestamp(r.try_get(2)?),
-                groups: decode_hosted(r.try_get(3)?),
-            });
+            out.push(runner_from_row(r)?);
         }
     }
     Ok(out)

@@ -6,8 +6,6 @@
 //! the database file (see `owner.rs`), and a second opener — by any path to the file —
 //! gets [`JournalError::Locked`] instead of a split brain.
 
-#[macro_use]
-mod rows;
 mod commit;
 mod locks;
 mod open;
@@ -35,6 +33,7 @@ use crate::ownership::RunnerInfo;
 use crate::records::{
     AppendOutcome, CommitReceipt, NewSnapshot, ProcessedBatch, Snapshot, StoredReply,
 };
+use crate::rows::{delivery_from_row, entry_from_row, reply_from_row, snapshot_from_row};
 use crate::shard::Shard;
 use crate::time::Timestamp;
 use crate::wakeup::Wakeups;
@@ -218,7 +217,7 @@ impl Journal for SqliteJournal {
         self.check_shard(shard)?;
         let rows = sqlx::query(concat!(
             "SELECT ",
-            sqlite_entry_columns!(),
+            entry_columns!(),
             r#" FROM journal
                 WHERE shard = ?1 AND "offset" > ?2 AND (?4 IS NULL OR kind = ?4)
                 ORDER BY "offset" LIMIT ?3"#
@@ -229,7 +228,7 @@ impl Journal for SqliteJournal {
         .bind(kind.map(EntryKind::code))
         .fetch_all(&self.inner.reader)
         .await?;
-        rows.iter().map(rows::entry_from_row).collect()
+        rows.iter().map(entry_from_row).collect()
     }
 
     async fn read_mailboxes(
@@ -269,7 +268,7 @@ impl Journal for SqliteJournal {
                         9223372036854775807)
                       FROM s)
                SELECT "#,
-            sqlite_entry_columns!(),
+            entry_columns!(),
             r#" FROM b JOIN journal j
                   ON j.shard = b.b_shard AND j."offset" > b.b_after AND j."offset" <= b.b_upto
                  AND j.kind <> ?3
@@ -284,7 +283,7 @@ impl Journal for SqliteJournal {
         .bind(EntryKind::Event.code())
         .fetch_all(&self.inner.reader)
         .await?;
-        rows.iter().map(rows::delivery_from_row).collect()
+        rows.iter().map(delivery_from_row).collect()
     }
 
     async fn record_damaged(&self, entries: &[DamagedEntry]) -> Result<()> {
@@ -320,7 +319,7 @@ impl Journal for SqliteJournal {
     ) -> Result<Vec<Entry>> {
         let rows = sqlx::query(concat!(
             "SELECT ",
-            sqlite_entry_columns!(),
+            entry_columns!(),
             " FROM journal
                 WHERE kind = 2 AND entity_type = ?1 AND entity_id = ?2 AND seq >= ?3
                 ORDER BY seq LIMIT ?4"
@@ -331,7 +330,7 @@ impl Journal for SqliteJournal {
         .bind(limit as i64)
         .fetch_all(&self.inner.reader)
         .await?;
-        rows.iter().map(rows::entry_from_row).collect()
+        rows.iter().map(entry_from_row).collect()
     }
 
     async fn commit(&self, batch: ProcessedBatch) -> Result<CommitReceipt> {
@@ -353,7 +352,7 @@ impl Journal for SqliteJournal {
         .bind(message_id)
         .fetch_optional(&self.inner.reader)
         .await?;
-        row.as_ref().map(rows::reply_from_row).transpose()
+        row.as_ref().map(reply_from_row).transpose()
     }
 
     async fn replies(&self, wanted: &[(EntityKey, Uuid)]) -> Result<Vec<(EntityKey, StoredReply)>> {
@@ -380,7 +379,7 @@ impl Journal for SqliteJournal {
             for row in query.fetch_all(&self.inner.reader).await? {
                 let entity =
                     EntityKey::from_stored(row.try_get("entity_type")?, row.try_get("entity_id")?);
-                found.push((entity, rows::reply_from_row(&row)?));
+                found.push((entity, reply_from_row(&row)?));
             }
         }
         Ok(found)
@@ -431,7 +430,7 @@ impl Journal for SqliteJournal {
         .fetch_optional(&self.inner.reader)
         .await?;
         Ok(match row {
-            Some(row) => rows::snapshot_from_row(&row, entity, state_version)?,
+            Some(row) => snapshot_from_row(&row, entity, state_version)?,
             None => None,
         })
     }
