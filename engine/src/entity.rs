@@ -333,6 +333,11 @@ impl Context {
         at: Option<Timestamp>,
     ) -> Uuid {
         let message_id = Uuid::now_v7();
+        #[allow(unused_mut)] // written only with OpenTelemetry
+        let mut headers = self.headers.clone();
+        // The handler's span (or one it opened) becomes the sent message's parent.
+        #[cfg(feature = "opentelemetry")]
+        crate::otel::carry(&tracing::Span::current(), &mut headers);
         let message = EntityKey::new(T::TYPE, id)
             .and_then(|key| {
                 Ok(NewMessage {
@@ -340,7 +345,7 @@ impl Context {
                     message_id,
                     payload: encode_command::<T>(command)?,
                     deliver_at: at,
-                    headers: self.headers.clone(),
+                    headers,
                 })
             })
             .map_err(EngineError::from);

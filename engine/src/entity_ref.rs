@@ -136,12 +136,19 @@ impl<E: Entity> EntityRef<E> {
         command: &E::Command,
         at: Option<Timestamp>,
     ) -> Result<NewMessage, EngineError> {
+        #[allow(unused_mut)] // written only with OpenTelemetry
+        let mut headers = self.headers.clone();
+        // A tell carries the caller's current span's context, unless it names its own.
+        #[cfg(feature = "opentelemetry")]
+        if !headers.contains_key(crate::TRACE_HEADER) {
+            crate::otel::carry(&tracing::Span::current(), &mut headers);
+        }
         Ok(NewMessage {
             entity: self.key()?,
             message_id: id,
             payload: codec::command::<E>(command)?,
             deliver_at: at,
-            headers: self.headers.clone(),
+            headers,
         })
     }
 
@@ -204,7 +211,8 @@ impl<E: Entity> EntityRef<E> {
         id: Uuid,
         command: E::Command,
     ) -> Result<E::Reply, EngineError> {
-        let message = self.message(id, &command, None)?;
+        #[allow(unused_mut)] // written only with OpenTelemetry
+        let mut message = self.message(id, &command, None)?;
         let span = tracing::info_span!(
             "ask",
             entity = %message.entity,
@@ -213,6 +221,12 @@ impl<E: Entity> EntityRef<E> {
         );
         if let Some(trace) = message.headers.get(crate::TRACE_HEADER) {
             span.record("trace", tracing::field::display(trace));
+        }
+        // The ask joins the caller's trace; the message carries the ask's own context.
+        #[cfg(feature = "opentelemetry")]
+        {
+            crate::otel::join(&span, &message.headers);
+            crate::otel::carry(&span, &mut message.headers);
         }
         self.ask_message(id, message).instrument(span).await
     }

@@ -59,6 +59,8 @@ mod error;
 mod exporter;
 mod failure_kind;
 pub mod metrics;
+#[cfg(feature = "opentelemetry")]
+mod otel;
 mod owner_check;
 mod registry;
 mod replies;

@@ -164,6 +164,8 @@ pub(crate) async fn run(
         if let Some(trace) = entry.headers.get(crate::TRACE_HEADER) {
             span.record("trace", tracing::field::display(trace));
         }
+        #[cfg(feature = "opentelemetry")]
+        crate::otel::join(&span, &entry.headers);
         let (outcome, attempts) = handle_one(&env, &mut slot, &entry).instrument(span).await;
         record_latency(&entry, env.journal.now());
         match outcome {
