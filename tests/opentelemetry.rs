@@ -28,7 +28,12 @@ impl Entity for Front {
     type Reply = ();
     type State = ();
 
-    async fn handle(&self, _: &(), f: Forward, ctx: &mut Context) -> Result<Outcome<Self>, Rejection> {
+    async fn handle(
+        &self,
+        _: &(),
+        f: Forward,
+        ctx: &mut Context,
+    ) -> Result<Outcome<Self>, Rejection> {
         ctx.send::<Back>(&f.0, &());
         Ok(Outcome::reply(()))
     }
