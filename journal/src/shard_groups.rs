@@ -281,6 +281,25 @@ impl ShardMap {
         Some(self.layout.groups[index].0.as_str())
     }
 
+    /// The entity types this map routes to `group`, sorted.
+    pub fn types_in(&self, group: &str) -> Vec<String> {
+        let Some(index) = self.layout.index(group) else {
+            return Vec::new();
+        };
+        let mut types: Vec<String> = self
+            .types
+            .read()
+            .map(|t| {
+                t.iter()
+                    .filter(|(_, (i, _))| *i == index)
+                    .map(|(name, _)| name.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        types.sort();
+        types
+    }
+
     /// Whether the journal's record of `entity_type` in `group` was read by this process.
     fn recorded_in(&self, entity_type: &str, group: &str) -> bool {
         let Some(index) = self.layout.index(group) else {
@@ -391,6 +410,8 @@ mod tests {
             );
         }
         map.declare("trail", "audit").unwrap();
+        assert_eq!(map.types_in("audit"), vec!["trail".to_owned()]);
+        assert!(map.types_in("nope").is_empty());
         assert!((8..10).contains(&map.shard_of(&key("trail", "t"))));
         assert_eq!(map.group_of_type("trail"), Some("audit"));
         assert!(matches!(

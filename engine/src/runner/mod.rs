@@ -103,8 +103,29 @@ impl Runner {
         }
     }
 
+    /// Says which entity types of the groups this runner hosts it cannot run: the journal
+    /// records them (another runner registered them), so their messages may reach this
+    /// runner's shards and fail as not registered.
+    fn warn_unrunnable(&self) {
+        let Some(groups) = &self.hosted.groups else {
+            return;
+        };
+        let map = self.journal.shard_map();
+        for group in groups {
+            let missing: Vec<String> = map
+                .types_in(group)
+                .into_iter()
+                .filter(|t| self.hosted.registry.get(t).is_none())
+                .collect();
+            if !missing.is_empty() {
+                tracing::warn!(runner = %self.id, group, ?missing, "this runner hosts a shard group with entity types it does not register; their messages on its shards will fail as not registered");
+            }
+        }
+    }
+
     /// Runs until `shutdown` turns true, then hands every shard over gracefully.
     pub(crate) async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+        self.warn_unrunnable();
         self.pipeline = Some(PipelineHandle::start(
             self.journal.clone(),
             self.hosted.registry.clone(),
