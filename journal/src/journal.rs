@@ -19,6 +19,14 @@ use crate::time::Timestamp;
 /// Entries fetched per round trip by [`Journal::events`].
 pub const EVENT_PAGE: usize = 1_000;
 
+/// `ShardOutOfRange` unless `shard` is below `shard_count`.
+pub(crate) fn check_shard(shard: Shard, shard_count: u32) -> Result<()> {
+    if shard >= shard_count {
+        return Err(JournalError::ShardOutOfRange { shard, shard_count });
+    }
+    Ok(())
+}
+
 /// The cursors of a mailbox read with each shard once, at the lower of its cursors if it
 /// is listed twice (reading more never skips), in shard order; or `ShardOutOfRange`.
 pub(crate) fn mailbox_cursors(
@@ -27,9 +35,7 @@ pub(crate) fn mailbox_cursors(
 ) -> Result<Vec<(Shard, u64)>> {
     let mut cursors = std::collections::BTreeMap::new();
     for &(shard, after) in from {
-        if shard >= shard_count {
-            return Err(JournalError::ShardOutOfRange { shard, shard_count });
-        }
+        check_shard(shard, shard_count)?;
         cursors
             .entry(shard)
             .and_modify(|a: &mut u64| *a = (*a).min(after))

@@ -42,6 +42,7 @@ mod ownership;
 mod pending;
 mod postgres;
 mod prune;
+mod read;
 mod records;
 pub mod shard;
 pub mod shard_groups;

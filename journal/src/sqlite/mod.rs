@@ -28,12 +28,13 @@ use crate::columns::{EntryColumns, Placed, append_columns, append_outcomes, rece
 use crate::damaged::{DamagedEntry, Delivery};
 use crate::envelope::{CrcDomain, EntityKey, Entry, EntryKind, NewMessage, checksum};
 use crate::error::{Field, JournalError, Result};
-use crate::journal::{Journal, mailbox_cursors};
+use crate::journal::{Journal, check_shard, mailbox_cursors};
 use crate::ownership::RunnerInfo;
+use crate::read;
 use crate::records::{
     AppendOutcome, CommitReceipt, NewSnapshot, ProcessedBatch, Snapshot, StoredReply,
 };
-use crate::rows::{delivery_from_row, entry_from_row, reply_from_row, snapshot_from_row};
+use crate::rows::{delivery_from_row, reply_from_row};
 use crate::shard::Shard;
 use crate::time::Timestamp;
 use crate::wakeup::Wakeups;
@@ -147,13 +148,12 @@ impl SqliteJournal {
     }
 
     fn check_shard(&self, shard: Shard) -> Result<()> {
-        if shard >= self.inner.shard_count {
-            return Err(JournalError::ShardOutOfRange {
-                shard,
-                shard_count: self.inner.shard_count,
-            });
-        }
-        Ok(())
+        check_shard(shard, self.inner.shard_count)
+    }
+
+    /// Where reads run: the reader connections.
+    fn reads(&self) -> read::Pool<'_> {
+        read::Pool::Sqlite(&self.inner.reader)
     }
 
     /// Wakes the shards a committed batch wrote to.
@@ -215,20 +215,7 @@ impl Journal for SqliteJournal {
         kind: Option<EntryKind>,
     ) -> Result<Vec<Entry>> {
         self.check_shard(shard)?;
-        let rows = sqlx::query(concat!(
-            "SELECT ",
-            entry_columns!(),
-            r#" FROM journal
-                WHERE shard = ?1 AND "offset" > ?2 AND (?4 IS NULL OR kind = ?4)
-                ORDER BY "offset" LIMIT ?3"#
-        ))
-        .bind(shard as i64)
-        .bind(after as i64)
-        .bind(limit as i64)
-        .bind(kind.map(EntryKind::code))
-        .fetch_all(&self.inner.reader)
-        .await?;
-        rows.iter().map(entry_from_row).collect()
+        read::read_shard(self.reads(), shard, after, limit, kind).await
     }
 
     async fn read_mailboxes(
@@ -317,20 +304,7 @@ impl Journal for SqliteJournal {
         from_seq: u64,
         limit: usize,
     ) -> Result<Vec<Entry>> {
-        let rows = sqlx::query(concat!(
-            "SELECT ",
-            entry_columns!(),
-            " FROM journal
-                WHERE kind = 2 AND entity_type = ?1 AND entity_id = ?2 AND seq >= ?3
-                ORDER BY seq LIMIT ?4"
-        ))
-        .bind(entity.entity_type())
-        .bind(entity.entity_id())
-        .bind(from_seq as i64)
-        .bind(limit as i64)
-        .fetch_all(&self.inner.reader)
-        .await?;
-        rows.iter().map(entry_from_row).collect()
+        read::read_events(self.reads(), entity, from_seq, limit).await
     }
 
     async fn commit(&self, batch: ProcessedBatch) -> Result<CommitReceipt> {
@@ -343,16 +317,7 @@ impl Journal for SqliteJournal {
     }
 
     async fn reply(&self, entity: &EntityKey, message_id: Uuid) -> Result<Option<StoredReply>> {
-        let row = sqlx::query(
-            r#"SELECT message_id, "offset", type_tag, schema_version, payload, crc, created_at, entity_type, entity_id
-                 FROM replies WHERE entity_type = ?1 AND entity_id = ?2 AND message_id = ?3"#,
-        )
-        .bind(entity.entity_type())
-        .bind(entity.entity_id())
-        .bind(message_id)
-        .fetch_optional(&self.inner.reader)
-        .await?;
-        row.as_ref().map(reply_from_row).transpose()
+        read::reply(self.reads(), entity, message_id).await
     }
 
     async fn replies(&self, wanted: &[(EntityKey, Uuid)]) -> Result<Vec<(EntityKey, StoredReply)>> {
@@ -421,30 +386,12 @@ impl Journal for SqliteJournal {
         entity: &EntityKey,
         state_version: u32,
     ) -> Result<Option<Snapshot>> {
-        let row = sqlx::query(
-            "SELECT seq, type_tag, state_version, payload, crc, created_at
-               FROM snapshots WHERE entity_type = ?1 AND entity_id = ?2",
-        )
-        .bind(entity.entity_type())
-        .bind(entity.entity_id())
-        .fetch_optional(&self.inner.reader)
-        .await?;
-        Ok(match row {
-            Some(row) => snapshot_from_row(&row, entity, state_version)?,
-            None => None,
-        })
+        read::load_snapshot(self.reads(), entity, state_version).await
     }
 
     async fn cursor(&self, consumer: &str, shard: Shard) -> Result<u64> {
         self.check_shard(shard)?;
-        let offset: Option<i64> = sqlx::query_scalar(
-            r#"SELECT "offset" FROM cursors WHERE consumer = ?1 AND shard = ?2"#,
-        )
-        .bind(consumer)
-        .bind(shard as i64)
-        .fetch_optional(&self.inner.reader)
-        .await?;
-        Ok(offset.unwrap_or(0) as u64)
+        read::cursor(self.reads(), consumer, shard).await
     }
 
     async fn advance_cursor(&self, consumer: &str, shard: Shard, offset: u64) -> Result<()> {
@@ -456,11 +403,7 @@ impl Journal for SqliteJournal {
 
     async fn head(&self, shard: Shard) -> Result<u64> {
         self.check_shard(shard)?;
-        let head: i64 = sqlx::query_scalar("SELECT head FROM shards WHERE shard = ?1")
-            .bind(shard as i64)
-            .fetch_one(&self.inner.reader)
-            .await?;
-        Ok(head as u64)
+        read::head(self.reads(), shard).await
     }
 
     async fn promote_due(&self, shard: Shard, now: Timestamp) -> Result<usize> {
@@ -476,26 +419,12 @@ impl Journal for SqliteJournal {
 
     async fn next_due(&self, shard: Shard) -> Result<Option<Timestamp>> {
         self.check_shard(shard)?;
-        let due: Option<i64> =
-            sqlx::query_scalar("SELECT min(deliver_at) FROM scheduled WHERE shard = ?1")
-                .bind(shard as i64)
-                .fetch_one(&self.inner.reader)
-                .await?;
-        Ok(due.map(Timestamp))
+        read::next_due(self.reads(), shard).await
     }
 
     async fn cancel_scheduled(&self, entity: &EntityKey, message_id: Uuid) -> Result<bool> {
         // On the single writer connection, so it is serialized with promotion.
-        let removed = sqlx::query(
-            "DELETE FROM scheduled WHERE entity_type = ?1 AND entity_id = ?2 AND message_id = ?3",
-        )
-        .bind(entity.entity_type())
-        .bind(entity.entity_id())
-        .bind(message_id)
-        .execute(&self.inner.writer)
-        .await?
-        .rows_affected();
-        Ok(removed > 0)
+        read::cancel_scheduled(read::Pool::Sqlite(&self.inner.writer), entity, message_id).await
     }
 
     fn take_schedule_changed(&self, shard: Shard) -> bool {

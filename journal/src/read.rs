@@ -1,0 +1,200 @@
+//! The journal's single statements whose SQL is the same on both backends: reads of a
+//! shard, of an entity's events, of a reply, a snapshot, a cursor, a head and the next
+//! due time, and the cancelling of a scheduled message.
+//!
+//! Each is one SQL text with `$n` placeholders, which both drivers bind by number, run on
+//! the [`Pool`] the backend passes: on PostgreSQL its pool of single statements, on
+//! SQLite its readers (or, to cancel, its writer). The backends keep what differs:
+//! appends, commits, promotion, locks, and the mailbox read.
+
+use sqlx::{PgPool, SqlitePool};
+use uuid::Uuid;
+
+use crate::envelope::{EntityKey, Entry, EntryKind};
+use crate::error::Result;
+use crate::records::{Snapshot, StoredReply};
+use crate::rows::{entry_from_row, reply_from_row, snapshot_from_row};
+use crate::shard::Shard;
+use crate::time::Timestamp;
+
+/// The pool a statement runs on, chosen by its backend.
+#[derive(Clone, Copy)]
+pub(crate) enum Pool<'a> {
+    /// PostgreSQL.
+    Postgres(&'a PgPool),
+    /// SQLite.
+    Sqlite(&'a SqlitePool),
+}
+
+/// Runs `$body` with `$p` bound to the pool inside `$pool`: the same source for both
+/// backends.
+macro_rules! on_pool {
+    ($pool:expr, $p:ident => $body:expr) => {
+        match $pool {
+            Pool::Postgres($p) => $body,
+            Pool::Sqlite($p) => $body,
+        }
+    };
+}
+
+/// Up to `limit` entries of `shard` after offset `after`, of `kind` if given.
+pub(crate) async fn read_shard(
+    pool: Pool<'_>,
+    shard: Shard,
+    after: u64,
+    limit: usize,
+    kind: Option<EntryKind>,
+) -> Result<Vec<Entry>> {
+    // PostgreSQL must be told the type of a parameter it only sees compared with NULL.
+    let sql = match pool {
+        Pool::Postgres(_) => concat!(
+            "SELECT ",
+            entry_columns!(),
+            r#" FROM journal
+                WHERE shard = $1 AND "offset" > $2 AND ($4::SMALLINT IS NULL OR kind = $4)
+                ORDER BY "offset" LIMIT $3"#
+        ),
+        Pool::Sqlite(_) => concat!(
+            "SELECT ",
+            entry_columns!(),
+            r#" FROM journal
+                WHERE shard = $1 AND "offset" > $2 AND ($4 IS NULL OR kind = $4)
+                ORDER BY "offset" LIMIT $3"#
+        ),
+    };
+    on_pool!(pool, p => {
+        let rows = sqlx::query(sql)
+            .bind(shard as i32)
+            .bind(after as i64)
+            .bind(limit as i64)
+            .bind(kind.map(EntryKind::code))
+            .fetch_all(p)
+            .await?;
+        rows.iter().map(entry_from_row).collect()
+    })
+}
+
+/// Up to `limit` of `entity`'s events from seq `from_seq`.
+pub(crate) async fn read_events(
+    pool: Pool<'_>,
+    entity: &EntityKey,
+    from_seq: u64,
+    limit: usize,
+) -> Result<Vec<Entry>> {
+    on_pool!(pool, p => {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            entry_columns!(),
+            " FROM journal
+                WHERE kind = 2 AND entity_type = $1 AND entity_id = $2 AND seq >= $3
+                ORDER BY seq LIMIT $4"
+        ))
+        .bind(entity.entity_type())
+        .bind(entity.entity_id())
+        .bind(from_seq as i64)
+        .bind(limit as i64)
+        .fetch_all(p)
+        .await?;
+        rows.iter().map(entry_from_row).collect()
+    })
+}
+
+/// The stored reply to `message_id` of `entity`, verified.
+pub(crate) async fn reply(
+    pool: Pool<'_>,
+    entity: &EntityKey,
+    message_id: Uuid,
+) -> Result<Option<StoredReply>> {
+    on_pool!(pool, p => {
+        let row = sqlx::query(
+            r#"SELECT message_id, "offset", type_tag, schema_version, payload, crc, created_at, entity_type, entity_id
+                 FROM replies WHERE entity_type = $1 AND entity_id = $2 AND message_id = $3"#,
+        )
+        .bind(entity.entity_type())
+        .bind(entity.entity_id())
+        .bind(message_id)
+        .fetch_optional(p)
+        .await?;
+        row.as_ref().map(reply_from_row).transpose()
+    })
+}
+
+/// `entity`'s snapshot if it passes its checksum and has `state_version`.
+pub(crate) async fn load_snapshot(
+    pool: Pool<'_>,
+    entity: &EntityKey,
+    state_version: u32,
+) -> Result<Option<Snapshot>> {
+    on_pool!(pool, p => {
+        let row = sqlx::query(
+            "SELECT seq, type_tag, state_version, payload, crc, created_at
+               FROM snapshots WHERE entity_type = $1 AND entity_id = $2",
+        )
+        .bind(entity.entity_type())
+        .bind(entity.entity_id())
+        .fetch_optional(p)
+        .await?;
+        Ok(match row {
+            Some(row) => snapshot_from_row(&row, entity, state_version)?,
+            None => None,
+        })
+    })
+}
+
+/// `consumer`'s cursor on `shard` (0 when it has none).
+pub(crate) async fn cursor(pool: Pool<'_>, consumer: &str, shard: Shard) -> Result<u64> {
+    on_pool!(pool, p => {
+        let offset: Option<i64> = sqlx::query_scalar(
+            r#"SELECT "offset" FROM cursors WHERE consumer = $1 AND shard = $2"#,
+        )
+        .bind(consumer)
+        .bind(shard as i32)
+        .fetch_optional(p)
+        .await?;
+        Ok(offset.unwrap_or(0) as u64)
+    })
+}
+
+/// The highest committed offset of `shard`.
+pub(crate) async fn head(pool: Pool<'_>, shard: Shard) -> Result<u64> {
+    on_pool!(pool, p => {
+        let head: i64 = sqlx::query_scalar("SELECT head FROM shards WHERE shard = $1")
+            .bind(shard as i32)
+            .fetch_one(p)
+            .await?;
+        Ok(head as u64)
+    })
+}
+
+/// When the earliest message held in `shard`'s schedule is due.
+pub(crate) async fn next_due(pool: Pool<'_>, shard: Shard) -> Result<Option<Timestamp>> {
+    on_pool!(pool, p => {
+        let due: Option<i64> =
+            sqlx::query_scalar("SELECT min(deliver_at) FROM scheduled WHERE shard = $1")
+                .bind(shard as i32)
+                .fetch_one(p)
+                .await?;
+        Ok(due.map(Timestamp))
+    })
+}
+
+/// Deletes `entity`'s scheduled message `message_id`; whether it was there. Each
+/// backend's `cancel_scheduled` says why it cannot race promotion.
+pub(crate) async fn cancel_scheduled(
+    pool: Pool<'_>,
+    entity: &EntityKey,
+    message_id: Uuid,
+) -> Result<bool> {
+    on_pool!(pool, p => {
+        let removed = sqlx::query(
+            "DELETE FROM scheduled WHERE entity_type = $1 AND entity_id = $2 AND message_id = $3",
+        )
+        .bind(entity.entity_type())
+        .bind(entity.entity_id())
+        .bind(message_id)
+        .execute(p)
+        .await?
+        .rows_affected();
+        Ok(removed > 0)
+    })
+}
