@@ -198,3 +198,83 @@ pub(crate) async fn cancel_scheduled(
         Ok(removed > 0)
     })
 }
+
+/// The [`Journal`](crate::Journal) methods that are the same on both backends, expanded
+/// inside each backend's `impl Journal`: the shard count and map, the reads above (each
+/// shard checked first), and the schedule-changed flag. The backend provides
+/// `inner.shard_count`, `inner.shard_map`, `inner.wakeups`, `check_shard` and `reads`
+/// (the [`Pool`] its reads run on).
+macro_rules! same_on_both_backends {
+    () => {
+        fn shard_count(&self) -> u32 {
+            self.inner.shard_count
+        }
+
+        fn shard_map(&self) -> &crate::shard_groups::ShardMap {
+            &self.inner.shard_map
+        }
+
+        async fn read_shard(
+            &self,
+            shard: crate::shard::Shard,
+            after: u64,
+            limit: usize,
+            kind: Option<crate::envelope::EntryKind>,
+        ) -> crate::error::Result<Vec<crate::envelope::Entry>> {
+            self.check_shard(shard)?;
+            crate::read::read_shard(self.reads(), shard, after, limit, kind).await
+        }
+
+        async fn read_events(
+            &self,
+            entity: &crate::envelope::EntityKey,
+            from_seq: u64,
+            limit: usize,
+        ) -> crate::error::Result<Vec<crate::envelope::Entry>> {
+            crate::read::read_events(self.reads(), entity, from_seq, limit).await
+        }
+
+        async fn reply(
+            &self,
+            entity: &crate::envelope::EntityKey,
+            message_id: uuid::Uuid,
+        ) -> crate::error::Result<Option<crate::records::StoredReply>> {
+            crate::read::reply(self.reads(), entity, message_id).await
+        }
+
+        async fn load_snapshot(
+            &self,
+            entity: &crate::envelope::EntityKey,
+            state_version: u32,
+        ) -> crate::error::Result<Option<crate::records::Snapshot>> {
+            crate::read::load_snapshot(self.reads(), entity, state_version).await
+        }
+
+        async fn cursor(
+            &self,
+            consumer: &str,
+            shard: crate::shard::Shard,
+        ) -> crate::error::Result<u64> {
+            self.check_shard(shard)?;
+            crate::read::cursor(self.reads(), consumer, shard).await
+        }
+
+        async fn head(&self, shard: crate::shard::Shard) -> crate::error::Result<u64> {
+            self.check_shard(shard)?;
+            crate::read::head(self.reads(), shard).await
+        }
+
+        async fn next_due(
+            &self,
+            shard: crate::shard::Shard,
+        ) -> crate::error::Result<Option<crate::time::Timestamp>> {
+            self.check_shard(shard)?;
+            crate::read::next_due(self.reads(), shard).await
+        }
+
+        fn take_schedule_changed(&self, shard: crate::shard::Shard) -> bool {
+            self.inner.wakeups.take_scheduled(shard)
+        }
+    };
+}
+pub(crate) use same_on_both_backends;

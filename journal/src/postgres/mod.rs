@@ -45,13 +45,13 @@ pub use open::PgOptions;
 
 use crate::columns::{EntryColumns, Placed, append_columns, append_outcomes};
 use crate::damaged::{DamagedEntry, Delivery};
-use crate::envelope::{CrcDomain, EntityKey, Entry, EntryKind, NewMessage, checksum};
+use crate::envelope::{CrcDomain, EntityKey, EntryKind, NewMessage, checksum};
 use crate::error::{Field, Result};
 use crate::journal::{Journal, check_shard, mailbox_cursors};
 use crate::ownership::RunnerInfo;
 use crate::read;
 use crate::records::NewSnapshot;
-use crate::records::{AppendOutcome, CommitReceipt, ProcessedBatch, Snapshot, StoredReply};
+use crate::records::{AppendOutcome, CommitReceipt, ProcessedBatch, StoredReply};
 use crate::rows::{delivery_from_row, reply_from_row, runner_from_row};
 use crate::shard::Shard;
 use crate::time::Timestamp;
@@ -215,13 +215,9 @@ impl PgJournal {
 impl Journal for PgJournal {
     type Locks = PgLocks;
 
-    fn shard_count(&self) -> u32 {
-        self.inner.shard_count
-    }
-
-    fn shard_map(&self) -> &crate::shard_groups::ShardMap {
-        &self.inner.shard_map
-    }
+    // The shard count and map, read_shard, read_events, reply, load_snapshot, cursor,
+    // head, next_due and take_schedule_changed.
+    read::same_on_both_backends!();
 
     fn now(&self) -> Timestamp {
         self.inner.clock.now(&self.inner.pool)
@@ -250,17 +246,6 @@ impl Journal for PgJournal {
         )?;
         self.wake(&entries, &rows);
         append_outcomes(self, &entries, &rows, &sources).await
-    }
-
-    async fn read_shard(
-        &self,
-        shard: Shard,
-        after: u64,
-        limit: usize,
-        kind: Option<EntryKind>,
-    ) -> Result<Vec<Entry>> {
-        self.check_shard(shard)?;
-        read::read_shard(self.reads(), shard, after, limit, kind).await
     }
 
     async fn read_mailboxes(
@@ -333,25 +318,12 @@ impl Journal for PgJournal {
         Ok(())
     }
 
-    async fn read_events(
-        &self,
-        entity: &EntityKey,
-        from_seq: u64,
-        limit: usize,
-    ) -> Result<Vec<Entry>> {
-        read::read_events(self.reads(), entity, from_seq, limit).await
-    }
-
     async fn commit(&self, batch: ProcessedBatch) -> Result<CommitReceipt> {
         let shard = batch.shard;
         let mut conn = self.inner.statements.acquire().await?;
         let receipt = self.commit_on(&mut conn, batch).await?;
         self.wake_after(shard, &receipt);
         Ok(receipt)
-    }
-
-    async fn reply(&self, entity: &EntityKey, message_id: Uuid) -> Result<Option<StoredReply>> {
-        read::reply(self.reads(), entity, message_id).await
     }
 
     async fn replies(&self, wanted: &[(EntityKey, Uuid)]) -> Result<Vec<(EntityKey, StoredReply)>> {
@@ -413,19 +385,6 @@ impl Journal for PgJournal {
         Ok(())
     }
 
-    async fn load_snapshot(
-        &self,
-        entity: &EntityKey,
-        state_version: u32,
-    ) -> Result<Option<Snapshot>> {
-        read::load_snapshot(self.reads(), entity, state_version).await
-    }
-
-    async fn cursor(&self, consumer: &str, shard: Shard) -> Result<u64> {
-        self.check_shard(shard)?;
-        read::cursor(self.reads(), consumer, shard).await
-    }
-
     async fn advance_cursor(&self, consumer: &str, shard: Shard, offset: u64) -> Result<()> {
         self.check_shard(shard)?;
         crate::envelope::check_name(Field::Consumer, consumer)?;
@@ -439,11 +398,6 @@ impl Journal for PgJournal {
         .execute(&self.inner.statements)
         .await?;
         Ok(())
-    }
-
-    async fn head(&self, shard: Shard) -> Result<u64> {
-        self.check_shard(shard)?;
-        read::head(self.reads(), shard).await
     }
 
     async fn promote_due(&self, shard: Shard, now: Timestamp) -> Result<usize> {
@@ -460,21 +414,12 @@ impl Journal for PgJournal {
         Ok(moved as usize)
     }
 
-    async fn next_due(&self, shard: Shard) -> Result<Option<Timestamp>> {
-        self.check_shard(shard)?;
-        read::next_due(self.reads(), shard).await
-    }
-
     async fn cancel_scheduled(&self, entity: &EntityKey, message_id: Uuid) -> Result<bool> {
         // `promote_due` deletes the rows it moves in the same statement that inserts them
         // into the partition. Whichever DELETE reaches the row first wins; the other waits
         // for its row lock and then finds the row gone (READ COMMITTED re-checks it), so a
         // message is either cancelled or promoted, never both.
         read::cancel_scheduled(self.reads(), entity, message_id).await
-    }
-
-    fn take_schedule_changed(&self, shard: Shard) -> bool {
-        self.inner.wakeups.take_scheduled(shard)
     }
 
     async fn wait_for_entries(&self, shard: Shard, timeout: Duration) -> bool {

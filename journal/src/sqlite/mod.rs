@@ -26,14 +26,12 @@ pub use open::{Access, Durability, SqliteOptions};
 
 use crate::columns::{EntryColumns, Placed, append_columns, append_outcomes, receipt};
 use crate::damaged::{DamagedEntry, Delivery};
-use crate::envelope::{CrcDomain, EntityKey, Entry, EntryKind, NewMessage, checksum};
+use crate::envelope::{CrcDomain, EntityKey, EntryKind, NewMessage, checksum};
 use crate::error::{Field, JournalError, Result};
 use crate::journal::{Journal, check_shard, mailbox_cursors};
 use crate::ownership::RunnerInfo;
 use crate::read;
-use crate::records::{
-    AppendOutcome, CommitReceipt, NewSnapshot, ProcessedBatch, Snapshot, StoredReply,
-};
+use crate::records::{AppendOutcome, CommitReceipt, NewSnapshot, ProcessedBatch, StoredReply};
 use crate::rows::{delivery_from_row, reply_from_row};
 use crate::shard::Shard;
 use crate::time::Timestamp;
@@ -169,13 +167,9 @@ impl SqliteJournal {
 impl Journal for SqliteJournal {
     type Locks = SqliteLocks;
 
-    fn shard_count(&self) -> u32 {
-        self.inner.shard_count
-    }
-
-    fn shard_map(&self) -> &crate::shard_groups::ShardMap {
-        &self.inner.shard_map
-    }
+    // The shard count and map, read_shard, read_events, reply, load_snapshot, cursor,
+    // head, next_due and take_schedule_changed.
+    read::same_on_both_backends!();
 
     async fn append(&self, messages: Vec<NewMessage>) -> Result<Vec<AppendOutcome>> {
         if messages.is_empty() {
@@ -205,17 +199,6 @@ impl Journal for SqliteJournal {
         tx.commit().await?;
         self.wake(&entries, &placed);
         append_outcomes(self, &entries, &placed, &sources).await
-    }
-
-    async fn read_shard(
-        &self,
-        shard: Shard,
-        after: u64,
-        limit: usize,
-        kind: Option<EntryKind>,
-    ) -> Result<Vec<Entry>> {
-        self.check_shard(shard)?;
-        read::read_shard(self.reads(), shard, after, limit, kind).await
     }
 
     async fn read_mailboxes(
@@ -298,15 +281,6 @@ impl Journal for SqliteJournal {
         Ok(())
     }
 
-    async fn read_events(
-        &self,
-        entity: &EntityKey,
-        from_seq: u64,
-        limit: usize,
-    ) -> Result<Vec<Entry>> {
-        read::read_events(self.reads(), entity, from_seq, limit).await
-    }
-
     async fn commit(&self, batch: ProcessedBatch) -> Result<CommitReceipt> {
         let shard = batch.shard;
         let mut tx = self.inner.writer.begin().await?;
@@ -314,10 +288,6 @@ impl Journal for SqliteJournal {
         tx.commit().await?;
         self.wake_after(shard, &receipt);
         Ok(receipt)
-    }
-
-    async fn reply(&self, entity: &EntityKey, message_id: Uuid) -> Result<Option<StoredReply>> {
-        read::reply(self.reads(), entity, message_id).await
     }
 
     async fn replies(&self, wanted: &[(EntityKey, Uuid)]) -> Result<Vec<(EntityKey, StoredReply)>> {
@@ -381,29 +351,11 @@ impl Journal for SqliteJournal {
         Ok(())
     }
 
-    async fn load_snapshot(
-        &self,
-        entity: &EntityKey,
-        state_version: u32,
-    ) -> Result<Option<Snapshot>> {
-        read::load_snapshot(self.reads(), entity, state_version).await
-    }
-
-    async fn cursor(&self, consumer: &str, shard: Shard) -> Result<u64> {
-        self.check_shard(shard)?;
-        read::cursor(self.reads(), consumer, shard).await
-    }
-
     async fn advance_cursor(&self, consumer: &str, shard: Shard, offset: u64) -> Result<()> {
         self.check_shard(shard)?;
         crate::envelope::check_name(Field::Consumer, consumer)?;
         let mut conn = self.inner.writer.acquire().await?;
         commit::advance(&mut conn, consumer, shard, offset).await
-    }
-
-    async fn head(&self, shard: Shard) -> Result<u64> {
-        self.check_shard(shard)?;
-        read::head(self.reads(), shard).await
     }
 
     async fn promote_due(&self, shard: Shard, now: Timestamp) -> Result<usize> {
@@ -417,18 +369,9 @@ impl Journal for SqliteJournal {
         Ok(moved)
     }
 
-    async fn next_due(&self, shard: Shard) -> Result<Option<Timestamp>> {
-        self.check_shard(shard)?;
-        read::next_due(self.reads(), shard).await
-    }
-
     async fn cancel_scheduled(&self, entity: &EntityKey, message_id: Uuid) -> Result<bool> {
         // On the single writer connection, so it is serialized with promotion.
         read::cancel_scheduled(read::Pool::Sqlite(&self.inner.writer), entity, message_id).await
-    }
-
-    fn take_schedule_changed(&self, shard: Shard) -> bool {
-        self.inner.wakeups.take_scheduled(shard)
     }
 
     async fn wait_for_entries(&self, shard: Shard, timeout: Duration) -> bool {
