@@ -14,6 +14,7 @@ use crate::envelope::{CrcDomain, EntityKey, Entry, EntryKind, Payload, checksum,
 use crate::error::{JournalError, Result};
 use crate::journal::Journal;
 use crate::ownership::RunnerInfo;
+use crate::read::{Pool, on_pool};
 use crate::records::StoredReply;
 use crate::rows::{entry_from_row, runner_from_row, verified_reply};
 use crate::shard::Shard;
@@ -119,21 +120,16 @@ macro_rules! cast_entry_columns {
     };
 }
 
-/// Runs `$body` with `$pool` bound to the backend's read pool. The body is the same
-/// source for both backends: the SQL uses `$n` placeholders, which both accept.
-macro_rules! on_pool {
-    ($journal:expr, $pool:ident => $body:expr) => {
-        match $journal {
-            AnyJournal::Postgres(j) => {
-                let $pool = j.pool();
-                $body
-            }
-            AnyJournal::Sqlite(j) => {
-                let $pool = j.reader();
-                $body
-            }
+impl AnyJournal {
+    /// The pool these reads run on: PostgreSQL's main pool, SQLite's readers. Their SQL
+    /// uses `$n` placeholders, which both accept, so each body is one source for both
+    /// (see [`on_pool!`]).
+    fn inspect_pool(&self) -> Pool<'_> {
+        match self {
+            AnyJournal::Postgres(j) => Pool::Postgres(j.pool()),
+            AnyJournal::Sqlite(j) => Pool::Sqlite(j.reader()),
         }
-    };
+    }
 }
 
 fn u64_of(v: i64) -> u64 {
@@ -147,7 +143,7 @@ fn version_of(v: i64) -> u32 {
 impl AnyJournal {
     /// Every shard's head, epoch, owner and scheduled backlog.
     pub async fn shards(&self) -> Result<Vec<ShardInfo>> {
-        on_pool!(self, pool => {
+        on_pool!(self.inspect_pool(), pool => {
             let rows = sqlx::query(
                 "SELECT CAST(s.shard AS BIGINT), s.head, s.epoch, s.owner,
                         (SELECT count(*) FROM scheduled d WHERE d.shard = s.shard),
@@ -176,7 +172,7 @@ impl AnyJournal {
 
     /// Messages of a shard past `offset` (a consumer's backlog).
     pub async fn messages_after(&self, shard: Shard, offset: u64) -> Result<u64> {
-        on_pool!(self, pool => {
+        on_pool!(self.inspect_pool(), pool => {
             let n: i64 = sqlx::query_scalar(
                 r#"SELECT count(*) FROM journal WHERE shard = $1 AND "offset" > $2 AND kind = 1"#,
             )
@@ -191,7 +187,7 @@ impl AnyJournal {
     /// When the oldest message after `offset` that has no reply yet became due (its
     /// `deliver_at` or, if later, when it was sent); `None` when every one is answered.
     pub async fn oldest_unanswered(&self, shard: Shard, offset: u64) -> Result<Option<Timestamp>> {
-        on_pool!(self, pool => {
+        on_pool!(self.inspect_pool(), pool => {
             let row: Option<(i64, Option<i64>)> = sqlx::query_as(
                 r#"SELECT j.created_at, j.deliver_at FROM journal j
                     WHERE j.shard = $1 AND j."offset" > $2 AND j.kind = 1
@@ -223,7 +219,7 @@ impl AnyJournal {
             AnyJournal::Sqlite(j) => j.owner_alive().await?,
             AnyJournal::Postgres(_) => false,
         };
-        on_pool!(self, pool => {
+        on_pool!(self.inspect_pool(), pool => {
             let rows = sqlx::query(
                 "SELECT runner, started_at, heartbeat_at, groups FROM runners ORDER BY runner",
             )
@@ -243,7 +239,7 @@ impl AnyJournal {
 
     /// Every consumer's cursor on every shard it has one on.
     pub async fn cursors(&self) -> Result<Vec<CursorInfo>> {
-        on_pool!(self, pool => {
+        on_pool!(self.inspect_pool(), pool => {
             let rows = sqlx::query(
                 r#"SELECT consumer, CAST(shard AS BIGINT), "offset" FROM cursors ORDER BY consumer, shard"#,
             )
@@ -282,7 +278,7 @@ impl AnyJournal {
         let fetch = i64::try_from(limit.saturating_add(1)).unwrap_or(i64::MAX);
         let (t, id) = (entity.entity_type(), entity.entity_id());
         let shard = i32::try_from(self.shard_of(entity)).unwrap_or(i32::MAX);
-        on_pool!(self, pool => {
+        on_pool!(self.inspect_pool(), pool => {
             let mut entries = Vec::new();
             // One query per kind, so each uses its partial index; each kind's newest
             // `fetch`, of which the newest `fetch` of both are kept.
@@ -443,7 +439,7 @@ impl AnyJournal {
                     ORDER BY created_at DESC LIMIT $1"#
             }
         };
-        on_pool!(self, pool => {
+        on_pool!(self.inspect_pool(), pool => {
             let rows = sqlx::query(sql)
                 .bind(limit)
                 .fetch_all(pool)
@@ -465,7 +461,7 @@ impl AnyJournal {
 
     /// Every recorded damaged entry with the time it was recorded, in (shard, offset) order.
     pub async fn damaged_entries(&self) -> Result<Vec<(DamagedEntry, Timestamp)>> {
-        on_pool!(self, pool => {
+        on_pool!(self.inspect_pool(), pool => {
             let rows = sqlx::query(
                 r#"SELECT CAST(shard AS BIGINT), "offset", reason, recorded_at
                      FROM damaged_entries ORDER BY shard, "offset""#,

@@ -26,16 +26,17 @@ pub(crate) enum Pool<'a> {
     Sqlite(&'a SqlitePool),
 }
 
-/// Runs `$body` with `$p` bound to the pool inside `$pool`: the same source for both
-/// backends.
+/// Runs `$body` with `$p` bound to the pool inside `$pool` (a [`Pool`]): the same source
+/// for both backends.
 macro_rules! on_pool {
     ($pool:expr, $p:ident => $body:expr) => {
         match $pool {
-            Pool::Postgres($p) => $body,
-            Pool::Sqlite($p) => $body,
+            $crate::read::Pool::Postgres($p) => $body,
+            $crate::read::Pool::Sqlite($p) => $body,
         }
     };
 }
+pub(crate) use on_pool;
 
 /// Up to `limit` entries of `shard` after offset `after`, of `kind` if given.
 pub(crate) async fn read_shard(
