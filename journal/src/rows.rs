@@ -108,6 +108,11 @@ fn raw_from_row(r: &impl Fields, shard: i64, offset: i64) -> Result<RawEntry> {
 /// Decodes and verifies a reply row (its columns by name, with `entity_type` and
 /// `entity_id`).
 pub(crate) fn reply_from_row(r: &impl Fields) -> Result<StoredReply> {
+    Ok(keyed_reply_from_row(r)?.1)
+}
+
+/// Decodes and verifies a reply row, as [`reply_from_row`], with the entity it answers.
+pub(crate) fn keyed_reply_from_row(r: &impl Fields) -> Result<(EntityKey, StoredReply)> {
     let message_id: Uuid = r.get("message_id")?;
     let entity = EntityKey::from_stored(r.get("entity_type")?, r.get("entity_id")?);
     let payload = Payload {
@@ -116,14 +121,15 @@ pub(crate) fn reply_from_row(r: &impl Fields) -> Result<StoredReply> {
         bytes: r.get("payload")?,
     };
     let crc: i64 = r.get("crc")?;
-    verified_reply(
+    let reply = verified_reply(
         &entity,
         message_id,
         r.get::<i64, _>("offset")? as u64,
         payload,
         crc,
         Timestamp(r.get("created_at")?),
-    )
+    )?;
+    Ok((entity, reply))
 }
 
 /// A stored reply to `message_id` of `entity`, if `payload` passes its checksum `crc`.

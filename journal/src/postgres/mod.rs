@@ -52,12 +52,11 @@ use crate::ownership::RunnerInfo;
 use crate::read;
 use crate::records::NewSnapshot;
 use crate::records::{AppendOutcome, CommitReceipt, ProcessedBatch, StoredReply};
-use crate::rows::{delivery_from_row, reply_from_row, runner_from_row};
+use crate::rows::{delivery_from_row, keyed_reply_from_row, runner_from_row};
 use crate::shard::Shard;
 use crate::time::Timestamp;
 use crate::wakeup::Wakeups;
 use commit::append_rows;
-use sqlx::Row;
 
 /// SQLSTATE raised by `append_entries` when a lease's epoch is stale.
 const FENCED_SQLSTATE: &str = "EL001";
@@ -345,13 +344,7 @@ impl Journal for PgJournal {
         .bind(&messages)
         .fetch_all(&self.inner.statements)
         .await?;
-        rows.iter()
-            .map(|row| {
-                let entity =
-                    EntityKey::from_stored(row.try_get("entity_type")?, row.try_get("entity_id")?);
-                Ok((entity, reply_from_row(row)?))
-            })
-            .collect()
+        rows.iter().map(keyed_reply_from_row).collect()
     }
 
     async fn save_snapshot(&self, snapshot: NewSnapshot) -> Result<()> {

@@ -32,11 +32,10 @@ use crate::journal::{Journal, check_shard, mailbox_cursors};
 use crate::ownership::RunnerInfo;
 use crate::read;
 use crate::records::{AppendOutcome, CommitReceipt, NewSnapshot, ProcessedBatch, StoredReply};
-use crate::rows::{delivery_from_row, reply_from_row};
+use crate::rows::{delivery_from_row, keyed_reply_from_row};
 use crate::shard::Shard;
 use crate::time::Timestamp;
 use crate::wakeup::Wakeups;
-use sqlx::Row;
 
 /// Wanted replies per query of [`Journal::replies`]: three parameters each, well under
 /// SQLite's limit on bound parameters (32 766 since 3.32).
@@ -312,9 +311,7 @@ impl Journal for SqliteJournal {
                     .bind(*message_id);
             }
             for row in query.fetch_all(&self.inner.reader).await? {
-                let entity =
-                    EntityKey::from_stored(row.try_get("entity_type")?, row.try_get("entity_id")?);
-                found.push((entity, reply_from_row(&row)?));
+                found.push(keyed_reply_from_row(&row)?);
             }
         }
         Ok(found)
