@@ -10,7 +10,9 @@ use sqlx::Row;
 use sqlx::postgres::{PgDatabaseError, PgRow};
 
 use super::{FENCED_SQLSTATE, PgJournal};
-use crate::columns::{BatchColumns, EntryColumns, ManyColumns, ManyPart, Placed, receipt};
+use crate::columns::{
+    BatchColumns, EntryColumns, ManyColumns, ManyPart, Placed, ReplyColumns, receipt,
+};
 use crate::error::{JournalError, Result};
 use crate::journal::Journal;
 use crate::records::{CommitReceipt, ProcessedBatch};
@@ -49,14 +51,7 @@ impl PgJournal {
         .bind(epoch.map(|e| e as i64))
         .bind_entries(e)
         .bind(batch.shard as i32)
-        .bind(&r.entity_type)
-        .bind(&r.entity_id)
-        .bind(&r.message_id)
-        .bind(&r.offset)
-        .bind(&r.type_tag)
-        .bind(&r.schema_version)
-        .bind(&r.payload)
-        .bind(&r.crc)
+        .bind_replies(r)
         .bind(consumer)
         .bind(cursor)
         .fetch_all(conn)
@@ -110,14 +105,7 @@ impl PgJournal {
         .bind(&f_epoch)
         .bind_entries(e)
         .bind(&r_shard)
-        .bind(&r.entity_type)
-        .bind(&r.entity_id)
-        .bind(&r.message_id)
-        .bind(&r.offset)
-        .bind(&r.type_tag)
-        .bind(&r.schema_version)
-        .bind(&r.payload)
-        .bind(&r.crc)
+        .bind_replies(r)
         .bind(consumer)
         .bind(&c_shard)
         .bind(&c_offset)
@@ -170,10 +158,12 @@ fn classify(err: sqlx::Error, shard: Shard, epoch: Option<u64>) -> JournalError 
     JournalError::Persistence(err)
 }
 
-/// Binds the twelve entry columns, in the order every journal function takes them
-/// (`p_shard` … `p_created_at`).
+/// Binds the entry columns, in the order every journal function takes them
+/// (`p_shard` … `p_headers`), and the reply columns, in the order the commit functions
+/// take them (`r_entity_type` … `r_crc`).
 pub(super) trait BindEntries<'q> {
     fn bind_entries(self, e: &'q EntryColumns) -> Self;
+    fn bind_replies(self, r: &'q ReplyColumns) -> Self;
 }
 
 impl<'q> BindEntries<'q> for sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
@@ -191,6 +181,17 @@ impl<'q> BindEntries<'q> for sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgr
             .bind(&e.deliver_at)
             .bind(&e.created_at)
             .bind(&e.headers)
+    }
+
+    fn bind_replies(self, r: &'q ReplyColumns) -> Self {
+        self.bind(&r.entity_type)
+            .bind(&r.entity_id)
+            .bind(&r.message_id)
+            .bind(&r.offset)
+            .bind(&r.type_tag)
+            .bind(&r.schema_version)
+            .bind(&r.payload)
+            .bind(&r.crc)
     }
 }
 
