@@ -153,11 +153,9 @@ async fn fill_replies(journal: &AnyJournal, total: u64) {
 async fn scenario(name: &str, builder: entlog::ClusterBuilder, size: &Size) {
     // One snapshot, after the bulk; the last 50 events come after it.
     let tail = 50;
-    let config = Config {
-        shard_count: 16,
-        snapshot_every: size.messages - tail,
-        ..Config::default()
-    };
+    let config = Config::default()
+        .shard_count(16)
+        .snapshot_every(size.messages - tail);
     let cluster = builder
         .config(config)
         .entity(Counter)

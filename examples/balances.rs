@@ -109,10 +109,7 @@ async fn main() -> Result<(), EngineError> {
     let path = "balances.db";
     let cluster = Cluster::builder()
         .sqlite(path)
-        .config(Config {
-            shard_count: 4,
-            ..Config::default()
-        })
+        .config(Config::default().shard_count(4))
         .entity(Account)
         .projection(Balances)
         .start()

@@ -192,11 +192,11 @@ async fn run() -> Result<ExitCode, EngineError> {
 async fn runner(args: &Args) -> Result<(), EngineError> {
     let cluster = Cluster::builder()
         .postgres_schema(&args.url, &args.schema)
-        .config(Config {
-            shard_count: SHARDS,
-            runner_id: Some(args.id.clone()),
-            ..Config::default()
-        })
+        .config(
+            Config::default()
+                .shard_count(SHARDS)
+                .runner_id(args.id.clone()),
+        )
         .entity(Counter)
         .start()
         .await?;
@@ -246,10 +246,7 @@ async fn add_one(counter: &EntityRef<Counter>) -> Result<u64, EngineError> {
 async fn load(args: &Args) -> Result<ExitCode, EngineError> {
     let cluster = Cluster::builder()
         .postgres_schema(&args.url, &args.schema)
-        .config(Config {
-            shard_count: SHARDS,
-            ..Config::default()
-        })
+        .config(Config::default().shard_count(SHARDS))
         .client_only()
         .start()
         .await?;

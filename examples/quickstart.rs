@@ -93,10 +93,7 @@ async fn start(db: &str) -> Result<Cluster, EngineError> {
         Cluster::builder().sqlite(db)
     };
     builder
-        .config(Config {
-            shard_count: 8,
-            ..Config::default()
-        })
+        .config(Config::default().shard_count(8))
         .entity(Account)
         // Every account's latest state as JSON in the `entity_state` table.
         .projection(StateProjection::<Account>::new())

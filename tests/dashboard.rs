@@ -64,11 +64,7 @@ impl Entity for Flaky {
 /// A cluster on `db`'s journal (the quickstart's 8 shards) that runs `flaky`, with one
 /// attempt per message: `Boom` is poison at once.
 async fn flaky_cluster(db: &Db) -> Cluster {
-    let config = Config {
-        shard_count: 8,
-        max_attempts: 1,
-        ..Config::default()
-    };
+    let config = Config::default().shard_count(8).max_attempts(1);
     db.cluster_with(config).entity(Flaky).start().await.unwrap()
 }
 

@@ -187,10 +187,7 @@ async fn shop(cluster: &Cluster) {
 }
 
 fn config() -> Config {
-    Config {
-        shard_count: 4,
-        ..Config::default()
-    }
+    Config::default().shard_count(4)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,7 +4,6 @@
 
 use std::time::{Duration, Instant};
 
-use entlog_engine::Config;
 use sqlx::{AssertSqlSafe, PgPool};
 use tokio::task::JoinHandle;
 
@@ -20,10 +19,7 @@ pub(crate) async fn activation(url: &str, admin: &PgPool, s: &Settings, report: 
     drop_schema(admin, &schema).await;
     let n = s.activation_events;
     let (snap, full, warm) = ("act-snap", "act-full", "warm");
-    let act_config = || Config {
-        snapshot_every: 100,
-        ..config()
-    };
+    let act_config = || config().snapshot_every(100);
     let write_started = Instant::now();
     let cluster = pg_cluster(url, &schema, act_config(), 1).await;
     ready(&cluster, report, "activation").await;

@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use entlog_engine::{Cluster, Config};
+use entlog_engine::Cluster;
 use entlog_journal::testing::BlackHoleProxy;
 use entlog_journal::{PgJournal, PgOptions, shard_of};
 use sqlx::{AssertSqlSafe, PgPool};
@@ -33,10 +33,7 @@ pub(crate) fn child_runner(spec: &str) {
         .build()
         .unwrap();
     rt.block_on(async {
-        let config = Config {
-            runner_id: Some(id.to_owned()),
-            ..config()
-        };
+        let config = config().runner_id(id);
         let _cluster = match lock_url {
             None => pg_cluster(&pg_url(), schema, config, CHILD_NODE).await,
             Some(lock_url) => {

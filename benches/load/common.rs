@@ -298,11 +298,9 @@ pub(crate) async fn drop_schema(pool: &PgPool, schema: &str) {
 }
 
 pub(crate) fn config() -> Config {
-    Config {
-        shard_count: SHARDS,
-        ask_timeout: Duration::from_secs(20),
-        ..Config::default()
-    }
+    Config::default()
+        .shard_count(SHARDS)
+        .ask_timeout(Duration::from_secs(20))
 }
 
 pub(crate) async fn pg_cluster(url: &str, schema: &str, config: Config, node: u8) -> Cluster {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use entlog_engine::{Cluster, Config};
+use entlog_engine::Cluster;
 use entlog_journal::shard_of;
 use sqlx::{AssertSqlSafe, PgPool};
 use uuid::Uuid;
@@ -206,10 +206,7 @@ pub(crate) async fn failover(url: &str, admin: &PgPool, s: &Settings, report: &m
     let schema = schema_name("fail");
     drop_schema(admin, &schema).await;
     let pid = std::process::id();
-    let runner_config = |id: String| Config {
-        runner_id: Some(id),
-        ..config()
-    };
+    let runner_config = |id: String| config().runner_id(id);
     let mut a_gen = 0;
     let mut a = pg_cluster(
         url,

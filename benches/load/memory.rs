@@ -5,7 +5,6 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use entlog_engine::Config;
 use sqlx::PgPool;
 use tokio::task::JoinHandle;
 
@@ -26,16 +25,7 @@ pub(crate) async fn memory(url: &str, admin: &PgPool, s: &Settings, report: &mut
     drop_schema(admin, &schema).await;
     let cap = if s.quick { 1_000 } else { MEMORY_CAP };
     let total = if s.quick { 10_000 } else { 200_000 };
-    let cluster = pg_cluster(
-        url,
-        &schema,
-        Config {
-            max_active_entities: cap,
-            ..config()
-        },
-        1,
-    )
-    .await;
+    let cluster = pg_cluster(url, &schema, config().max_active_entities(cap), 1).await;
     ready(&cluster, report, "memory").await;
     let next = Arc::new(AtomicU64::new(0));
     for step in [cap, total] {

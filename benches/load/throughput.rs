@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use entlog_engine::{Cluster, Config};
+use entlog_engine::Cluster;
 use entlog_journal::{PgJournal, PgOptions};
 use sqlx::{AssertSqlSafe, PgPool};
 use uuid::Uuid;
@@ -133,10 +133,7 @@ pub(crate) async fn throughput_variants(
         .unwrap_or_else(|e| panic!("cannot open a journal on schema {schema}: {e}"));
         let cluster = Cluster::builder()
             .journal(journal)
-            .config(Config {
-                shard_count: shards,
-                ..config()
-            })
+            .config(config().shard_count(shards))
             .entity(Counter { node: 1 })
             .start()
             .await

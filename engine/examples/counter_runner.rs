@@ -19,10 +19,7 @@ async fn main() {
     };
     let cluster = Cluster::builder()
         .postgres_schema(url, schema)
-        .config(entlog_engine::Config {
-            runner_id: Some(runner.clone()),
-            ..common::config(shards.parse().unwrap())
-        })
+        .config(common::config(shards.parse().unwrap()).runner_id(runner.clone()))
         .entity(common::Counter)
         .start()
         .await

@@ -43,7 +43,7 @@ use crate::waiters::Waiters;
 /// use entlog_engine::{Cluster, Config};
 ///
 /// // SQLite, one process; `.postgres(url)` for a cluster of runners.
-/// let config = Config { shard_count: 8, ..Config::default() };
+/// let config = Config::default().shard_count(8);
 /// let cluster = Cluster::builder()
 ///     .sqlite(&path)
 ///     .config(config.clone())

@@ -10,16 +10,19 @@ use std::time::Duration;
 /// use std::time::Duration;
 /// use entlog_engine::Config;
 ///
-/// let config = Config {
-///     shard_count: 16,                           // a small cluster: bigger commit batches
-///     handler_timeout: Duration::from_secs(2),   // a slow handler fails its message, not its shard
-///     mailbox_capacity: Some(1_000),             // MailboxFull instead of an ever longer queue
-///     metrics_addr: Some("127.0.0.1:9100".parse().unwrap()),
-///     ..Config::default()
-/// };
+/// let config = Config::default()
+///     .shard_count(16)                         // a small cluster: bigger commit batches
+///     .handler_timeout(Duration::from_secs(2)) // a slow handler fails its message, not its shard
+///     .mailbox_capacity(1_000)                 // MailboxFull instead of an ever longer queue
+///     .metrics_addr("127.0.0.1:9100".parse().unwrap());
 /// assert_eq!(config.batch_size, 256);
 /// ```
+///
+/// The type is `#[non_exhaustive]` so that new knobs are not a breaking change: build it
+/// from `Config::default()` with the setters below (each consumes and returns the config),
+/// and read or assign its fields directly.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct Config {
     /// Shards of a journal created by this cluster (fixed at creation). Default 64: enough
     /// to spread over a few dozen runners; fewer shards mean bigger commit batches.
@@ -124,5 +127,133 @@ impl Default for Config {
             singleton_stop_timeout: Duration::from_secs(5),
             singleton_restart_backoff: Duration::from_secs(1),
         }
+    }
+}
+
+impl Config {
+    /// Sets [`Config::shard_count`]: shards of a journal this cluster creates.
+    pub fn shard_count(mut self, n: u32) -> Self {
+        self.shard_count = n;
+        self
+    }
+
+    /// Sets [`Config::shard_groups`]: named shard groups of a journal this cluster creates.
+    pub fn shard_groups(mut self, groups: Vec<entlog_journal::ShardGroup>) -> Self {
+        self.shard_groups = groups;
+        self
+    }
+
+    /// Sets [`Config::batch_size`]: messages read per shard at a time, and each shard's mailbox.
+    pub fn batch_size(mut self, n: usize) -> Self {
+        self.batch_size = n;
+        self
+    }
+
+    /// Sets [`Config::passivate_after`]: how long an unused entity stays in memory.
+    pub fn passivate_after(mut self, after: Duration) -> Self {
+        self.passivate_after = after;
+        self
+    }
+
+    /// Sets [`Config::max_active_entities`]: most entities a runner keeps in memory.
+    pub fn max_active_entities(mut self, n: usize) -> Self {
+        self.max_active_entities = n;
+        self
+    }
+
+    /// Sets [`Config::handler_timeout`]: how long a handler may take for one message.
+    pub fn handler_timeout(mut self, timeout: Duration) -> Self {
+        self.handler_timeout = timeout;
+        self
+    }
+
+    /// Sets [`Config::snapshot_every`]: events applied between two snapshots.
+    pub fn snapshot_every(mut self, n: u64) -> Self {
+        self.snapshot_every = n;
+        self
+    }
+
+    /// Sets [`Config::poll_interval`]: how long a shard waits for a wake-up before reading anyway.
+    pub fn poll_interval(mut self, interval: Duration) -> Self {
+        self.poll_interval = interval;
+        self
+    }
+
+    /// Sets [`Config::rebalance_interval`]: how often a runner checks its shard assignment.
+    pub fn rebalance_interval(mut self, interval: Duration) -> Self {
+        self.rebalance_interval = interval;
+        self
+    }
+
+    /// Sets [`Config::ask_timeout`]: how long `ask` waits for a reply.
+    pub fn ask_timeout(mut self, timeout: Duration) -> Self {
+        self.ask_timeout = timeout;
+        self
+    }
+
+    /// Sets [`Config::unavailable_after`]: when `ask` checks that the shard has an owner.
+    pub fn unavailable_after(mut self, after: Duration) -> Self {
+        self.unavailable_after = after;
+        self
+    }
+
+    /// Sets [`Config::shutdown_timeout`]: how long graceful shutdown waits for shards.
+    pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
+        self.shutdown_timeout = timeout;
+        self
+    }
+
+    /// Sets [`Config::max_attempts`]: attempts of a panicking handler before a failure reply.
+    pub fn max_attempts(mut self, n: u32) -> Self {
+        self.max_attempts = n;
+        self
+    }
+
+    /// Sets [`Config::retry_backoff`]: back-off before the first retry of a panicking handler.
+    pub fn retry_backoff(mut self, backoff: Duration) -> Self {
+        self.retry_backoff = backoff;
+        self
+    }
+
+    /// Bounds each entity's unanswered messages ([`Config::mailbox_capacity`]).
+    pub fn mailbox_capacity(mut self, capacity: u32) -> Self {
+        self.mailbox_capacity = Some(capacity);
+        self
+    }
+
+    /// Sets [`Config::append_batch`]: most messages a client appends in one transaction.
+    pub fn append_batch(mut self, n: usize) -> Self {
+        self.append_batch = n;
+        self
+    }
+
+    /// Names this runner ([`Config::runner_id`]) instead of a fresh uuid.
+    pub fn runner_id(mut self, id: impl Into<String>) -> Self {
+        self.runner_id = Some(id.into());
+        self
+    }
+
+    /// Sets [`Config::host_entities`]: a runner (`true`) or a client that only sends (`false`).
+    pub fn host_entities(mut self, host: bool) -> Self {
+        self.host_entities = host;
+        self
+    }
+
+    /// Serves the Prometheus metrics at `http://ADDR/metrics` ([`Config::metrics_addr`]).
+    pub fn metrics_addr(mut self, addr: SocketAddr) -> Self {
+        self.metrics_addr = Some(addr);
+        self
+    }
+
+    /// Sets [`Config::singleton_stop_timeout`]: how long a stopped singleton may take to return.
+    pub fn singleton_stop_timeout(mut self, timeout: Duration) -> Self {
+        self.singleton_stop_timeout = timeout;
+        self
+    }
+
+    /// Sets [`Config::singleton_restart_backoff`]: pause before restarting a failed singleton.
+    pub fn singleton_restart_backoff(mut self, backoff: Duration) -> Self {
+        self.singleton_restart_backoff = backoff;
+        self
     }
 }

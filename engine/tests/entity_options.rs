@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use common::eventually;
-use entlog_engine::{Cluster, Config, Context, EngineError, Entity, Outcome, Rejection};
+use entlog_engine::{Cluster, Context, EngineError, Entity, Outcome, Rejection};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -75,11 +75,11 @@ async fn each_type_keeps_its_own_attempts_and_idle_time() {
     std::fs::create_dir_all(&dir).unwrap();
     let cluster = Cluster::builder()
         .sqlite(dir.join("o.db"))
-        .config(Config {
-            max_attempts: 2,
-            passivate_after: Duration::from_secs(600),
-            ..common::config(4)
-        })
+        .config(
+            common::config(4)
+                .max_attempts(2)
+                .passivate_after(Duration::from_secs(600)),
+        )
         .entity(Fragile)
         .entity(Sturdy)
         .start()

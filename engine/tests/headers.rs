@@ -12,9 +12,7 @@ use std::time::Duration;
 use common::eventually;
 use common::logs::Captured;
 use common::pg::Schema;
-use entlog_engine::{
-    Cluster, ClusterBuilder, Config, Context, Entity, Outcome, Rejection, TRACE_HEADER,
-};
+use entlog_engine::{Cluster, ClusterBuilder, Context, Entity, Outcome, Rejection, TRACE_HEADER};
 use entlog_journal::{EntityKey, EntryKind, Headers};
 use serde::{Deserialize, Serialize};
 
@@ -177,10 +175,7 @@ async fn one_trace_across_two_runners() {
     let runner = |id: &str| {
         Cluster::builder()
             .postgres_schema(&schema.url, &schema.name)
-            .config(Config {
-                runner_id: Some(id.into()),
-                ..common::config(common::pg::SHARDS)
-            })
+            .config(common::config(common::pg::SHARDS).runner_id(id))
             .entity(Front)
             .entity(Back)
             .start()

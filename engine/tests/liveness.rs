@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use common::pg::*;
 use common::*;
-use entlog_engine::{Cluster, Config, EngineError};
+use entlog_engine::{Cluster, EngineError};
 use entlog_journal::testing::BlackHoleProxy;
 use entlog_journal::{Journal, PgJournal, PgOptions};
 
@@ -99,10 +99,7 @@ async fn silent_lock_connection_fails_over() {
     .unwrap();
     let silent = Cluster::builder()
         .journal(journal)
-        .config(Config {
-            runner_id: Some("silent".into()),
-            ..config(SHARDS)
-        })
+        .config(config(SHARDS).runner_id("silent"))
         .entity(Counter)
         .start()
         .await
@@ -164,10 +161,7 @@ async fn ask_with_no_live_runner_is_unavailable() {
     let schema = Schema::new().await;
     let client = Cluster::builder()
         .postgres_schema(&schema.url, &schema.name)
-        .config(Config {
-            unavailable_after: Duration::from_millis(300),
-            ..config(SHARDS)
-        })
+        .config(config(SHARDS).unavailable_after(Duration::from_millis(300)))
         .client_only()
         .start()
         .await
@@ -213,10 +207,7 @@ async fn ask_with_no_runner_on_sqlite_is_unavailable() {
     let dir = TempDir::new();
     let client = Cluster::builder()
         .sqlite(dir.db())
-        .config(Config {
-            unavailable_after: Duration::from_millis(100),
-            ..config(4)
-        })
+        .config(config(4).unavailable_after(Duration::from_millis(100)))
         .client_only()
         .start()
         .await

@@ -13,7 +13,7 @@ use std::time::Duration;
 use common::eventually;
 use common::pg::Schema;
 use entlog_engine::{
-    Cluster, ClusterBuilder, Config, Context, EngineError, Entity, MAILBOX, Outcome, Rejection,
+    Cluster, ClusterBuilder, Context, EngineError, Entity, MAILBOX, Outcome, Rejection,
 };
 use entlog_journal::{EntityKey, EntryKind};
 use serde::{Deserialize, Serialize};
@@ -84,11 +84,11 @@ fn full(result: Result<impl std::fmt::Debug, EngineError>, entity: &str, capacit
 async fn bounded(builder: ClusterBuilder) {
     let gate = Arc::new(Semaphore::new(0));
     let cluster: Cluster = builder
-        .config(Config {
-            mailbox_capacity: Some(3),
-            handler_timeout: Duration::from_secs(120),
-            ..common::config(4)
-        })
+        .config(
+            common::config(4)
+                .mailbox_capacity(3)
+                .handler_timeout(Duration::from_secs(120)),
+        )
         .entity(Gated(gate.clone()))
         .entity(Narrow(gate.clone()))
         .start()

@@ -13,7 +13,7 @@ use std::net::{SocketAddr, TcpListener};
 use std::time::Duration;
 
 use common::*;
-use entlog_engine::{Cluster, Config, EngineError, Projection, ProjectionError};
+use entlog_engine::{Cluster, EngineError, Projection, ProjectionError};
 use entlog_journal::{AnyTx, Entry};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use uuid::Uuid;
@@ -137,10 +137,7 @@ async fn scrape(addr: SocketAddr) -> std::io::Result<(String, String)> {
 async fn start(db: &std::path::Path, addr: SocketAddr) -> Result<Cluster, EngineError> {
     Cluster::builder()
         .sqlite(db)
-        .config(Config {
-            metrics_addr: Some(addr),
-            ..config(4)
-        })
+        .config(config(4).metrics_addr(addr))
         .entity(Counter)
         .projection(entlog_engine::StateProjection::<Counter>::new())
         .projection(Broken)

@@ -114,9 +114,9 @@ async fn dropped_asks_leave_nothing(asker: &Cluster) {
 }
 
 fn runner_config(id: Option<&str>) -> Config {
-    Config {
-        runner_id: id.map(Into::into),
-        ..config(SHARDS)
+    match id {
+        Some(id) => config(SHARDS).runner_id(id),
+        None => config(SHARDS),
     }
 }
 

@@ -95,11 +95,9 @@ impl Entity for Stray {
 }
 
 fn grouped(shards: u32) -> Config {
-    Config {
-        shard_groups: vec![ShardGroup::new("payments", PAYMENTS)],
-        unavailable_after: Duration::from_millis(500),
-        ..config(shards)
-    }
+    config(shards)
+        .shard_groups(vec![ShardGroup::new("payments", PAYMENTS)])
+        .unavailable_after(Duration::from_millis(500))
 }
 
 const DEFAULT_SHARDS: std::ops::Range<u32> = 0..SHARDS - PAYMENTS;
@@ -107,10 +105,7 @@ const DEFAULT_SHARDS: std::ops::Range<u32> = 0..SHARDS - PAYMENTS;
 async fn pg_member(schema: &Schema, id: &str, counters: bool, ledgers: bool) -> Cluster {
     let mut b = Cluster::builder()
         .postgres_schema(&schema.url, &schema.name)
-        .config(Config {
-            runner_id: Some(id.into()),
-            ..grouped(SHARDS)
-        });
+        .config(grouped(SHARDS).runner_id(id));
     if counters {
         b = b.entity(Counter);
     }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::pg::*;
 use common::*;
-use entlog_engine::{Cluster, Config, EngineError};
+use entlog_engine::{Cluster, EngineError};
 
 /// After concurrent asks, `state()` is the state the owner reached — read from the
 /// journal through snapshots (every 10 events) and the events after them — and journals
@@ -52,10 +52,7 @@ async fn sqlite_state_owner_and_locality() {
     std::fs::create_dir_all(&dir).unwrap();
     let cluster = Cluster::builder()
         .sqlite(dir.join("s.db"))
-        .config(Config {
-            runner_id: Some("solo".into()),
-            ..config(8)
-        })
+        .config(config(8).runner_id("solo"))
         .entity(Counter)
         .start()
         .await
@@ -106,10 +103,7 @@ async fn postgres_state_from_another_member() {
     .await;
     let client = Cluster::builder()
         .postgres_schema(&schema.url, &schema.name)
-        .config(Config {
-            unavailable_after: Duration::from_millis(500),
-            ..config(SHARDS)
-        })
+        .config(config(SHARDS).unavailable_after(Duration::from_millis(500)))
         .client_only()
         .start()
         .await

@@ -20,11 +20,11 @@ async fn log_lines_name_their_message() {
     std::fs::create_dir_all(&dir).unwrap();
     let cluster = Cluster::builder()
         .sqlite(dir.join("t.db"))
-        .config(entlog_engine::Config {
-            max_attempts: 2,
-            retry_backoff: std::time::Duration::from_millis(1),
-            ..config(4)
-        })
+        .config(
+            config(4)
+                .max_attempts(2)
+                .retry_backoff(std::time::Duration::from_millis(1)),
+        )
         .entity(Counter)
         .start()
         .await

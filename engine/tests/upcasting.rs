@@ -210,14 +210,12 @@ mod v2 {
 }
 
 fn config() -> Config {
-    Config {
-        shard_count: 2,
-        snapshot_every: 10,
-        rebalance_interval: Duration::from_millis(100),
-        poll_interval: Duration::from_millis(200),
-        ask_timeout: Duration::from_secs(30),
-        ..Config::default()
-    }
+    Config::default()
+        .shard_count(2)
+        .snapshot_every(10)
+        .rebalance_interval(Duration::from_millis(100))
+        .poll_interval(Duration::from_millis(200))
+        .ask_timeout(Duration::from_secs(30))
 }
 
 async fn cluster<E: Entity>(db: &std::path::Path, entity: E) -> Cluster {

@@ -197,10 +197,7 @@ async fn main() -> Result<ExitCode, Box<dyn std::error::Error>> {
     let model = ReadModel::create(&journal).await?;
     let cluster = Cluster::builder()
         .journal(journal)
-        .config(Config {
-            shard_count: shards,
-            ..Config::default()
-        })
+        .config(Config::default().shard_count(shards))
         .entity(Account)
         .inline_projection(BankBalances)
         .start()

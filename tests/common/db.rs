@@ -137,10 +137,7 @@ impl Db {
 
     /// A cluster on this journal with 4 shards and the default config otherwise.
     pub fn cluster(&self) -> ClusterBuilder {
-        self.cluster_with(Config {
-            shard_count: 4,
-            ..Config::default()
-        })
+        self.cluster_with(Config::default().shard_count(4))
     }
 
     /// A cluster on this journal with `config`.

@@ -90,14 +90,12 @@ impl Entity for Counter {
 
 /// A config suited to tests: fast rebalancing, snapshots every 10 events.
 pub fn config(shards: u32) -> Config {
-    Config {
-        shard_count: shards,
-        snapshot_every: 10,
-        rebalance_interval: Duration::from_millis(100),
-        poll_interval: Duration::from_millis(200),
-        ask_timeout: Duration::from_secs(30),
-        ..Config::default()
-    }
+    Config::default()
+        .shard_count(shards)
+        .snapshot_every(10)
+        .rebalance_interval(Duration::from_millis(100))
+        .poll_interval(Duration::from_millis(200))
+        .ask_timeout(Duration::from_secs(30))
 }
 
 /// Every event of a counter, in seq order: (seq, added).

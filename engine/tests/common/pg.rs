@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use entlog_engine::{Cluster, Config};
+use entlog_engine::Cluster;
 use entlog_journal::testing::database_url;
 use sqlx::{Connection, PgConnection};
 use tokio::sync::Semaphore;
@@ -34,10 +34,7 @@ impl Schema {
     pub async fn runner(&self, id: &str) -> Cluster {
         Cluster::builder()
             .postgres_schema(&self.url, &self.name)
-            .config(Config {
-                runner_id: Some(id.into()),
-                ..config(SHARDS)
-            })
+            .config(config(SHARDS).runner_id(id))
             .entity(Counter)
             .projection(entlog_engine::StateProjection::<Counter>::new())
             .start()

@@ -79,10 +79,7 @@ impl Backend {
     pub(crate) async fn cluster(&self, shards: u32, config: Config) -> Cluster {
         Cluster::builder()
             .journal(self.journal(shards).await)
-            .config(Config {
-                shard_count: shards,
-                ..config
-            })
+            .config(config.shard_count(shards))
             .entity(Counter)
             .entity(Trouble)
             .entity(BigCmd)

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use entities::{APPLY_PANICS, Ask, Failing, PROJECTION_FAILS, Trouble};
-use entlog_engine::{Cluster, Config};
+use entlog_engine::Cluster;
 use entlog_journal::{AnyJournal, Journal};
 use harness::{Backend, bystander_answers, bystander_answers_eventually, failed_with};
 use sqlx::{Connection, PgConnection};
@@ -58,13 +58,7 @@ async fn oversized_outcomes_fail_their_message_postgres() {
 
 async fn hanging_and_slow(backend: Backend) {
     let cluster = backend
-        .cluster(
-            1,
-            Config {
-                handler_timeout: Duration::from_secs(3),
-                ..config(1)
-            },
-        )
+        .cluster(1, config(1).handler_timeout(Duration::from_secs(3)))
         .await;
     bystander_answers(&cluster, 1).await;
     // A handler that never returns: others of its shard answer meanwhile, and it fails at
@@ -136,15 +130,7 @@ async fn apply_panicking_on_replay_fails_only_its_entity() {
 
 async fn bounded_memory(backend: Backend) {
     let cap = 50;
-    let cluster = backend
-        .cluster(
-            4,
-            Config {
-                max_active_entities: cap,
-                ..config(4)
-            },
-        )
-        .await;
+    let cluster = backend.cluster(4, config(4).max_active_entities(cap)).await;
     let mut peak = 0;
     for round in 0..20u64 {
         let asks = (0..50u64).map(|i| {
@@ -325,15 +311,7 @@ async fn commits_past_a_slow_entity_are_not_redelivered() {
     let Backend::Postgres { url, schema } = &backend else {
         unreachable!()
     };
-    let cluster = backend
-        .cluster(
-            1,
-            Config {
-                runner_id: Some("r1".into()),
-                ..config(1)
-            },
-        )
-        .await;
+    let cluster = backend.cluster(1, config(1).runner_id("r1")).await;
     bystander_answers(&cluster, 0).await;
     let slow = cluster.entity::<Trouble>("slow");
     let slow = tokio::spawn(async move { slow.ask(Ask::Slow(3_000)).await });

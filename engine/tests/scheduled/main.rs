@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use common::{config, eventually};
 use entities::{Cmd, Event, Timer};
-use entlog_engine::{Cluster, Config, EngineError};
+use entlog_engine::{Cluster, EngineError};
 use entlog_journal::{AnyJournal, AppendOutcome, EntityKey, EntryKind, Journal, Timestamp};
 use store::{Delivery, SHARDS, Store, await_tags, check_once_and_never_early, deliveries};
 use uuid::Uuid;
@@ -233,10 +233,7 @@ async fn postgres_handler_timers_commit_with_their_message() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgres_schedule_from_another_member_wakes_the_owner() {
     let store = Store::postgres().await;
-    let slow_poll = Config {
-        poll_interval: Duration::from_secs(10),
-        ..config(SHARDS)
-    };
+    let slow_poll = config(SHARDS).poll_interval(Duration::from_secs(10));
     let runner = store.runner_with("r1", 1, slow_poll).await;
     eventually(20, "the runner to own every shard", || async {
         runner.owned_shards().len() == SHARDS as usize

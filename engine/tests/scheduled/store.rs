@@ -46,10 +46,7 @@ impl Store {
             Store::Postgres { url, schema } => Cluster::builder().postgres_schema(url, schema),
         };
         let cluster = builder
-            .config(Config {
-                runner_id: Some(id.into()),
-                ..config
-            })
+            .config(config.runner_id(id))
             .entity(Timer { node })
             .start()
             .await

@@ -2,7 +2,7 @@
 //! that a test can cut one runner off from the database (and let it back in) while the
 //! others go on.
 
-use entlog_engine::{Cluster, Config};
+use entlog_engine::Cluster;
 use entlog_journal::testing::database_url;
 use sqlx::{Connection, PgConnection};
 use uuid::Uuid;
@@ -81,10 +81,7 @@ impl Db {
         }
         let builder = Cluster::builder()
             .postgres_schema(self.url_as(&role), &self.schema)
-            .config(Config {
-                runner_id: Some(id.into()),
-                ..config(SHARDS)
-            })
+            .config(config(SHARDS).runner_id(id))
             .entity(Counter);
         build(builder).start().await.unwrap()
     }

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use cron::{every_second, tick_message, ticks};
 use db::Db;
-use entlog_engine::{Cluster, Config, CronSchedule, EngineError};
+use entlog_engine::{Cluster, CronSchedule, EngineError};
 use entlog_journal::Timestamp;
 use probe::{assert_disjoint, current, db_age, probe, runs};
 
@@ -208,11 +208,11 @@ async fn cron_fires_once_per_tick_across_runners_on_postgres() {
 fn sqlite(dir: &common::TempDir) -> entlog_engine::ClusterBuilder {
     Cluster::builder()
         .sqlite(dir.db())
-        .config(Config {
-            singleton_restart_backoff: Duration::from_millis(50),
-            singleton_stop_timeout: Duration::from_millis(300),
-            ..config(4)
-        })
+        .config(
+            config(4)
+                .singleton_restart_backoff(Duration::from_millis(50))
+                .singleton_stop_timeout(Duration::from_millis(300)),
+        )
         .entity(Counter)
 }
 
