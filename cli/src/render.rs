@@ -148,6 +148,7 @@ pub(crate) fn kind(kind: EntryKind) -> &'static str {
     match kind {
         EntryKind::Message => "message",
         EntryKind::Event => "event",
+        _ => "entry",
     }
 }
 
@@ -156,6 +157,7 @@ pub(crate) fn entry_text(registry: &Registry, e: &Entry) -> String {
     let what = match e.kind {
         EntryKind::Message => format!("message {}", e.message_id),
         EntryKind::Event => format!("event seq {}", e.seq.unwrap_or(0)),
+        other => kind(other).to_owned(),
     };
     format!(
         "shard {} offset {} {} {} {} {}{}",

@@ -23,6 +23,7 @@ use crate::error::EngineError;
 /// A reply as stored: the handler's answer, its rejection, or the failure that ended
 /// the message's retries.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub enum StoredOutcome<R> {
     /// The handler replied.
     Replied(R),

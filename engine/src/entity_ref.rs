@@ -242,13 +242,13 @@ impl<E: Entity> EntityRef<E> {
         if start_fetcher {
             inner.fetch.spawn(shard);
         }
-        match self.append(message).await? {
-            AppendOutcome::Duplicate {
-                reply: Some(reply), ..
-            } => return codec::decode_reply::<E>(id, &reply.payload),
-            AppendOutcome::Appended { .. }
-            | AppendOutcome::Scheduled { .. }
-            | AppendOutcome::Duplicate { .. } => {}
+        // A duplicate already answered has its reply; any other outcome (journaled now, for
+        // later, or before but not answered yet) waits for it.
+        if let AppendOutcome::Duplicate {
+            reply: Some(reply), ..
+        } = self.append(message).await?
+        {
+            return codec::decode_reply::<E>(id, &reply.payload);
         }
         let start = tokio::time::Instant::now();
         let deadline = start + inner.config.ask_timeout;

@@ -26,6 +26,7 @@ pub struct DamagedEntry {
 
 /// One item of a mailbox read: a message, or an entry that cannot be trusted.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub enum Delivery {
     /// A message whose checksum holds.
     Message(Entry),

@@ -37,6 +37,7 @@ pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 1 << 20;
 /// What an entry records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u8)]
+#[non_exhaustive]
 pub enum EntryKind {
     /// A command sent to an entity; delivered by the shard's owner.
     Message = 1,

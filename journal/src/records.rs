@@ -9,6 +9,7 @@ use crate::time::Timestamp;
 
 /// What [`Journal::append`](crate::Journal::append) did with one message.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum AppendOutcome {
     /// Committed at this offset of its shard.
     Appended {

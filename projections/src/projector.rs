@@ -23,6 +23,7 @@ use crate::projection::{DynProjection, ProjectionError, checkpoint_name};
 
 /// What one step of a projector did.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Step {
     /// Nothing new past the checkpoint.
     Idle,

@@ -64,7 +64,7 @@ fn damaged(db: &Db) {
             .into_iter()
             .filter_map(|d| match d {
                 Delivery::Damaged(d) => Some(d),
-                Delivery::Message(_) => None,
+                _ => None,
             })
             .collect();
         assert_eq!(damaged.len(), 1, "{damaged:?}");
@@ -221,7 +221,10 @@ fn status_shows_shard_groups_and_a_group_nobody_hosts() {
         ]),
         "{report}"
     );
-    assert_eq!(report["runners"][0]["groups"], serde_json::json!(["default"]));
+    assert_eq!(
+        report["runners"][0]["groups"],
+        serde_json::json!(["default"])
+    );
     assert_eq!(report["shards"][2]["group"], "default");
     assert_eq!(report["shards"][3]["group"], "payments");
     let stuck = report["stuck"].as_array().unwrap();

@@ -161,6 +161,13 @@ fn print(ctx: &Ctx, key: &EntityKey, shard: u32, page: &EntityPage) -> Result<()
                 e.seq.unwrap_or(0),
                 render::payload_text(reg, t, &e.payload)
             ))?,
+            other => ctx.out.line(format_args!(
+                "  offset {:>6}  {}  {}  {}",
+                e.offset,
+                render::time(e.created_at),
+                render::kind(other),
+                render::payload_text(reg, t, &e.payload)
+            ))?,
         }
     }
     for s in &records.scheduled {

@@ -53,7 +53,8 @@ impl Inline {
                 match projector.step().await? {
                     Step::Idle => break,
                     Step::Applied { .. } | Step::Raced => {}
-                    Step::Failed { .. } => return Ok(false),
+                    // A failure, or a step this engine does not know: try again later.
+                    _ => return Ok(false),
                 }
             }
             *checkpoint = journal
