@@ -139,3 +139,29 @@ pub(crate) fn adopt_shape(
         _ => Ok(()),
     }
 }
+
+/// The setters both backends' options have, for the fields that shape a journal and
+/// limit its payloads (`shard_count`, `shard_groups`, `max_payload_bytes`); expanded
+/// inside `impl PgOptions` and `impl SqliteOptions`.
+macro_rules! shape_setters {
+    () => {
+        /// Sets the shard count.
+        pub fn shard_count(mut self, n: u32) -> Self {
+            self.shard_count = n;
+            self
+        }
+
+        /// Sets the named shard groups.
+        pub fn shard_groups(mut self, groups: Vec<crate::shard_groups::ShardGroup>) -> Self {
+            self.shard_groups = groups;
+            self
+        }
+
+        /// Sets the payload limit.
+        pub fn max_payload_bytes(mut self, n: usize) -> Self {
+            self.max_payload_bytes = n;
+            self
+        }
+    };
+}
+pub(crate) use shape_setters;

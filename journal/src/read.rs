@@ -1,17 +1,19 @@
 //! The journal's single statements whose SQL is the same on both backends: reads of a
 //! shard, of an entity's events, of a reply, a snapshot, a cursor, a head and the next
-//! due time, and the cancelling of a scheduled message.
+//! due time, the cancelling of a scheduled message, and the reading of the stored
+//! metadata when a journal is opened.
 //!
 //! Each is one SQL text with `$n` placeholders, which both drivers bind by number, run on
 //! the [`Pool`] the backend passes: on PostgreSQL its pool of single statements, on
 //! SQLite its readers (or, to cancel, its writer). The backends keep what differs:
 //! appends, commits, promotion, locks, and the mailbox read.
 
-use sqlx::{PgPool, SqlitePool};
+use sqlx::{PgPool, Row as _, SqlitePool};
 use uuid::Uuid;
 
 use crate::envelope::{EntityKey, Entry, EntryKind};
-use crate::error::Result;
+use crate::error::{JournalError, Result};
+use crate::meta::{APPLIED_MIGRATIONS, Meta, check_migrated, parse_meta};
 use crate::records::{Snapshot, StoredReply};
 use crate::rows::{entry_from_row, reply_from_row, snapshot_from_row};
 use crate::shard::Shard;
@@ -198,6 +200,62 @@ pub(crate) async fn cancel_scheduled(
         .rows_affected();
         Ok(removed > 0)
     })
+}
+
+/// The stored metadata; `None` when the journal has no `meta` table yet.
+pub(crate) async fn meta(pool: Pool<'_>) -> Result<Option<Meta>> {
+    let exists = match pool {
+        Pool::Postgres(p) => {
+            let exists: Option<String> = sqlx::query_scalar("SELECT to_regclass('meta')::TEXT")
+                .fetch_one(p)
+                .await?;
+            exists.is_some()
+        }
+        Pool::Sqlite(p) => {
+            let exists: Option<String> = sqlx::query_scalar(
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'meta'",
+            )
+            .fetch_optional(p)
+            .await?;
+            exists.is_some()
+        }
+    };
+    if !exists {
+        return Ok(None);
+    }
+    on_pool!(pool, p => {
+        let rows = sqlx::query("SELECT key, value FROM meta")
+            .fetch_all(p)
+            .await?;
+        let pairs = rows
+            .iter()
+            .map(|r| Ok((r.try_get::<String, _>(0)?, r.try_get::<String, _>(1)?)))
+            .collect::<Result<Vec<_>>>()?;
+        parse_meta(&pairs)
+    })
+}
+
+/// The metadata of a journal that must already exist at `location` with every migration
+/// of `migrator` applied; otherwise `NotFound` or the migration error, with `pool`
+/// closed.
+pub(crate) async fn existing_meta(
+    pool: Pool<'_>,
+    location: &str,
+    migrator: &sqlx::migrate::Migrator,
+) -> Result<Meta> {
+    let Some(meta) = meta(pool).await? else {
+        on_pool!(pool, p => p.close().await);
+        return Err(JournalError::NotFound {
+            location: location.to_owned(),
+        });
+    };
+    let applied: i64 =
+        on_pool!(pool, p => sqlx::query_scalar(APPLIED_MIGRATIONS).fetch_one(p).await?);
+    if let Err(e) = check_migrated(location, applied, migrator) {
+        on_pool!(pool, p => p.close().await);
+        return Err(e);
+    }
+    Ok(meta)
 }
 
 /// The [`Journal`](crate::Journal) methods that are the same on both backends, expanded

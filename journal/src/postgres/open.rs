@@ -12,9 +12,8 @@ use super::{Inner, PgJournal};
 use crate::envelope::DEFAULT_MAX_PAYLOAD_BYTES;
 use crate::error::{JournalError, Result};
 use crate::liveness::Liveness;
-use crate::meta::{
-    APPLIED_MIGRATIONS, FORMAT_VERSION, Meta, adopt_shape, check_meta, check_migrated, parse_meta,
-};
+use crate::meta::{FORMAT_VERSION, Meta, adopt_shape, check_meta};
+use crate::read::{self, Pool};
 use crate::shard_groups::{ShardGroup, ShardLayout, ShardMap};
 use crate::wakeup::Wakeups;
 
@@ -73,23 +72,7 @@ impl PgOptions {
         self
     }
 
-    /// Sets the shard count.
-    pub fn shard_count(mut self, n: u32) -> Self {
-        self.shard_count = n;
-        self
-    }
-
-    /// Sets the named shard groups.
-    pub fn shard_groups(mut self, groups: Vec<ShardGroup>) -> Self {
-        self.shard_groups = groups;
-        self
-    }
-
-    /// Sets the payload limit.
-    pub fn max_payload_bytes(mut self, n: usize) -> Self {
-        self.max_payload_bytes = n;
-        self
-    }
+    crate::meta::shape_setters!();
 
     /// Sets the pool size.
     pub fn max_connections(mut self, n: u32) -> Self {
@@ -182,7 +165,7 @@ pub(super) async fn open(mut options: PgOptions) -> Result<PgJournal> {
 
     // Look before touching anything: a journal of another shard count or format version
     // is refused with nothing changed.
-    let existing = read_meta(&pool).await?;
+    let existing = read::meta(Pool::Postgres(&pool)).await?;
     adopt_shape(
         &mut options.shard_count,
         &mut options.shard_groups,
@@ -221,7 +204,7 @@ pub(super) async fn open(mut options: PgOptions) -> Result<PgJournal> {
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
-    let meta = read_meta(&pool)
+    let meta = read::meta(Pool::Postgres(&pool))
         .await?
         .ok_or_else(|| JournalError::Internal("journal metadata vanished after creation".into()))?;
     check_meta(&meta, options.shard_count, &options.shard_groups)?;
@@ -242,17 +225,7 @@ pub(super) async fn open_existing(mut options: PgOptions) -> Result<PgJournal> {
     options.liveness.check()?;
     let pool = connect(&options).await?;
     let location = format!("schema {:?}", options.schema);
-    let Some(meta) = read_meta(&pool).await? else {
-        pool.close().await;
-        return Err(JournalError::NotFound { location });
-    };
-    let applied: i64 = sqlx::query_scalar(APPLIED_MIGRATIONS)
-        .fetch_one(&pool)
-        .await?;
-    if let Err(e) = check_migrated(&location, applied, &MIGRATOR) {
-        pool.close().await;
-        return Err(e);
-    }
+    let meta = read::existing_meta(Pool::Postgres(&pool), &location, &MIGRATOR).await?;
     options.shard_count = meta.shard_count;
     options.shard_groups = meta.layout.named();
     assemble(pool, options, meta).await
@@ -372,21 +345,4 @@ async fn assemble(pool: PgPool, options: PgOptions, meta: Meta) -> Result<PgJour
             options,
         }),
     })
-}
-
-async fn read_meta(pool: &PgPool) -> Result<Option<Meta>> {
-    let exists: Option<String> = sqlx::query_scalar("SELECT to_regclass('meta')::TEXT")
-        .fetch_one(pool)
-        .await?;
-    if exists.is_none() {
-        return Ok(None);
-    }
-    let rows = sqlx::query("SELECT key, value FROM meta")
-        .fetch_all(pool)
-        .await?;
-    let pairs = rows
-        .iter()
-        .map(|r| Ok((r.try_get::<String, _>(0)?, r.try_get::<String, _>(1)?)))
-        .collect::<Result<Vec<_>>>()?;
-    parse_meta(&pairs)
 }

@@ -4,16 +4,15 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use sqlx::SqlitePool;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Row, SqlitePool};
 
 use super::owner::{OwnerLock, OwnerProbe};
 use super::{Inner, SqliteJournal};
 use crate::envelope::DEFAULT_MAX_PAYLOAD_BYTES;
 use crate::error::{JournalError, Result};
-use crate::meta::{
-    APPLIED_MIGRATIONS, FORMAT_VERSION, Meta, adopt_shape, check_meta, check_migrated, parse_meta,
-};
+use crate::meta::{FORMAT_VERSION, Meta, adopt_shape, check_meta};
+use crate::read::{self, Pool};
 use crate::shard_groups::{ShardGroup, ShardLayout, ShardMap};
 use crate::wakeup::Wakeups;
 
@@ -75,23 +74,7 @@ impl SqliteOptions {
         }
     }
 
-    /// Sets the shard count.
-    pub fn shard_count(mut self, n: u32) -> Self {
-        self.shard_count = n;
-        self
-    }
-
-    /// Sets the named shard groups.
-    pub fn shard_groups(mut self, groups: Vec<ShardGroup>) -> Self {
-        self.shard_groups = groups;
-        self
-    }
-
-    /// Sets the payload limit.
-    pub fn max_payload_bytes(mut self, n: usize) -> Self {
-        self.max_payload_bytes = n;
-        self
-    }
+    crate::meta::shape_setters!();
 
     /// Sets the durability level.
     pub fn durability(mut self, d: Durability) -> Self {
@@ -137,7 +120,7 @@ pub(super) async fn open(mut options: SqliteOptions) -> Result<SqliteJournal> {
         .connect_with(connect.clone())
         .await?;
 
-    let existing = read_meta(&writer).await?;
+    let existing = read::meta(Pool::Sqlite(&writer)).await?;
     adopt_shape(
         &mut options.shard_count,
         &mut options.shard_groups,
@@ -204,17 +187,7 @@ pub(super) async fn open_existing(
         .max_connections(options.readers.max(1))
         .connect_with(connect)
         .await?;
-    let Some(meta) = read_meta(&probe).await? else {
-        probe.close().await;
-        return Err(JournalError::NotFound { location });
-    };
-    let applied: i64 = sqlx::query_scalar(APPLIED_MIGRATIONS)
-        .fetch_one(&probe)
-        .await?;
-    if let Err(e) = check_migrated(&location, applied, &MIGRATOR) {
-        probe.close().await;
-        return Err(e);
-    }
+    let meta = read::existing_meta(Pool::Sqlite(&probe), &location, &MIGRATOR).await?;
     options.shard_count = meta.shard_count;
     options.shard_groups = meta.layout.named();
     if access == Access::ReadWrite {
@@ -330,22 +303,4 @@ async fn initialise(writer: &SqlitePool, layout: ShardLayout) -> Result<Meta> {
         layout,
         types: Vec::new(),
     })
-}
-
-async fn read_meta(pool: &SqlitePool) -> Result<Option<Meta>> {
-    let exists: Option<String> =
-        sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'meta'")
-            .fetch_optional(pool)
-            .await?;
-    if exists.is_none() {
-        return Ok(None);
-    }
-    let rows = sqlx::query("SELECT key, value FROM meta")
-        .fetch_all(pool)
-        .await?;
-    let pairs = rows
-        .iter()
-        .map(|r| Ok((r.try_get::<String, _>(0)?, r.try_get::<String, _>(1)?)))
-        .collect::<Result<Vec<_>>>()?;
-    parse_meta(&pairs)
 }
