@@ -353,3 +353,39 @@ async fn postgres_refuses_another_layout_and_shares_type_records() {
     runner.shutdown().await.unwrap();
     schema.drop().await;
 }
+
+/// A runner hosts the groups of the types it registers; when the journal records another
+/// type of such a group (registered by another runner), its messages could reach this
+/// runner's shards and fail as not registered: the runner says so when it starts.
+#[tokio::test]
+async fn a_runner_names_the_types_of_its_groups_it_cannot_run() {
+    let out = common::logs::Captured::install();
+    let dir = TempDir::new();
+    let journal: entlog_journal::AnyJournal = SqliteJournal::open(
+        SqliteOptions::new(dir.db())
+            .shard_count(SHARDS)
+            .shard_groups(vec![ShardGroup::new("payments", PAYMENTS)]),
+    )
+    .await
+    .unwrap()
+    .into();
+    journal.record_group("invoice", "payments").await.unwrap();
+    journal.close().await;
+    let cluster = Cluster::builder()
+        .sqlite(dir.db())
+        .config(grouped(SHARDS))
+        .entity(Ledger)
+        .start()
+        .await
+        .unwrap();
+    eventually(30, "the runner's warning", || async {
+        out.lines().iter().any(|l| {
+            l.contains("WARN")
+                && l.contains("does not register")
+                && l.contains("group=\"payments\"")
+                && l.contains("\"invoice\"")
+        })
+    })
+    .await;
+    cluster.shutdown().await.unwrap();
+}
