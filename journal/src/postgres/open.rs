@@ -35,7 +35,9 @@ pub struct PgOptions {
     pub shard_groups: Vec<ShardGroup>,
     /// Largest accepted payload in bytes. Default 1 MiB.
     pub max_payload_bytes: usize,
-    /// Pooled connections (shard locks use their own, outside the pool). Default 10.
+    /// Pooled connections (shard locks use their own, outside the pools). Default 10.
+    /// Two thirds (at least one) serve the journal's own single statements, the rest (at
+    /// least one) transactions and the application's statements (see [`PgJournal::pool`]).
     pub max_connections: u32,
     /// Send NOTIFY on append so tailers in other processes wake at once. Default true.
     /// Without it, other processes find new entries only by polling.
@@ -249,16 +251,25 @@ async fn connect(options: &PgOptions) -> Result<PgPool> {
                 waited,
             })??;
     sqlx::Connection::close(conn).await?;
-    Ok(pool_options(options)
+    let (_, size) = pool_sizes(options.max_connections);
+    Ok(pool_options(size)
         .after_release(|conn, _| Box::pin(released_outside_transaction(conn)))
         .connect_with(connect_options)
         .await?)
 }
 
-/// What both pools share: size, acquire timeout, a ping only after idling.
-fn pool_options(options: &PgOptions) -> PgPoolOptions {
+/// `max_connections` split between the statements pool (two thirds) and the main pool
+/// (the rest), each at least one: together no more than configured, except that a budget
+/// of one still gets one connection in each.
+fn pool_sizes(max_connections: u32) -> (u32, u32) {
+    let main = (max_connections / 3).max(1);
+    (max_connections.saturating_sub(main).max(1), main)
+}
+
+/// What both pools share: an acquire timeout, a ping only after idling.
+fn pool_options(size: u32) -> PgPoolOptions {
     PgPoolOptions::new()
-        .max_connections(options.max_connections)
+        .max_connections(size)
         .acquire_timeout(Duration::from_secs(10))
         .test_before_acquire(false)
         .before_acquire(|conn, meta| Box::pin(alive_after_idle(conn, meta.idle_for)))
@@ -267,7 +278,8 @@ fn pool_options(options: &PgOptions) -> PgPoolOptions {
 /// The pool of the journal's own single statements: as the main pool, without the
 /// release check (nothing run on it opens a transaction), connecting on first use.
 fn statements_pool(options: &PgOptions) -> Result<PgPool> {
-    Ok(pool_options(options).connect_lazy_with(options.connect_options()?))
+    let (size, _) = pool_sizes(options.max_connections);
+    Ok(pool_options(size).connect_lazy_with(options.connect_options()?))
 }
 
 /// Whether the session is outside any transaction block: in one, `now()` is the time the
