@@ -114,7 +114,7 @@ pub use entlog_journal as journal;
 pub use entlog_projections as projections;
 
 pub use entlog_engine::{
-    Cluster, ClusterBuilder, Config, Context, CronSchedule, EngineError, Entity, EntityRef,
+    Client, Cluster, ClusterBuilder, Config, Context, CronSchedule, EngineError, Entity, EntityRef,
     Outcome, Rejection, SingletonContext, StateProjection, TRACE_HEADER, decode_event,
     projected_state,
 };

@@ -284,8 +284,8 @@ impl ClusterBuilder {
 
 /// The singleton that drives one schedule.
 async fn drive(schedule: Arc<CronSchedule>, action: Arc<Action>, ctx: SingletonContext) {
-    let journal = ctx.cluster().journal().clone();
-    let runner = ctx.cluster().runner_id().to_owned();
+    let journal = ctx.client().journal().clone();
+    let runner = ctx.runner_id().to_owned();
     let name = schedule.name.as_str();
     let mut last = loop {
         match load_or_create(&journal, name, &runner, journal.now()).await {

@@ -8,7 +8,7 @@ use entlog_journal::{AppendOutcome, EntityKey, Headers, Journal, NewMessage, Tim
 use tracing::Instrument;
 use uuid::Uuid;
 
-use crate::cluster::Cluster;
+use crate::client::Client;
 use crate::codec;
 use crate::entity::Entity;
 use crate::error::EngineError;
@@ -67,7 +67,7 @@ use crate::runner::pipeline::MAILBOX;
 /// # }
 /// ```
 pub struct EntityRef<E: Entity> {
-    cluster: Cluster,
+    client: Client,
     id: String,
     /// Sent with every message through this handle.
     headers: Headers,
@@ -77,7 +77,7 @@ pub struct EntityRef<E: Entity> {
 impl<E: Entity> Clone for EntityRef<E> {
     fn clone(&self) -> Self {
         EntityRef {
-            cluster: self.cluster.clone(),
+            client: self.client.clone(),
             id: self.id.clone(),
             headers: self.headers.clone(),
             _entity: PhantomData,
@@ -85,11 +85,18 @@ impl<E: Entity> Clone for EntityRef<E> {
     }
 }
 
+impl Client {
+    /// A handle to send messages to entity `id` of type `E`.
+    pub fn entity<E: Entity>(&self, id: &str) -> EntityRef<E> {
+        EntityRef::new(self.clone(), id)
+    }
+}
+
 impl<E: Entity> EntityRef<E> {
-    /// A handle on entity `id` of type `E`, sending through `cluster`.
-    pub(crate) fn new(cluster: Cluster, id: &str) -> Self {
+    /// A handle on entity `id` of type `E`, sending through `client`.
+    pub(crate) fn new(client: Client, id: &str) -> Self {
         EntityRef {
-            cluster,
+            client,
             id: id.to_owned(),
             headers: Headers::new(),
             _entity: PhantomData,
@@ -118,16 +125,16 @@ impl<E: Entity> EntityRef<E> {
     /// journal error.
     pub(crate) fn key(&self) -> Result<EntityKey, EngineError> {
         let key = EntityKey::new(E::TYPE, self.id.as_str())?;
-        self.cluster
+        self.client
             .journal()
             .shard_map()
             .declare(E::TYPE, E::SHARD_GROUP)?;
         Ok(key)
     }
 
-    /// The cluster this reference sends through.
-    pub(crate) fn cluster(&self) -> &Cluster {
-        &self.cluster
+    /// The client this reference sends through.
+    pub(crate) fn client(&self) -> &Client {
+        &self.client
     }
 
     fn message(
@@ -153,15 +160,15 @@ impl<E: Entity> EntityRef<E> {
     }
 
     async fn append(&self, message: NewMessage) -> Result<AppendOutcome, EngineError> {
-        if *self.cluster.inner.shutdown.borrow() {
+        if self.client.is_shut_down() {
             return Err(EngineError::ShutDown);
         }
         // Checked against the journal's record once per type and process, so that a type
         // this member does not register is still routed as every other member routes it.
-        let journal = &self.cluster.inner.journal;
+        let journal = self.client.journal();
         journal.record_group(E::TYPE, E::SHARD_GROUP).await?;
         self.check_mailbox(&message.entity).await?;
-        let outcome = self.cluster.inner.appender.append(message).await?;
+        let outcome = self.client.parts.appender.append(message).await?;
         match &outcome {
             AppendOutcome::Duplicate { .. } => {
                 metrics::counter!(m::MESSAGES_DEDUPLICATED).increment(1)
@@ -174,7 +181,7 @@ impl<E: Entity> EntityRef<E> {
     /// Refuses a send to an entity with its capacity of unanswered messages (when one is
     /// set: `Entity::MAILBOX_CAPACITY`, else `Config::mailbox_capacity`).
     async fn check_mailbox(&self, entity: &EntityKey) -> Result<(), EngineError> {
-        let inner = &self.cluster.inner;
+        let inner = &self.client.parts;
         let Some(capacity) = E::MAILBOX_CAPACITY.or(inner.config.mailbox_capacity) else {
             return Ok(());
         };
@@ -235,7 +242,7 @@ impl<E: Entity> EntityRef<E> {
     ///
     /// [`ask_with_id`]: Self::ask_with_id
     async fn ask_message(&self, id: Uuid, message: NewMessage) -> Result<E::Reply, EngineError> {
-        let inner = &self.cluster.inner;
+        let inner = &self.client.parts;
         let shard = inner.journal.shard_of(&message.entity);
         // Registered before the append, so that no reply can commit unseen in between.
         let (mut wait, start_fetcher) = inner.waiters.register(message.entity.clone(), id, shard);
@@ -307,7 +314,7 @@ impl<E: Entity> EntityRef<E> {
         after: Duration,
         command: E::Command,
     ) -> Result<Uuid, EngineError> {
-        let at = self.cluster.journal().now().after(after);
+        let at = self.client.journal().now().after(after);
         self.tell_at(at, command).await
     }
 
@@ -328,14 +335,13 @@ impl<E: Entity> EntityRef<E> {
     /// cancelled already, or already due and moved to the entity's mailbox, in which case
     /// it is delivered once as usual.
     pub async fn cancel(&self, message_id: Uuid) -> Result<bool, EngineError> {
-        if *self.cluster.inner.shutdown.borrow() {
+        if self.client.is_shut_down() {
             return Err(EngineError::ShutDown);
         }
         let key = self.key()?;
         Ok(self
-            .cluster
-            .inner
-            .journal
+            .client
+            .journal()
             .cancel_scheduled(&key, message_id)
             .await?)
     }
@@ -343,7 +349,7 @@ impl<E: Entity> EntityRef<E> {
     /// The stored reply to an earlier message, if it was processed.
     pub async fn reply_to(&self, id: Uuid) -> Result<Option<E::Reply>, EngineError> {
         let key = self.key()?;
-        match self.cluster.inner.journal.reply(&key, id).await? {
+        match self.client.journal().reply(&key, id).await? {
             Some(r) => codec::decode_reply::<E>(id, &r.payload).map(Some),
             None => Ok(None),
         }

@@ -49,6 +49,7 @@
 #![warn(missing_docs)]
 
 mod appender;
+mod client;
 mod cluster;
 mod codec;
 mod config;
@@ -61,6 +62,7 @@ mod failure_kind;
 pub mod metrics;
 #[cfg(feature = "opentelemetry")]
 mod otel;
+mod owned;
 mod owner_check;
 mod registry;
 mod replies;
@@ -70,6 +72,7 @@ mod state;
 mod state_projection;
 mod waiters;
 
+pub use client::Client;
 pub use cluster::{Cluster, ClusterBuilder};
 pub use codec::{
     FAILURE_PREFIX, PayloadError, StoredOutcome, command_from_payload, decode_command,

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use entlog_journal::{AnyJournal, Journal, Shard};
 
-use crate::runner::Owned;
+use crate::owned::Owned;
 use crate::waiters::Waiters;
 
 /// How long a fetcher waits for a wake-up before it looks anyway. A lost notification

@@ -1,14 +1,14 @@
 //! Singletons: one long-running task per cluster, run by the runner that owns its shard.
 //!
 //! A singleton is a named task registered on every runner with
-//! [`ClusterBuilder::singleton`] (like an entity type: a runner that did not register it
+//! [`ClusterBuilder::singleton`](crate::ClusterBuilder::singleton) (like an entity type: a runner that did not register it
 //! does not run it, even when it owns its shard). Its name picks a shard of the default
 //! shard group (see [`entlog_journal::shard_groups`]; with no named group,
 //! [`shard_of`](entlog_journal::shard_of)`(name, shard_count)`), and the runner that owns
 //! that shard runs it:
 //!
 //! - **Start.** When a runner acquires the shard, it starts the task with a
-//!   [`SingletonContext`]: a stop signal, and a [`Cluster`] handle to send messages with.
+//!   [`SingletonContext`]: a stop signal, and a [`Client`] to send messages with.
 //! - **Graceful stop.** When the shard moves to another runner (one joined) or the runner
 //!   shuts down, the task gets its stop signal and has `Config::singleton_stop_timeout`
 //!   (5 s) to return; then it is aborted. The run is recorded as stopped cleanly, and only
@@ -72,7 +72,7 @@ use entlog_journal::{AnyJournal, DEFAULT_GROUP, Journal, JournalError, MAX_NAME_
 use tokio::sync::watch;
 use tokio::task::{AbortHandle, JoinHandle};
 
-use crate::cluster::{Cluster, ClusterBuilder, WeakCluster};
+use crate::client::Client;
 use crate::config::Config;
 use crate::error::EngineError;
 
@@ -88,16 +88,19 @@ const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// A run at least this long counts as healthy: the next failure starts the back-off over.
 const HEALTHY_RUN: Duration = Duration::from_secs(60);
 
-/// What a running singleton is given: its name, a cluster handle and its stop signal.
+/// What a running singleton is given: its name, a client to send with, the runner it
+/// runs on and its stop signal.
 ///
 /// The task should return soon after [`stopped`](Self::stopped) resolves (or
 /// [`is_stopping`](Self::is_stopping) turns true); it is aborted after
-/// `Config::singleton_stop_timeout`. The [`Cluster`] handle keeps the member alive while
-/// the task holds it: stop members with [`Cluster::shutdown`], not by dropping handles.
+/// `Config::singleton_stop_timeout`. The [`Client`] does not keep the member alive:
+/// dropping every [`Cluster`](crate::Cluster) handle shuts the member down, and stops its
+/// singletons, as [`Cluster::shutdown`](crate::Cluster::shutdown) does.
 #[derive(Clone)]
 pub struct SingletonContext {
     name: Arc<str>,
-    cluster: Cluster,
+    client: Client,
+    runner: Arc<str>,
     stop: watch::Receiver<bool>,
 }
 
@@ -105,7 +108,7 @@ impl std::fmt::Debug for SingletonContext {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SingletonContext")
             .field("name", &self.name)
-            .field("runner", &self.cluster.runner_id())
+            .field("runner", &self.runner)
             .field("stopping", &self.is_stopping())
             .finish()
     }
@@ -117,9 +120,14 @@ impl SingletonContext {
         &self.name
     }
 
-    /// The cluster member running the singleton, to send messages to entities.
-    pub fn cluster(&self) -> &Cluster {
-        &self.cluster
+    /// The client of the member running the singleton, to send messages to entities.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// The id of the runner running the singleton.
+    pub fn runner_id(&self) -> &str {
+        &self.runner
     }
 
     /// Whether the singleton was asked to stop (its shard moves, or the runner stops).
@@ -161,7 +169,7 @@ pub(crate) struct Singletons {
 }
 
 impl Singletons {
-    /// Registers a singleton.
+    /// Registers a singleton (`ClusterBuilder::singleton`, and cron's drivers).
     pub(crate) fn add(&mut self, name: String, task: TaskFn) {
         self.specs.push(Arc::new(Spec { name, task }));
     }
@@ -195,38 +203,19 @@ impl Singletons {
     }
 }
 
-impl ClusterBuilder {
-    /// Registers a singleton: `task` runs on exactly one runner at a time, the owner of
-    /// the shard of `name`, and is stopped, restarted and moved with that shard (see
-    /// [`SingletonContext`] and the guarantees in the crate's README). Register it on
-    /// every runner. Names must be unique and 1 to 255 bytes; `start` reports a bad one.
-    pub fn singleton<F, Fut>(mut self, name: impl Into<String>, task: F) -> Self
-    where
-        F: Fn(SingletonContext) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = ()> + Send + 'static,
-    {
-        let task: TaskFn = Arc::new(move |ctx| Box::pin(task(ctx)));
-        self.singletons.add(name.into(), task);
-        self
-    }
-}
-
 /// The runner's side: starts the singletons of each shard it acquires.
 pub(crate) struct SingletonHost {
     specs: Vec<Arc<Spec>>,
-    /// This member's cluster handle, set once the member is built.
-    member: watch::Receiver<Option<WeakCluster>>,
+    /// The member's client, which does not keep it alive.
+    client: Client,
 }
 
 impl SingletonHost {
-    /// A host for `singletons`; `member` gets the cluster handle once it exists.
-    pub(crate) fn new(
-        singletons: Singletons,
-        member: watch::Receiver<Option<WeakCluster>>,
-    ) -> Self {
+    /// A host for `singletons`, which send through `client`.
+    pub(crate) fn new(singletons: Singletons, client: Client) -> Self {
         SingletonHost {
             specs: singletons.specs,
-            member,
+            client,
         }
     }
 
@@ -250,7 +239,7 @@ impl SingletonHost {
                     runner: runner.to_owned(),
                     journal: journal.clone(),
                     config: config.clone(),
-                    member: self.member.clone(),
+                    client: self.client.clone(),
                     stop: stop.subscribe(),
                 };
                 tokio::spawn(supervisor.run())
@@ -275,12 +264,12 @@ struct Supervisor {
     runner: String,
     journal: AnyJournal,
     config: Arc<Config>,
-    member: watch::Receiver<Option<WeakCluster>>,
+    client: Client,
     stop: watch::Receiver<bool>,
 }
 
 impl Supervisor {
-    async fn run(mut self) {
+    async fn run(self) {
         let name = self.spec.name.clone();
         // The previous run must be over before this one starts. A run that was not
         // stopped cleanly may still be going on a runner that has not yet noticed it lost
@@ -301,9 +290,6 @@ impl Supervisor {
                 return;
             }
         }
-        let Some(cluster) = self.member().await else {
-            return;
-        };
         if *self.stop.borrow() {
             return;
         }
@@ -319,7 +305,8 @@ impl Supervisor {
         loop {
             let ctx = SingletonContext {
                 name: Arc::from(name.as_str()),
-                cluster: cluster.clone(),
+                client: self.client.clone(),
+                runner: Arc::from(self.runner.as_str()),
                 stop: self.stop.clone(),
             };
             let began = Instant::now();
@@ -357,18 +344,11 @@ impl Supervisor {
                 }
             }
         }
-        drop(cluster);
         running.set(0.0);
         if let Err(e) = mark_stopped(&self.journal, &name, &self.runner).await {
             tracing::warn!(singleton = %name, error = %e, "cannot record the clean stop");
         }
         tracing::info!(singleton = %name, runner = %self.runner, "singleton stopped");
-    }
-
-    /// The member's cluster handle; `None` if the member is gone.
-    async fn member(&mut self) -> Option<Cluster> {
-        let weak = self.member.wait_for(|m| m.is_some()).await.ok()?.clone()?;
-        weak.upgrade()
     }
 
     /// Sleeps, or returns `true` early if asked to stop.

@@ -79,7 +79,7 @@ impl<E: Entity> EntityRef<E> {
     /// An `apply` that panics while folding is [`EngineError::Failed`].
     pub async fn state(&self) -> Result<(u64, E::State), EngineError> {
         let key = self.key()?;
-        let journal = self.cluster().journal();
+        let journal = self.client().journal();
         match AssertUnwindSafe(fold::<E>(journal, &key))
             .catch_unwind()
             .await
@@ -97,7 +97,7 @@ impl<E: Entity> EntityRef<E> {
     /// The runner that owns this entity's shard now, if a live one does.
     pub async fn owner(&self) -> Result<Option<String>, EngineError> {
         let key = self.key()?;
-        let journal = self.cluster().journal();
+        let journal = self.client().journal();
         Ok(journal.shard_owner(journal.shard_of(&key)).await?)
     }
 
@@ -105,7 +105,7 @@ impl<E: Entity> EntityRef<E> {
     /// this process).
     pub fn is_local(&self) -> Result<bool, EngineError> {
         let key = self.key()?;
-        let shard = self.cluster().journal().shard_of(&key);
-        Ok(self.cluster().owned_shards().contains(&shard))
+        let shard = self.client().journal().shard_of(&key);
+        Ok(self.client().owned_shards().contains(&shard))
     }
 }

@@ -13,8 +13,8 @@ mod assign;
 mod inline;
 pub(crate) mod pipeline;
 
-use std::collections::{BTreeSet, HashMap};
-use std::sync::{Arc, RwLock};
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use entlog_journal::{AnyJournal, AnyLocks, Journal, Lease, ShardLocks};
@@ -24,12 +24,10 @@ use tokio::task::JoinHandle;
 
 use crate::config::Config;
 use crate::metrics as m;
+use crate::owned::Owned;
 use crate::registry::Registry;
 use crate::waiters::Waiters;
 use pipeline::{Control, Exit, PipelineHandle};
-
-/// Shards owned by this process's runner, for clients deciding how to wait for replies.
-pub(crate) type Owned = Arc<RwLock<BTreeSet<u32>>>;
 
 /// How many entities this process's runner holds in memory, as last counted.
 pub(crate) type InMemory = Arc<std::sync::atomic::AtomicUsize>;

@@ -24,7 +24,7 @@ pub(crate) fn probe(
         Box::pin(async move {
             let mut conn = PgConnection::connect(&url).await.unwrap();
             let instance = Uuid::now_v7().to_string();
-            let runner = ctx.cluster().runner_id().to_owned();
+            let runner = ctx.runner_id().to_owned();
             let insert = format!(
                 "INSERT INTO {table} (instance, runner, kind, at)
                  VALUES ($1, $2, $3, extract(epoch FROM clock_timestamp())::FLOAT8)"
