@@ -1,10 +1,13 @@
 //! [`EntityRef`]: sending to one entity — `ask`, `tell`, timers, their idempotent forms —
-//! with a bounded mailbox, and waiting for a reply from the local runner or the journal.
+//! with a bounded mailbox, and waiting for a reply from the local runner or the journal;
+//! reading its state, owner and whether it is local without a message.
 
 use std::marker::PhantomData;
+use std::panic::AssertUnwindSafe;
 use std::time::Duration;
 
 use entlog_journal::{AppendOutcome, EntityKey, Headers, Journal, NewMessage, Timestamp};
+use futures_util::FutureExt;
 use tracing::Instrument;
 use uuid::Uuid;
 
@@ -13,7 +16,9 @@ use crate::codec;
 use crate::entity::Entity;
 use crate::error::EngineError;
 use crate::metrics as m;
+use crate::panics::panic_message;
 use crate::runner::pipeline::MAILBOX;
+use crate::state;
 
 /// A handle on one entity: `ask`, `tell` and their idempotent forms, `state` without a
 /// message. Cheap to clone.
@@ -130,11 +135,6 @@ impl<E: Entity> EntityRef<E> {
             .shard_map()
             .declare(E::TYPE, E::SHARD_GROUP)?;
         Ok(key)
-    }
-
-    /// The client this reference sends through.
-    pub(crate) fn client(&self) -> &Client {
-        &self.client
     }
 
     fn message(
@@ -353,5 +353,43 @@ impl<E: Entity> EntityRef<E> {
             Some(r) => codec::decode_reply::<E>(id, &r.payload).map(Some),
             None => Ok(None),
         }
+    }
+
+    /// The entity's current state and the seq of its last event (0: it has none), read
+    /// from the journal — its latest snapshot and every later committed event — without
+    /// sending a message and whoever owns it. It reflects every event committed before
+    /// the call; a message being handled meanwhile is not in it.
+    ///
+    /// An `apply` that panics while folding is [`EngineError::Failed`].
+    pub async fn state(&self) -> Result<(u64, E::State), EngineError> {
+        let key = self.key()?;
+        let journal = self.client.journal();
+        match AssertUnwindSafe(state::fold::<E>(journal, &key))
+            .catch_unwind()
+            .await
+        {
+            Ok(folded) => folded.map(|f| (f.seq, f.state)),
+            Err(panic) => Err(EngineError::Failed {
+                reason: format!(
+                    "apply panicked while replaying {key}: {}",
+                    panic_message(panic.as_ref())
+                ),
+            }),
+        }
+    }
+
+    /// The runner that owns this entity's shard now, if a live one does.
+    pub async fn owner(&self) -> Result<Option<String>, EngineError> {
+        let key = self.key()?;
+        let journal = self.client.journal();
+        Ok(journal.shard_owner(journal.shard_of(&key)).await?)
+    }
+
+    /// Whether this member's runner owns the entity's shard now (its asks are answered in
+    /// this process).
+    pub fn is_local(&self) -> Result<bool, EngineError> {
+        let key = self.key()?;
+        let shard = self.client.journal().shard_of(&key);
+        Ok(self.client.owned_shards().contains(&shard))
     }
 }

@@ -64,6 +64,7 @@ pub mod metrics;
 mod otel;
 mod owned;
 mod owner_check;
+mod panics;
 mod registry;
 mod replies;
 mod runner;

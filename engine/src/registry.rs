@@ -18,6 +18,7 @@ use crate::entity::{Context, Entity};
 use crate::error::EngineError;
 use crate::failure_kind::FailureKind;
 use crate::metrics as m;
+use crate::panics::panic_message;
 
 pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -180,14 +181,6 @@ struct Live<E: Entity> {
     state: E::State,
     seq: u64,
     snapshot_seq: u64,
-}
-
-/// The text of a caught panic.
-pub(crate) fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
-    p.downcast_ref::<&str>()
-        .map(|s| (*s).to_owned())
-        .or_else(|| p.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "handler panicked".to_owned())
 }
 
 impl<E: Entity> Live<E> {

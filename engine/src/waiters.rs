@@ -8,7 +8,7 @@
 //!
 //! Replies arrive two ways. When this process's runner owns the message's shard, it calls
 //! [`Waiters::resolve`] right after the batch commits. Otherwise a reply fetcher of the
-//! shard (`cluster.rs`) reads, on each "replies committed" wake-up of the shard, the
+//! shard (`replies.rs`) reads, on each "replies committed" wake-up of the shard, the
 //! replies of every wait of that shard ([`Waiters::wanted`]) in one query, and resolves
 //! those it found. The waits of each shard are indexed for that.
 

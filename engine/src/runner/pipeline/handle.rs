@@ -38,7 +38,8 @@ use crate::config::Config;
 use crate::error::EngineError;
 use crate::failure_kind::FailureKind;
 use crate::metrics as m;
-use crate::registry::{Handled, Registry, panic_message};
+use crate::panics::panic_message;
+use crate::registry::{Handled, Registry};
 
 /// What a run needs besides its entity.
 pub(crate) struct Env {
