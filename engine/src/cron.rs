@@ -7,11 +7,11 @@
 //!
 //! # Once per tick
 //!
-//! - **Messages** ([`ClusterBuilder::cron_message`]): a tick's message has a deterministic
+//! - **Messages** ([`ClusterBuilder::cron_message`](crate::ClusterBuilder::cron_message)): a tick's message has a deterministic
 //!   id, a uuid v5 of the schedule name and the tick time, so sending it twice — a driver
 //!   that crashed between sending and recording, or two drivers overlapping during a
 //!   failover — journals it once: the entity handles each tick once (effectively once).
-//! - **Tasks** ([`ClusterBuilder::cron_task`]): the driver first claims the tick in the
+//! - **Tasks** ([`ClusterBuilder::cron_task`](crate::ClusterBuilder::cron_task)): the driver first claims the tick in the
 //!   table (a compare-and-set that moves `last_tick` forward), then runs the task. At most
 //!   once per tick: a tick whose task was cut off by a crash is not run again.
 //!
@@ -41,7 +41,6 @@
 //! # Ok(()) }
 //! ```
 
-use std::future::Future;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -53,8 +52,6 @@ use entlog_journal::{
 };
 use uuid::Uuid;
 
-use crate::cluster::ClusterBuilder;
-use crate::codec;
 use crate::entity::Entity;
 use crate::error::EngineError;
 use crate::metrics as m;
@@ -194,8 +191,10 @@ pub fn firing_id(schedule: &str, tick: Timestamp) -> Uuid {
     )
 }
 
-type MakePayload = dyn Fn(Timestamp) -> Result<Payload, JournalError> + Send + Sync;
-type CronTaskFn = dyn Fn(SingletonContext, Timestamp) -> BoxFuture + Send + Sync;
+/// Makes a tick's message payload from the tick's time.
+pub(crate) type MakePayload = dyn Fn(Timestamp) -> Result<Payload, JournalError> + Send + Sync;
+/// A cron task, as registered: given the singleton's context and the tick's time.
+pub(crate) type CronTaskFn = dyn Fn(SingletonContext, Timestamp) -> BoxFuture + Send + Sync;
 
 /// What a schedule does at a tick.
 enum Action {
@@ -206,80 +205,30 @@ enum Action {
     Task(Box<CronTaskFn>),
 }
 
-impl ClusterBuilder {
-    /// Sends `command` to entity `id` of type `E` at every tick of `schedule`, once per
-    /// tick (see the module docs of `cron`). Register it on every runner.
-    pub fn cron_message<E: Entity>(
-        self,
-        schedule: CronSchedule,
-        id: impl Into<String>,
-        command: E::Command,
-    ) -> Self {
-        match codec::command::<E>(&command) {
-            Ok(payload) => {
-                self.cron_action::<E>(schedule, id.into(), Box::new(move |_| Ok(payload.clone())))
-            }
-            Err(e) => self.cron_failed(e.into()),
-        }
-    }
+/// The driver of `schedule` sending entity `id` of type `E` the payload `make` gives
+/// for each tick: the name and task of its singleton. An invalid id is an error.
+pub(crate) fn message_driver<E: Entity>(
+    schedule: CronSchedule,
+    id: String,
+    make: Box<MakePayload>,
+) -> Result<(String, TaskFn), EngineError> {
+    let to = EntityKey::new(E::TYPE, id)?;
+    Ok(driver(schedule, Action::Message { to, payload: make }))
+}
 
-    /// Like [`cron_message`](Self::cron_message), with the command made from the tick's
-    /// time (for example to tell the entity which period to close).
-    pub fn cron_message_with<E, F>(
-        self,
-        schedule: CronSchedule,
-        id: impl Into<String>,
-        make: F,
-    ) -> Self
-    where
-        E: Entity,
-        F: Fn(Timestamp) -> E::Command + Send + Sync + 'static,
-    {
-        self.cron_action::<E>(
-            schedule,
-            id.into(),
-            Box::new(move |tick| codec::command::<E>(&make(tick))),
-        )
-    }
+/// The driver of `schedule` running `task` at each tick: the name and task of its
+/// singleton.
+pub(crate) fn task_driver(schedule: CronSchedule, task: Box<CronTaskFn>) -> (String, TaskFn) {
+    driver(schedule, Action::Task(task))
+}
 
-    /// Runs `task` at every tick of `schedule`, at most once per tick, on the runner that
-    /// drives the schedule; it gets the tick's time. Ticks that come while it runs are
-    /// coalesced into one run after it (runs never overlap). Register it on every runner.
-    pub fn cron_task<F, Fut>(self, schedule: CronSchedule, task: F) -> Self
-    where
-        F: Fn(SingletonContext, Timestamp) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = ()> + Send + 'static,
-    {
-        let action = Action::Task(Box::new(move |ctx, tick| Box::pin(task(ctx, tick))));
-        self.cron(schedule, action)
-    }
-
-    fn cron_action<E: Entity>(
-        self,
-        schedule: CronSchedule,
-        id: String,
-        payload: Box<MakePayload>,
-    ) -> Self {
-        match EntityKey::new(E::TYPE, id) {
-            Ok(to) => self.cron(schedule, Action::Message { to, payload }),
-            Err(e) => self.cron_failed(e.into()),
-        }
-    }
-
-    fn cron_failed(mut self, e: EngineError) -> Self {
-        self.singletons.error(e);
-        self
-    }
-
-    fn cron(mut self, schedule: CronSchedule, action: Action) -> Self {
-        let name = format!("cron:{}", schedule.name);
-        let schedule = Arc::new(schedule);
-        let action = Arc::new(action);
-        let task: TaskFn =
-            Arc::new(move |ctx| Box::pin(drive(schedule.clone(), action.clone(), ctx)));
-        self.singletons.add(name, task);
-        self
-    }
+/// The singleton `cron:<schedule name>` that drives `schedule`.
+fn driver(schedule: CronSchedule, action: Action) -> (String, TaskFn) {
+    let name = format!("cron:{}", schedule.name);
+    let schedule = Arc::new(schedule);
+    let action = Arc::new(action);
+    let task: TaskFn = Arc::new(move |ctx| Box::pin(drive(schedule.clone(), action.clone(), ctx)));
+    (name, task)
 }
 
 /// The singleton that drives one schedule.

@@ -1,20 +1,24 @@
 //! [`ClusterBuilder`]: where the journal is, what the member hosts (entity types,
-//! projections, singletons; cron schedules register in `cron.rs`), and `start`, which
-//! opens the journal and starts the member's tasks.
+//! projections, singletons, cron schedules, whose drivers `cron.rs` makes), and `start`,
+//! which opens the journal and starts the member's tasks.
 
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
-use entlog_journal::{AnyJournal, Journal, PgJournal, PgOptions, SqliteJournal, SqliteOptions};
+use entlog_journal::{
+    AnyJournal, Journal, PgJournal, PgOptions, SqliteJournal, SqliteOptions, Timestamp,
+};
 use tokio::sync::watch;
 use uuid::Uuid;
 
 use super::Cluster;
 use crate::appender::Appender;
 use crate::client::{Client, Parts};
+use crate::codec;
 use crate::config::Config;
+use crate::cron::{self, CronSchedule};
 use crate::entity::Entity;
 use crate::error::EngineError;
 use crate::exporter;
@@ -41,8 +45,8 @@ pub struct ClusterBuilder {
     registry: Registry,
     projections: Vec<Arc<dyn entlog_projections::DynProjection>>,
     inline: Vec<Arc<dyn entlog_projections::DynProjection>>,
-    /// Singletons and cron drivers (cron registers its own, in `cron.rs`).
-    pub(crate) singletons: Singletons,
+    /// Singletons and cron drivers.
+    singletons: Singletons,
 }
 
 impl ClusterBuilder {
@@ -131,6 +135,68 @@ impl ClusterBuilder {
     {
         let task: TaskFn = Arc::new(move |ctx| Box::pin(task(ctx)));
         self.singletons.add(name.into(), task);
+        self
+    }
+
+    /// Sends `command` to entity `id` of type `E` at every tick of `schedule`, once per
+    /// tick (see the module docs of `cron`). Register it on every runner.
+    pub fn cron_message<E: Entity>(
+        self,
+        schedule: CronSchedule,
+        id: impl Into<String>,
+        command: E::Command,
+    ) -> Self {
+        let driver = codec::command::<E>(&command)
+            .map_err(EngineError::from)
+            .and_then(|payload| {
+                cron::message_driver::<E>(
+                    schedule,
+                    id.into(),
+                    Box::new(move |_| Ok(payload.clone())),
+                )
+            });
+        self.cron(driver)
+    }
+
+    /// Like [`cron_message`](Self::cron_message), with the command made from the tick's
+    /// time (for example to tell the entity which period to close).
+    pub fn cron_message_with<E, F>(
+        self,
+        schedule: CronSchedule,
+        id: impl Into<String>,
+        make: F,
+    ) -> Self
+    where
+        E: Entity,
+        F: Fn(Timestamp) -> E::Command + Send + Sync + 'static,
+    {
+        self.cron(cron::message_driver::<E>(
+            schedule,
+            id.into(),
+            Box::new(move |tick| codec::command::<E>(&make(tick))),
+        ))
+    }
+
+    /// Runs `task` at every tick of `schedule`, at most once per tick, on the runner that
+    /// drives the schedule; it gets the tick's time. Ticks that come while it runs are
+    /// coalesced into one run after it (runs never overlap). Register it on every runner.
+    pub fn cron_task<F, Fut>(self, schedule: CronSchedule, task: F) -> Self
+    where
+        F: Fn(SingletonContext, Timestamp) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.cron(Ok(cron::task_driver(
+            schedule,
+            Box::new(move |ctx, tick| Box::pin(task(ctx, tick))),
+        )))
+    }
+
+    /// Registers a schedule's driver, or the error that `start` reports.
+    fn cron(mut self, driver: Result<(String, TaskFn), EngineError>) -> Self {
+        match driver {
+            Ok((name, task)) => self.singletons.add(name, task),
+            Err(e) => self.singletons.error(e),
+        }
         self
     }
 
