@@ -294,6 +294,46 @@ async fn singletons_restart_and_stop_on_sqlite() {
     }
 }
 
+/// A singleton sends through its context's client, which does not keep the member
+/// running: once every handle is dropped — the last being an `EntityRef`, which keeps it
+/// running as its `Cluster` did — the member shuts down and the singleton is told to stop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_every_handle_stops_a_member_with_singletons_on_sqlite() {
+    let dir = common::TempDir::new();
+    let sent = Arc::new(AtomicU32::new(0));
+    let stops = Arc::new(AtomicU32::new(0));
+    let (s1, s2) = (sent.clone(), stops.clone());
+    let cluster = sqlite(&dir)
+        .singleton("sender", move |ctx| {
+            let (sent, stops) = (s1.clone(), s2.clone());
+            async move {
+                let counter = ctx.client().entity::<Counter>("from-singleton");
+                if counter.ask(Cmd::Add { n: 1, tag: 1 }).await.is_ok() {
+                    sent.fetch_add(1, Ordering::SeqCst);
+                }
+                ctx.stopped().await;
+                stops.fetch_add(1, Ordering::SeqCst);
+            }
+        })
+        .start()
+        .await
+        .unwrap();
+    eventually(10, "the singleton's ask", || async {
+        sent.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    let kept = cluster.entity::<Counter>("kept");
+    drop(cluster);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(kept.ask(Cmd::Add { n: 2, tag: 2 }).await.unwrap(), 2);
+    assert_eq!(stops.load(Ordering::SeqCst), 0, "still running");
+    drop(kept);
+    eventually(10, "the singleton told to stop", || async {
+        stops.load(Ordering::SeqCst) == 1
+    })
+    .await;
+}
+
 /// Cron on SQLite: an every-second message schedule and task schedule fire each tick once;
 /// ticks missed while nothing ran are coalesced into one late firing of the latest; a
 /// missed tick older than `max_catch_up` is skipped.
