@@ -25,8 +25,10 @@ pub struct DamagedEntry {
 }
 
 /// One item of a mailbox read: a message, or an entry that cannot be trusted.
+///
+/// Deliberately exhaustive: a new kind of item must be handled by every owner that reads
+/// mailboxes — a wildcard arm could only pass it, moving a cursor over a message.
 #[derive(Debug, Clone)]
-#[non_exhaustive]
 pub enum Delivery {
     /// A message whose checksum holds.
     Message(Entry),

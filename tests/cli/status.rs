@@ -64,7 +64,7 @@ fn damaged(db: &Db) {
             .into_iter()
             .filter_map(|d| match d {
                 Delivery::Damaged(d) => Some(d),
-                _ => None,
+                Delivery::Message(_) => None,
             })
             .collect();
         assert_eq!(damaged.len(), 1, "{damaged:?}");

@@ -72,7 +72,7 @@ pub(crate) async fn intake(env: Arc<Env>, wants: Vec<Want>, limit: usize) -> Vec
                 .iter()
                 .filter_map(|d| match d {
                     Delivery::Damaged(d) => Some(d.clone()),
-                    _ => None,
+                    Delivery::Message(_) => None,
                 })
                 .collect();
             if !damaged.is_empty() {
@@ -283,16 +283,6 @@ impl Pipeline {
                         // Recorded by the intake; its identity cannot be trusted, so it is
                         // passed: the cursor may move over it.
                         mb.read_to = mb.read_to.max(d.offset);
-                    }
-                    other => {
-                        // An item this engine cannot deliver: passed like a damaged one,
-                        // so that the shard is not stuck behind it.
-                        tracing::error!(
-                            shard = g.shard,
-                            offset = other.offset(),
-                            "unknown mailbox item passed"
-                        );
-                        mb.read_to = mb.read_to.max(other.offset());
                     }
                 }
             }
