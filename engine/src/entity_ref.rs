@@ -165,8 +165,11 @@ impl<E: Entity> EntityRef<E> {
         }
         // Checked against the journal's record once per type and process, so that a type
         // this member does not register is still routed as every other member routes it.
+        // A journal without named groups has nothing to check: `key()` saw the group.
         let journal = self.client.journal();
-        journal.record_group(E::TYPE, E::SHARD_GROUP).await?;
+        if !journal.shard_map().layout().is_single() {
+            journal.record_group(E::TYPE, E::SHARD_GROUP).await?;
+        }
         self.check_mailbox(&message.entity).await?;
         let outcome = self.client.parts.appender.append(message).await?;
         match &outcome {
