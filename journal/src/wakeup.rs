@@ -39,8 +39,8 @@ pub(crate) struct Wakeups {
     /// Set when a message was scheduled on the shard; taken by its owner, which then reads
     /// the shard's next due time again.
     scheduled: Vec<AtomicBool>,
-    /// Per shard, how many wake-ups it has had: a runner-wide tailer compares them with
-    /// the counts it last saw to learn which of its shards to read.
+    /// Per shard, how many times new messages were announced: a runner-wide mailbox
+    /// reader compares them with the counts it last saw to learn which shards to read.
     counts: Vec<AtomicU64>,
     /// Bumped after every wake-up of any shard; each runner-wide tailer holds a receiver.
     any: watch::Sender<u64>,
@@ -86,11 +86,13 @@ impl Wakeups {
         }
     }
 
-    /// Wakes the shard of a committed batch (its tailers and, if the batch handled
+    /// Wakes the shard of a committed batch (its projectors and, if the batch handled
     /// messages, the askers of their replies) and those its outgoing messages went to,
-    /// flagging those that got a scheduled message.
+    /// flagging those that got a scheduled message. The batch's own shard got events,
+    /// not messages: its mailbox reader, which committed them, is not woken to read it
+    /// again.
     pub(crate) fn after_commit(&self, shard: Shard, receipt: &CommitReceipt) {
-        self.wake(shard);
+        self.notify_tailers(shard);
         // One entry per handled message, each of which stored a reply.
         if !receipt.event_offsets.is_empty() {
             self.replied(shard);
@@ -112,15 +114,22 @@ impl Wakeups {
             .is_some_and(|f| f.swap(false, Ordering::AcqRel))
     }
 
-    /// Wakes the tailers of one shard: all that wait now, and the next to wait.
+    /// Wakes the tailers of one shard (all that wait now, and the next to wait) and the
+    /// runner-wide mailbox reader: the shard has new messages.
     pub(crate) fn wake(&self, shard: Shard) {
-        if let Some(n) = self.shards.get(shard as usize) {
-            n.notify_waiters();
-            n.notify_one();
-        }
+        self.notify_tailers(shard);
         if let Some(c) = self.counts.get(shard as usize) {
             c.fetch_add(1, Ordering::AcqRel);
             self.any.send_modify(|n| *n = n.wrapping_add(1));
+        }
+    }
+
+    /// Wakes the tailers waiting in [`wait`](Self::wait) on `shard` (projectors), and
+    /// the next to wait: the shard has new entries.
+    fn notify_tailers(&self, shard: Shard) {
+        if let Some(n) = self.shards.get(shard as usize) {
+            n.notify_waiters();
+            n.notify_one();
         }
     }
 
@@ -181,5 +190,57 @@ impl Wakeups {
                 false
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::time::Timestamp;
+
+    fn receipt(outgoing: Vec<AppendOutcome>) -> CommitReceipt {
+        CommitReceipt {
+            event_offsets: vec![vec![7]],
+            outgoing: vec![outgoing],
+            created_at: Timestamp::now(),
+        }
+    }
+
+    /// A commit's own shard got events: its projectors are woken, its mailbox reader is
+    /// not (it committed them). The shards its outgoing messages went to get both.
+    #[tokio::test]
+    async fn a_commit_wakes_the_mailbox_reader_only_for_its_outgoing_messages() {
+        let w = Wakeups::new(4);
+        w.after_commit(1, &receipt(vec![]));
+        assert_eq!(w.count(1), 0);
+        assert!(w.wait(1, Duration::from_secs(5)).await, "projectors woken");
+        assert!(w.wait_replies(1, Duration::from_secs(5)).await);
+
+        let to_self = AppendOutcome::Appended {
+            shard: 1,
+            offset: 9,
+        };
+        let elsewhere = AppendOutcome::Appended {
+            shard: 3,
+            offset: 2,
+        };
+        w.after_commit(1, &receipt(vec![to_self, elsewhere]));
+        assert_eq!((w.count(1), w.count(2), w.count(3)), (1, 0, 1));
+
+        w.after_commit(1, &receipt(vec![AppendOutcome::Scheduled { shard: 2 }]));
+        assert_eq!(w.count(2), 1);
+        assert!(w.take_scheduled(2));
+        assert!(!w.take_scheduled(1));
+    }
+
+    /// An append wakes the mailbox reader of every shard it wrote to.
+    #[test]
+    fn wake_counts_each_announcement() {
+        let w = Wakeups::new(2);
+        let rx = w.watch();
+        w.wake(0);
+        w.wake(0);
+        assert_eq!((w.count(0), w.count(1)), (2, 0));
+        assert!(rx.has_changed().unwrap_or(false));
     }
 }
