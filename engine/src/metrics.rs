@@ -29,7 +29,8 @@ pub const SNAPSHOTS_WRITTEN: &str = "entlog_snapshots_written_total";
 pub const ENTRIES_DAMAGED: &str = "entlog_entries_damaged_total";
 /// Counter: failed reads, commits or activations that a shard retries after a back-off.
 pub const SHARD_RETRIES: &str = "entlog_shard_retries_total";
-/// Histogram: handled messages per commit of the runner's pipeline (all shards together).
+/// Histogram: handled messages per commit of the runner's pipeline (all shards together;
+/// 0 for a commit that only moves cursors).
 pub const MESSAGES_PER_COMMIT: &str = "entlog_messages_per_commit";
 
 /// Counter: batched reply queries made for asks whose shard another process owns (each

@@ -248,6 +248,24 @@ async fn endpoint_serves_the_documented_metrics() {
         "{body}"
     );
     assert!(body.contains("entlog_entities_active "), "{body}");
+    // One commit per sequential ask: the handled message carries the mailbox cursor; no
+    // commit moves a cursor alone, and a commit does not make its shard read again.
+    let value = |name: &str| -> f64 {
+        body.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("no {name}:\n{body}"))
+            .parse()
+            .unwrap()
+    };
+    let (commits, handled) = (
+        value("entlog_messages_per_commit_count"),
+        value("entlog_messages_per_commit_sum"),
+    );
+    assert!(handled >= 15.0, "{handled} messages handled:\n{body}");
+    assert!(
+        commits <= handled,
+        "{commits} commits for {handled} sequentially handled messages"
+    );
     assert!(
         body.contains("entlog_singleton_running{singleton=\"idle\"} 1\n"),
         "{body}"

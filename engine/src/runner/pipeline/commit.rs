@@ -289,7 +289,9 @@ impl Pipeline {
             }
             let offsets: BTreeSet<u64> = messages.iter().map(|p| p.offset).collect();
             let target = mb.target(&offsets).max(cursor);
-            if messages.is_empty() && target == cursor {
+            // A cursor move alone waits until nothing is outstanding: until then the
+            // next commit of a handled message carries it at no cost.
+            if messages.is_empty() && (target == cursor || !mb.outstanding.is_empty()) {
                 continue;
             }
             let Some(inline) = mb.inline.take() else {
@@ -402,7 +404,7 @@ impl Pipeline {
             }
         }
         metrics::counter!(m::MESSAGES_PROCESSED).increment(released);
-        if released > 0 {
+        if !committed.is_empty() {
             metrics::histogram!(m::MESSAGES_PER_COMMIT).record(released as f64);
         }
         let mut snapshots = Vec::new();
