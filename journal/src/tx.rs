@@ -6,6 +6,7 @@ use sqlx::{Postgres, Sqlite, Transaction};
 use crate::any::AnyJournal;
 use crate::error::{Field, JournalError, Result};
 use crate::shard::Shard;
+use crate::sql::sql;
 
 /// An open transaction on the journal's database (on SQLite, on its single writer
 /// connection: keep it short). Dropped without [`commit`](AnyTx::commit), it rolls back.
@@ -66,28 +67,15 @@ impl AnyTx {
     /// Makes sure a checkpoint row exists (at 0) for (consumer, shard).
     pub async fn ensure_checkpoint(&mut self, consumer: &str, shard: Shard) -> Result<()> {
         crate::envelope::check_name(Field::Consumer, consumer)?;
-        match self {
-            AnyTx::Postgres(tx) => {
-                sqlx::query(
-                    r#"INSERT INTO cursors (consumer, shard, "offset") VALUES ($1, $2, 0)
-                       ON CONFLICT (consumer, shard) DO NOTHING"#,
-                )
-                .bind(consumer)
-                .bind(shard as i32)
-                .execute(&mut **tx)
-                .await?;
-            }
-            AnyTx::Sqlite(tx) => {
-                sqlx::query(
-                    r#"INSERT INTO cursors (consumer, shard, "offset") VALUES (?1, ?2, 0)
-                       ON CONFLICT (consumer, shard) DO NOTHING"#,
-                )
-                .bind(consumer)
-                .bind(shard as i64)
-                .execute(&mut **tx)
-                .await?;
-            }
-        }
+        self.execute(
+            sql(
+                r#"INSERT INTO cursors (consumer, shard, "offset") VALUES ($1, $2, 0)
+                   ON CONFLICT (consumer, shard) DO NOTHING"#,
+            )
+            .bind(consumer)
+            .bind(shard as i32),
+        )
+        .await?;
         Ok(())
     }
 
@@ -102,28 +90,16 @@ impl AnyTx {
         from: u64,
         to: u64,
     ) -> Result<()> {
-        let moved = match self {
-            AnyTx::Postgres(tx) => sqlx::query(
-                r#"UPDATE cursors SET "offset" = $4 WHERE consumer = $1 AND shard = $2 AND "offset" = $3"#,
+        let moved = self
+            .execute(
+                sql(r#"UPDATE cursors SET "offset" = $4
+                       WHERE consumer = $1 AND shard = $2 AND "offset" = $3"#)
+                .bind(consumer)
+                .bind(shard as i32)
+                .bind(from as i64)
+                .bind(to as i64),
             )
-            .bind(consumer)
-            .bind(shard as i32)
-            .bind(from as i64)
-            .bind(to as i64)
-            .execute(&mut **tx)
-            .await?
-            .rows_affected(),
-            AnyTx::Sqlite(tx) => sqlx::query(
-                r#"UPDATE cursors SET "offset" = ?4 WHERE consumer = ?1 AND shard = ?2 AND "offset" = ?3"#,
-            )
-            .bind(consumer)
-            .bind(shard as i64)
-            .bind(from as i64)
-            .bind(to as i64)
-            .execute(&mut **tx)
-            .await?
-            .rows_affected(),
-        };
+            .await?;
         if moved == 1 {
             Ok(())
         } else {
@@ -137,30 +113,16 @@ impl AnyTx {
 
     /// Sets a checkpoint unconditionally (for resets and rebuilds).
     pub async fn set_checkpoint(&mut self, consumer: &str, shard: Shard, to: u64) -> Result<()> {
-        match self {
-            AnyTx::Postgres(tx) => {
-                sqlx::query(
-                    r#"INSERT INTO cursors (consumer, shard, "offset") VALUES ($1, $2, $3)
-                       ON CONFLICT (consumer, shard) DO UPDATE SET "offset" = EXCLUDED."offset""#,
-                )
-                .bind(consumer)
-                .bind(shard as i32)
-                .bind(to as i64)
-                .execute(&mut **tx)
-                .await?;
-            }
-            AnyTx::Sqlite(tx) => {
-                sqlx::query(
-                    r#"INSERT INTO cursors (consumer, shard, "offset") VALUES (?1, ?2, ?3)
-                       ON CONFLICT (consumer, shard) DO UPDATE SET "offset" = excluded."offset""#,
-                )
-                .bind(consumer)
-                .bind(shard as i64)
-                .bind(to as i64)
-                .execute(&mut **tx)
-                .await?;
-            }
-        }
+        self.execute(
+            sql(
+                r#"INSERT INTO cursors (consumer, shard, "offset") VALUES ($1, $2, $3)
+                   ON CONFLICT (consumer, shard) DO UPDATE SET "offset" = excluded."offset""#,
+            )
+            .bind(consumer)
+            .bind(shard as i32)
+            .bind(to as i64),
+        )
+        .await?;
         Ok(())
     }
 
