@@ -5,6 +5,7 @@ use crate::any::AnyJournal;
 use crate::envelope::EntityKey;
 use crate::error::Result;
 use crate::journal::Journal;
+use crate::read::{Pool, on_pool};
 
 /// Unanswered messages of one entity in its shard: after `consumer`'s cursor (the
 /// runner's mailbox), with no stored reply. Counts at most `at_most`, so the cost follows
@@ -33,28 +34,21 @@ impl AnyJournal {
     ) -> Result<u64> {
         let shard = i32::try_from(self.shard_of(entity)).unwrap_or(i32::MAX);
         let limit = i64::try_from(at_most).unwrap_or(i64::MAX);
-        let count: i64 = match self {
-            AnyJournal::Postgres(j) => {
-                sqlx::query_scalar(UNANSWERED)
-                    .bind(shard)
-                    .bind(consumer)
-                    .bind(entity.entity_type())
-                    .bind(entity.entity_id())
-                    .bind(limit)
-                    .fetch_one(j.pool())
-                    .await?
-            }
-            AnyJournal::Sqlite(j) => {
-                sqlx::query_scalar(UNANSWERED)
-                    .bind(shard)
-                    .bind(consumer)
-                    .bind(entity.entity_type())
-                    .bind(entity.entity_id())
-                    .bind(limit)
-                    .fetch_one(j.reader())
-                    .await?
-            }
+        // PostgreSQL's main pool, SQLite's readers; one statement for both.
+        let pool = match self {
+            AnyJournal::Postgres(j) => Pool::Postgres(j.pool()),
+            AnyJournal::Sqlite(j) => Pool::Sqlite(j.reader()),
         };
+        let count: i64 = on_pool!(pool, p => {
+            sqlx::query_scalar(UNANSWERED)
+                .bind(shard)
+                .bind(consumer)
+                .bind(entity.entity_type())
+                .bind(entity.entity_id())
+                .bind(limit)
+                .fetch_one(p)
+                .await?
+        });
         Ok(u64::try_from(count).unwrap_or(0))
     }
 }
