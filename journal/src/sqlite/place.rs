@@ -4,6 +4,7 @@
 
 use std::collections::{HashMap, HashSet};
 
+use sqlx::query_builder::Separated;
 use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
 use uuid::Uuid;
 
@@ -250,15 +251,8 @@ async fn insert_journal(
                 .push_bind(cols.kind[i])
                 .push_bind(cols.entity_type[i].clone())
                 .push_bind(cols.entity_id[i].clone())
-                .push_bind(cols.seq[i])
-                .push_bind(cols.message_id[i])
-                .push_bind(cols.type_tag[i].clone())
-                .push_bind(cols.schema_version[i])
-                .push_bind(cols.payload[i].clone())
-                .push_bind(cols.crc[i])
-                .push_bind(cols.deliver_at[i])
-                .push_bind(cols.created_at[i])
-                .push_bind(cols.headers[i].clone());
+                .push_bind(cols.seq[i]);
+            push_message(&mut b, cols, i);
         });
         if skip_conflicts {
             q.push(" ON CONFLICT DO NOTHING");
@@ -266,6 +260,19 @@ async fn insert_journal(
         inserted += q.build().execute(&mut *conn).await?.rows_affected();
     }
     Ok(inserted)
+}
+
+/// Binds row `i`'s columns from `message_id` to `headers`, in that order: the end of both
+/// a journal row and a scheduled row.
+fn push_message(b: &mut Separated<'_, Sqlite, &'static str>, cols: &EntryColumns, i: usize) {
+    b.push_bind(cols.message_id[i])
+        .push_bind(cols.type_tag[i].clone())
+        .push_bind(cols.schema_version[i])
+        .push_bind(cols.payload[i].clone())
+        .push_bind(cols.crc[i])
+        .push_bind(cols.deliver_at[i])
+        .push_bind(cols.created_at[i])
+        .push_bind(cols.headers[i].clone());
 }
 
 async fn insert_scheduled(
@@ -281,15 +288,8 @@ async fn insert_scheduled(
         q.push_values(chunk, |mut b, &i| {
             b.push_bind(cols.shard[i])
                 .push_bind(cols.entity_type[i].clone())
-                .push_bind(cols.entity_id[i].clone())
-                .push_bind(cols.message_id[i])
-                .push_bind(cols.type_tag[i].clone())
-                .push_bind(cols.schema_version[i])
-                .push_bind(cols.payload[i].clone())
-                .push_bind(cols.crc[i])
-                .push_bind(cols.deliver_at[i])
-                .push_bind(cols.created_at[i])
-                .push_bind(cols.headers[i].clone());
+                .push_bind(cols.entity_id[i].clone());
+            push_message(&mut b, cols, i);
         });
         q.build().execute(&mut *conn).await?;
     }
