@@ -66,20 +66,29 @@ pub(crate) enum Handled {
     },
 }
 
+/// What [`Instance::handle`] needs besides the command, given afresh for each call.
+#[derive(Clone, Copy)]
+pub(crate) struct HandleArgs<'a> {
+    /// The message's headers, which the handler reads from its context.
+    pub headers: &'a Headers,
+    /// The journal's shard map, to route the types the handler sends to.
+    pub shards: &'a ShardMap,
+    /// The largest payload the journal stores, in bytes.
+    pub max_payload: usize,
+    /// The journal's clock, from which the handler's timers count.
+    pub now: Timestamp,
+}
+
 /// One entity in memory.
 pub(crate) trait Instance: Send + Sync {
     /// Handles one command: decides, encodes the outcome, checks every payload against
-    /// `max_payload` bytes (an oversized event, reply or outgoing message fails the message
-    /// and leaves the state untouched), routes the types it sent to by their shard groups
-    /// in `shards`, then applies the events in memory. `now` is the journal's clock, from
-    /// which the handler's timers count.
+    /// `args.max_payload` bytes (an oversized event, reply or outgoing message fails the
+    /// message and leaves the state untouched), routes the types it sent to by their shard
+    /// groups in `args.shards`, then applies the events in memory.
     fn handle<'a>(
         &'a mut self,
         command: &'a Payload,
-        headers: &'a Headers,
-        shards: &'a ShardMap,
-        max_payload: usize,
-        now: Timestamp,
+        args: HandleArgs<'a>,
     ) -> BoxFuture<'a, Handled>;
     /// Events applied since the last snapshot.
     fn since_snapshot(&self) -> u64;
@@ -184,14 +193,13 @@ struct Live<E: Entity> {
 }
 
 impl<E: Entity> Live<E> {
-    async fn handle_inner(
-        &mut self,
-        command: &Payload,
-        headers: &Headers,
-        shards: &ShardMap,
-        max_payload: usize,
-        now: Timestamp,
-    ) -> Handled {
+    async fn handle_inner(&mut self, command: &Payload, args: HandleArgs<'_>) -> Handled {
+        let HandleArgs {
+            headers,
+            shards,
+            max_payload,
+            now,
+        } = args;
         let broken = |kind: FailureKind, reason: String| Handled::Broken {
             kind,
             reason,
@@ -322,12 +330,9 @@ impl<E: Entity> Instance for Live<E> {
     fn handle<'a>(
         &'a mut self,
         command: &'a Payload,
-        headers: &'a Headers,
-        shards: &'a ShardMap,
-        max_payload: usize,
-        now: Timestamp,
+        args: HandleArgs<'a>,
     ) -> BoxFuture<'a, Handled> {
-        Box::pin(self.handle_inner(command, headers, shards, max_payload, now))
+        Box::pin(self.handle_inner(command, args))
     }
 
     fn since_snapshot(&self) -> u64 {

@@ -39,7 +39,7 @@ use crate::error::EngineError;
 use crate::failure_kind::FailureKind;
 use crate::metrics as m;
 use crate::panics::panic_message;
-use crate::registry::{Handled, Registry};
+use crate::registry::{HandleArgs, Handled, Registry};
 
 /// What a run needs besides its entity.
 pub(crate) struct Env {
@@ -215,10 +215,12 @@ async fn handle_one(env: &Env, slot: &mut Slot, entry: &Entry) -> (Handled, u32)
             timeout,
             slot.instance.handle(
                 &entry.payload,
-                &entry.headers,
-                env.journal.shard_map(),
-                env.max_payload,
-                env.journal.now(),
+                HandleArgs {
+                    headers: &entry.headers,
+                    shards: env.journal.shard_map(),
+                    max_payload: env.max_payload,
+                    now: env.journal.now(),
+                },
             ),
         )
         .await;
