@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use entlog::journal::{AnyTx, Entry};
+use entlog::journal::{AnyTx, Entry, sql};
 use entlog::projections::{Projection, ProjectionError};
 use entlog::{AnyJournal, Entity};
 use sqlx::{PgPool, SqlitePool};
@@ -55,41 +55,20 @@ impl Projection for BankBalances {
             }
         }
         for (account, (balance, sent, received)) in deltas {
-            match tx {
-                AnyTx::Postgres(tx) => {
-                    sqlx::query(UPSERT)
-                        .bind(account)
-                        .bind(balance)
-                        .bind(sent)
-                        .bind(received)
-                        .execute(&mut **tx)
-                        .await?;
-                }
-                AnyTx::Sqlite(tx) => {
-                    sqlx::query(UPSERT)
-                        .bind(account)
-                        .bind(balance)
-                        .bind(sent)
-                        .bind(received)
-                        .execute(&mut **tx)
-                        .await?;
-                }
-            }
+            tx.execute(
+                sql(UPSERT)
+                    .bind(account)
+                    .bind(balance)
+                    .bind(sent)
+                    .bind(received),
+            )
+            .await?;
         }
         Ok(())
     }
 
     async fn reset(&self, tx: &mut AnyTx) -> Result<(), ProjectionError> {
-        match tx {
-            AnyTx::Postgres(tx) => sqlx::query("DELETE FROM bank_balances")
-                .execute(&mut **tx)
-                .await
-                .map(drop)?,
-            AnyTx::Sqlite(tx) => sqlx::query("DELETE FROM bank_balances")
-                .execute(&mut **tx)
-                .await
-                .map(drop)?,
-        }
+        tx.execute(sql("DELETE FROM bank_balances")).await?;
         Ok(())
     }
 }
