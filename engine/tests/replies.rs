@@ -236,8 +236,11 @@ async fn postgres_replies_reach_their_asker_locally_and_remotely() {
     }
     let queries = client.reply_queries() - before;
     println!("{asks} concurrent remote asks: {queries} reply queries, {elapsed:?}");
+    // One query per ask would be 256. How many asks one query serves follows the
+    // runner's commit rounds (34 to 80 queries were seen here, by machine load), so the
+    // bound only tells batched from not.
     assert!(
-        queries * 4 <= asks,
+        queries * 2 <= asks,
         "{queries} reply queries for {asks} asks: not batched"
     );
     assert!(
