@@ -161,26 +161,6 @@ async fn inline_runner(schema: &Schema) -> Cluster {
     cluster
 }
 
-/// Inline mode on PostgreSQL: a read right after an ask sees the projected write.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn inline_projection_reads_its_writes() {
-    let schema = Schema::new().await;
-    let cluster = inline_runner(&schema).await;
-    for id in ["i1", "i2", "i3"] {
-        let c = cluster.entity::<Counter>(id);
-        for n in 1..=10u64 {
-            let total = c.ask(Cmd::Add { n: 3, tag: n }).await.unwrap();
-            let (seq, state) = entlog_engine::projected_state::<Counter>(cluster.journal(), id)
-                .await
-                .unwrap()
-                .expect("projected with the ask");
-            assert_eq!((seq, state.total), (n, total));
-        }
-    }
-    cluster.shutdown().await.unwrap();
-    schema.drop().await;
-}
-
 /// Rebuilds of an inline projection while asks keep coming: each rebuild resets the
 /// checkpoints under the runner's feet, the runner's next commit of each shard finds its
 /// checkpoint moved, catches the projection up and commits again. Every ask succeeds and

@@ -1,10 +1,10 @@
 //! A counter entity and helpers shared by the engine tests.
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod backend;
 pub mod logs;
 pub mod pg;
 
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use entlog_engine::{Cluster, Config, Context, Entity, Outcome, Rejection};
@@ -25,7 +25,8 @@ pub enum Cmd {
     Refuse,
     /// The handler panics on every attempt.
     Poison,
-    /// The handler panics on its first attempt only (counted process-wide).
+    /// The handler panics on the first attempt with this tag only (counted process-wide,
+    /// so each test uses a tag of its own).
     Flaky { tag: u64 },
     /// Add `n` here and send `Add` to counter `to` in the same transaction.
     Transfer { to: String, n: i64, tag: u64 },
@@ -43,7 +44,9 @@ pub struct State {
     pub count: u64,
 }
 
-pub static FLAKY_ATTEMPTS: AtomicU32 = AtomicU32::new(0);
+/// The tags of the `Flaky` commands that have failed their first attempt.
+pub static FLAKY_FAILED: std::sync::Mutex<std::collections::BTreeSet<u64>> =
+    std::sync::Mutex::new(std::collections::BTreeSet::new());
 
 impl Entity for Counter {
     const TYPE: &'static str = "counter";
@@ -64,7 +67,8 @@ impl Entity for Counter {
             Cmd::Refuse => Err(Rejection::new("refused")),
             Cmd::Poison => panic!("poison message"),
             Cmd::Flaky { tag } => {
-                if FLAKY_ATTEMPTS.fetch_add(1, Ordering::SeqCst) == 0 {
+                let first = FLAKY_FAILED.lock().unwrap().insert(tag);
+                if first {
                     panic!("first attempt fails");
                 }
                 Ok(Outcome::new(vec![Added { n: 1, tag }], state.total + 1))
@@ -134,18 +138,6 @@ where
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-}
-
-/// A cluster on a fresh SQLite file in `dir`.
-pub async fn sqlite_cluster(path: &std::path::Path, shards: u32) -> Cluster {
-    Cluster::builder()
-        .sqlite(path)
-        .config(config(shards))
-        .entity(Counter)
-        .projection(entlog_engine::StateProjection::<Counter>::new())
-        .start()
-        .await
-        .unwrap()
 }
 
 /// Waits until the state projection of every counter in `expected` (id → number of

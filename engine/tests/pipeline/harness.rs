@@ -1,92 +1,37 @@
-//! Where a scenario's journal lives (`Backend`: a SQLite file or a PostgreSQL schema, with
-//! a small payload limit), and what the scenarios check: a bystander on the failing
-//! message's shard answering, and a message failing with a reason that names its cause.
+//! Where a scenario's journal lives (the shared `Backend`, a SQLite file or a PostgreSQL
+//! schema, here with a small payload limit), and what the scenarios check: a bystander on
+//! the failing message's shard answering, and a message failing with a reason that names
+//! its cause.
 
 use std::time::{Duration, Instant};
 
 use entlog_engine::{Cluster, Config, EngineError};
-use entlog_journal::testing::database_url;
-use entlog_journal::{AnyJournal, PgJournal, PgOptions, SqliteJournal, SqliteOptions};
-use sqlx::{Connection, PgConnection};
-use uuid::Uuid;
 
-use crate::common::{Cmd, Counter, TempDir};
+use crate::common::backend::Backend;
+use crate::common::{Cmd, Counter};
 use crate::entities::{BigCmd, LIMIT, Trouble};
 
-/// Where a scenario's journal lives.
-pub(crate) enum Backend {
-    Sqlite(TempDir),
-    Postgres { url: String, schema: String },
+/// A SQLite backend whose journals refuse payloads over [`LIMIT`].
+pub(crate) fn sqlite() -> Backend {
+    Backend::sqlite().max_payload_bytes(LIMIT)
 }
 
-impl Backend {
-    pub(crate) fn sqlite() -> Self {
-        Backend::Sqlite(TempDir::new())
-    }
+/// A PostgreSQL backend whose journals refuse payloads over [`LIMIT`].
+pub(crate) async fn postgres() -> Backend {
+    Backend::postgres().await.max_payload_bytes(LIMIT)
+}
 
-    pub(crate) async fn postgres() -> Self {
-        Backend::Postgres {
-            url: database_url().await,
-            schema: format!("p_{}", Uuid::now_v7().simple()),
-        }
-    }
-
-    pub(crate) async fn journal(&self, shards: u32) -> AnyJournal {
-        match self {
-            Backend::Sqlite(dir) => SqliteJournal::open(
-                SqliteOptions::new(dir.db())
-                    .shard_count(shards)
-                    .max_payload_bytes(LIMIT),
-            )
-            .await
-            .unwrap()
-            .into(),
-            Backend::Postgres { url, schema } => PgJournal::open(
-                PgOptions::new(url.clone())
-                    .schema(schema.clone())
-                    .shard_count(shards)
-                    .max_payload_bytes(LIMIT),
-            )
-            .await
-            .unwrap()
-            .into(),
-        }
-    }
-
-    /// Deletes every snapshot (with the journal closed), so activation replays in full.
-    pub(crate) async fn drop_snapshots(&self) {
-        match self {
-            Backend::Sqlite(dir) => {
-                let url = format!("sqlite://{}", dir.db().display());
-                let mut c = sqlx::SqliteConnection::connect(&url).await.unwrap();
-                sqlx::query("DELETE FROM snapshots")
-                    .execute(&mut c)
-                    .await
-                    .unwrap();
-            }
-            Backend::Postgres { url, schema } => {
-                let mut c = PgConnection::connect(url).await.unwrap();
-                sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "DELETE FROM {schema}.snapshots"
-                )))
-                .execute(&mut c)
-                .await
-                .unwrap();
-            }
-        }
-    }
-
-    pub(crate) async fn cluster(&self, shards: u32, config: Config) -> Cluster {
-        Cluster::builder()
-            .journal(self.journal(shards).await)
-            .config(config.shard_count(shards))
-            .entity(Counter)
-            .entity(Trouble)
-            .entity(BigCmd)
-            .start()
-            .await
-            .unwrap()
-    }
+/// A runner on `backend` hosting the counter and the troublesome entities.
+pub(crate) async fn runner(backend: &Backend, shards: u32, config: Config) -> Cluster {
+    Cluster::builder()
+        .journal(backend.journal(shards).await)
+        .config(config.shard_count(shards))
+        .entity(Counter)
+        .entity(Trouble)
+        .entity(BigCmd)
+        .start()
+        .await
+        .unwrap()
 }
 
 /// Asks `counter/bystander` and checks it answers within a second.

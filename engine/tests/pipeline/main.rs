@@ -13,16 +13,17 @@ mod harness;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use common::backend::Backend;
 use common::*;
 use entities::{APPLY_PANICS, Ask, Failing, PROJECTION_FAILS, Trouble};
 use entlog_engine::Cluster;
 use entlog_journal::{AnyJournal, Journal};
-use harness::{Backend, bystander_answers, bystander_answers_eventually, failed_with};
+use harness::{bystander_answers, bystander_answers_eventually, failed_with, runner};
 use sqlx::{Connection, PgConnection};
 use uuid::Uuid;
 
 async fn oversized(backend: Backend) {
-    let cluster = backend.cluster(1, config(1)).await;
+    let cluster = runner(&backend, 1, config(1)).await;
     bystander_answers(&cluster, 1).await;
     let trouble = cluster.entity::<Trouble>("t");
     for (i, (cmd, what)) in [
@@ -44,22 +45,26 @@ async fn oversized(backend: Backend) {
     assert_eq!(check_history(cluster.journal(), "bystander").await.len(), 4);
     assert!(events(cluster.journal(), "receiver").await.is_empty());
     cluster.shutdown().await.unwrap();
+    backend.drop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_outcomes_fail_their_message_sqlite() {
-    oversized(Backend::sqlite()).await;
+    oversized(harness::sqlite()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_outcomes_fail_their_message_postgres() {
-    oversized(Backend::postgres().await).await;
+    oversized(harness::postgres().await).await;
 }
 
 async fn hanging_and_slow(backend: Backend) {
-    let cluster = backend
-        .cluster(1, config(1).handler_timeout(Duration::from_secs(3)))
-        .await;
+    let cluster = runner(
+        &backend,
+        1,
+        config(1).handler_timeout(Duration::from_secs(3)),
+    )
+    .await;
     bystander_answers(&cluster, 1).await;
     // A handler that never returns: others of its shard answer meanwhile, and it fails at
     // the timeout.
@@ -89,20 +94,21 @@ async fn hanging_and_slow(backend: Backend) {
     assert_eq!(slow.await.unwrap().unwrap(), Vec::<u8>::new());
     assert_eq!(check_history(cluster.journal(), "bystander").await.len(), 9);
     cluster.shutdown().await.unwrap();
+    backend.drop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hanging_or_slow_handler_holds_only_its_entity_sqlite() {
-    hanging_and_slow(Backend::sqlite()).await;
+    hanging_and_slow(harness::sqlite()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hanging_or_slow_handler_holds_only_its_entity_postgres() {
-    hanging_and_slow(Backend::postgres().await).await;
+    hanging_and_slow(harness::postgres().await).await;
 }
 
 async fn apply_panics_on_replay(backend: Backend) {
-    let cluster = backend.cluster(1, config(1)).await;
+    let cluster = runner(&backend, 1, config(1)).await;
     cluster
         .entity::<Trouble>("marked")
         .ask(Ask::Mark)
@@ -112,25 +118,26 @@ async fn apply_panics_on_replay(backend: Backend) {
     backend.drop_snapshots().await;
     // A new build whose `apply` panics on an event already in the journal.
     APPLY_PANICS.store(true, Ordering::SeqCst);
-    let cluster = backend.cluster(1, config(1)).await;
+    let cluster = runner(&backend, 1, config(1)).await;
     let marked = cluster.entity::<Trouble>("marked");
     let (marked, ()) = tokio::join!(marked.ask(Ask::Ping), bystander_answers(&cluster, 1));
     APPLY_PANICS.store(false, Ordering::SeqCst);
     failed_with(&marked, "apply panicked while replaying");
     bystander_answers(&cluster, 2).await;
     cluster.shutdown().await.unwrap();
+    backend.drop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn apply_panicking_on_replay_fails_only_its_entity() {
     // One test for both backends: the panic switch is process-wide.
-    apply_panics_on_replay(Backend::sqlite()).await;
-    apply_panics_on_replay(Backend::postgres().await).await;
+    apply_panics_on_replay(harness::sqlite()).await;
+    apply_panics_on_replay(harness::postgres().await).await;
 }
 
 async fn bounded_memory(backend: Backend) {
     let cap = 50;
-    let cluster = backend.cluster(4, config(4).max_active_entities(cap)).await;
+    let cluster = runner(&backend, 4, config(4).max_active_entities(cap)).await;
     let mut peak = 0;
     for round in 0..20u64 {
         let asks = (0..50u64).map(|i| {
@@ -156,16 +163,17 @@ async fn bounded_memory(backend: Backend) {
         .unwrap();
     assert_eq!(again, 1);
     cluster.shutdown().await.unwrap();
+    backend.drop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn entities_in_memory_stay_under_the_cap_sqlite() {
-    bounded_memory(Backend::sqlite()).await;
+    bounded_memory(harness::sqlite()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn entities_in_memory_stay_under_the_cap_postgres() {
-    bounded_memory(Backend::postgres().await).await;
+    bounded_memory(harness::postgres().await).await;
 }
 
 /// A multi-shard commit in which one shard is fenced (its epoch moved, as when another
@@ -173,12 +181,12 @@ async fn entities_in_memory_stay_under_the_cap_postgres() {
 /// shard is given up, taken again and its messages processed once too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fenced_shard_leaves_the_others_committed_once() {
-    let backend = Backend::postgres().await;
-    let Backend::Postgres { url, schema } = &backend else {
+    let backend = harness::postgres().await;
+    let Backend::Postgres { url, schema, .. } = &backend else {
         unreachable!()
     };
     let shards = 8;
-    let cluster = backend.cluster(shards, config(shards)).await;
+    let cluster = runner(&backend, shards, config(shards)).await;
     let mut admin = PgConnection::connect(url).await.unwrap();
     let ids: Vec<String> = (0..64).map(|i| format!("f-{i}")).collect();
     for round in 0..10u64 {
@@ -226,6 +234,7 @@ async fn a_fenced_shard_leaves_the_others_committed_once() {
         .sum();
     assert!(reacquired >= 1, "no shard was ever fenced: {epochs:?}");
     cluster.shutdown().await.unwrap();
+    backend.drop().await;
 }
 
 async fn damaged_entry(backend: Backend) {
@@ -290,16 +299,17 @@ async fn damaged_entry(backend: Backend) {
     })
     .await;
     cluster.shutdown().await.unwrap();
+    backend.drop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_damaged_message_is_recorded_and_passed_sqlite() {
-    damaged_entry(Backend::sqlite()).await;
+    damaged_entry(harness::sqlite()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_damaged_message_is_recorded_and_passed_postgres() {
-    damaged_entry(Backend::postgres().await).await;
+    damaged_entry(harness::postgres().await).await;
 }
 
 /// Messages of other entities commit past a slow one, above the shard's cursor. When the
@@ -307,11 +317,11 @@ async fn a_damaged_message_is_recorded_and_passed_postgres() {
 /// entity's message is redelivered and those committed past it are not handled again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn commits_past_a_slow_entity_are_not_redelivered() {
-    let backend = Backend::postgres().await;
-    let Backend::Postgres { url, schema } = &backend else {
+    let backend = harness::postgres().await;
+    let Backend::Postgres { url, schema, .. } = &backend else {
         unreachable!()
     };
-    let cluster = backend.cluster(1, config(1).runner_id("r1")).await;
+    let cluster = runner(&backend, 1, config(1).runner_id("r1")).await;
     bystander_answers(&cluster, 0).await;
     let slow = cluster.entity::<Trouble>("slow");
     let slow = tokio::spawn(async move { slow.ask(Ask::Slow(3_000)).await });
@@ -344,6 +354,7 @@ async fn commits_past_a_slow_entity_are_not_redelivered() {
     let history = check_history(cluster.journal(), "bystander").await;
     assert_eq!(history.len(), 5, "{history:?}");
     cluster.shutdown().await.unwrap();
+    backend.drop().await;
 }
 
 /// A shard whose commits keep failing (here: its inline projection) is retried with
@@ -377,11 +388,12 @@ async fn trouble_is_visible(backend: Backend) {
     .await;
     assert_eq!(check_history(cluster.journal(), "held").await.len(), 1);
     cluster.shutdown().await.unwrap();
+    backend.drop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retrying_shard_shows_its_trouble() {
     // One test for both backends: the failure switch is process-wide.
-    trouble_is_visible(Backend::sqlite()).await;
-    trouble_is_visible(Backend::postgres().await).await;
+    trouble_is_visible(harness::sqlite()).await;
+    trouble_is_visible(harness::postgres().await).await;
 }
