@@ -119,9 +119,9 @@ pub use entlog_engine::{
     projected_state,
 };
 pub use entlog_journal::{
-    AnyJournal, AnyTx, DEFAULT_GROUP, EntityKey, Entry, EntryKind, Headers, Journal, JournalError,
-    NewMessage, Payload, PgJournal, PgOptions, Row, ShardGroup, Sql, SqliteJournal, SqliteOptions,
-    Timestamp, sql,
+    AnyJournal, AnyTx, DEFAULT_GROUP, Durability, EntityKey, Entry, EntryKind, Headers, Journal,
+    JournalError, NewMessage, Payload, PgJournal, PgOptions, Row, ShardGroup, Sql, SqliteJournal,
+    SqliteOptions, Timestamp, sql,
 };
 pub use entlog_projections::{Projection, ProjectionError};
 /// Message ids (`ask_with_id`, `tell_at_with_id`, `cancel`) are UUIDs.
