@@ -15,6 +15,7 @@ use crate::records::{
     AppendOutcome, CommitReceipt, NewSnapshot, ProcessedBatch, Snapshot, StoredReply,
 };
 use crate::shard::Shard;
+use crate::sql::{Row, Sql};
 use crate::sqlite::{SqliteJournal, SqliteLocks};
 use crate::time::Timestamp;
 
@@ -278,5 +279,42 @@ impl ShardLocks for AnyLocks {
 
     async fn close(self) -> Result<()> {
         both_locks!(self, l => l.close().await)
+    }
+}
+
+impl AnyJournal {
+    /// Runs a statement outside any transaction (the application's tables: creating
+    /// them, for example); returns the rows it changed.
+    pub async fn execute(&self, q: Sql<'_>) -> Result<u64> {
+        Ok(match self {
+            AnyJournal::Postgres(j) => q.pg().execute(j.pool()).await?.rows_affected(),
+            AnyJournal::Sqlite(j) => q.sqlite().execute(j.writer()).await?.rows_affected(),
+        })
+    }
+
+    /// Runs a query (reading the application's tables, on SQLite from a reader
+    /// connection); returns every row.
+    pub async fn fetch_all(&self, q: Sql<'_>) -> Result<Vec<Row>> {
+        Ok(match self {
+            AnyJournal::Postgres(j) => q
+                .pg()
+                .fetch_all(j.pool())
+                .await?
+                .into_iter()
+                .map(Row::Postgres)
+                .collect(),
+            AnyJournal::Sqlite(j) => q
+                .sqlite()
+                .fetch_all(j.reader())
+                .await?
+                .into_iter()
+                .map(Row::Sqlite)
+                .collect(),
+        })
+    }
+
+    /// Like [`fetch_all`](Self::fetch_all), for at most one row.
+    pub async fn fetch_optional(&self, q: Sql<'_>) -> Result<Option<Row>> {
+        Ok(self.fetch_all(q).await?.into_iter().next())
     }
 }

@@ -6,8 +6,7 @@ use crate::envelope::{
     CrcDomain, EntityKey, EntryKind, NewMessage, Payload, checksum, entry_checksum,
 };
 use crate::error::{JournalError, Result};
-use crate::journal::Journal;
-use crate::records::{AppendOutcome, CommitReceipt, Processed};
+use crate::records::Processed;
 use crate::shard::Shard;
 use crate::shard_groups::ShardMap;
 use crate::time::Timestamp;
@@ -149,40 +148,6 @@ pub(crate) fn append_columns(
     Ok((cols, sources))
 }
 
-/// Outcomes of an append in the caller's order, repeats reported as duplicates of the
-/// first occurrence.
-pub(crate) async fn append_outcomes<J: Journal>(
-    journal: &J,
-    cols: &EntryColumns,
-    placed: &[Placed],
-    sources: &[Source],
-) -> Result<Vec<AppendOutcome>> {
-    let firsts = outcomes(journal, cols, placed, 0..cols.len()).await?;
-    sources
-        .iter()
-        .map(|s| match *s {
-            Source::Row(i) => firsts
-                .get(i)
-                .cloned()
-                .ok_or_else(|| short_result(placed.len())),
-            Source::RepeatOf(i) => match firsts.get(i) {
-                Some(AppendOutcome::Appended { shard, offset }) => Ok(AppendOutcome::Duplicate {
-                    shard: *shard,
-                    offset: Some(*offset),
-                    reply: None,
-                }),
-                Some(AppendOutcome::Scheduled { shard }) => Ok(AppendOutcome::Duplicate {
-                    shard: *shard,
-                    offset: None,
-                    reply: None,
-                }),
-                Some(dup) => Ok(dup.clone()),
-                None => Err(short_result(placed.len())),
-            },
-        })
-        .collect()
-}
-
 /// Replies to insert, one vector per column.
 #[derive(Debug, Default)]
 pub(crate) struct ReplyColumns {
@@ -237,7 +202,7 @@ impl BatchColumns {
             });
         }
         if let Some((consumer, _)) = &batch.cursor {
-            crate::envelope::check_name(crate::error::Field::Consumer, consumer)?;
+            crate::names::check_name(crate::error::Field::Consumer, consumer)?;
         }
         let messages = std::mem::take(&mut batch.messages);
         Self::build(batch.shard, messages, shards, max_payload, now)
@@ -309,74 +274,6 @@ pub(crate) struct Placed {
     pub scheduled: bool,
 }
 
-fn short_result(n: usize) -> JournalError {
-    JournalError::Persistence(sqlx::Error::Protocol(format!(
-        "the append returned {n} rows, fewer than the entries sent"
-    )))
-}
-
-/// Turns placements of the messages in `range` into outcomes, fetching the stored
-/// replies of duplicates (the rare path).
-pub(crate) async fn outcomes<J: Journal>(
-    journal: &J,
-    entries: &EntryColumns,
-    placed: &[Placed],
-    range: std::ops::Range<usize>,
-) -> Result<Vec<AppendOutcome>> {
-    let mut out = Vec::with_capacity(range.len());
-    for i in range {
-        let p = placed.get(i).ok_or_else(|| short_result(placed.len()))?;
-        let shard = entries.shard[i] as Shard;
-        out.push(if p.duplicate {
-            let entity = EntityKey::from_stored(
-                entries.entity_type[i].clone(),
-                entries.entity_id[i].clone(),
-            );
-            AppendOutcome::Duplicate {
-                shard,
-                offset: p.offset,
-                reply: journal.reply(&entity, entries.message_id[i]).await?,
-            }
-        } else if p.scheduled {
-            AppendOutcome::Scheduled { shard }
-        } else {
-            AppendOutcome::Appended {
-                shard,
-                offset: p.offset.ok_or_else(|| short_result(placed.len()))?,
-            }
-        });
-    }
-    Ok(out)
-}
-
-/// Splits a batch's placements back into per-message event offsets and outgoing outcomes.
-pub(crate) async fn receipt<J: Journal>(
-    journal: &J,
-    cols: &BatchColumns,
-    placed: &[Placed],
-) -> Result<CommitReceipt> {
-    let mut receipt = CommitReceipt {
-        created_at: cols.created_at,
-        ..CommitReceipt::default()
-    };
-    let mut at = 0;
-    for &(events, outgoing) in &cols.layout {
-        let offsets = placed
-            .get(at..at + events)
-            .ok_or_else(|| short_result(placed.len()))?
-            .iter()
-            .map(|p| p.offset.ok_or_else(|| short_result(placed.len())))
-            .collect::<Result<Vec<_>>>()?;
-        receipt.event_offsets.push(offsets);
-        at += events;
-        receipt
-            .outgoing
-            .push(outcomes(journal, &cols.entries, placed, at..at + outgoing).await?);
-        at += outgoing;
-    }
-    Ok(receipt)
-}
-
 /// One batch of a [`ManyColumns`]: its shard, lease, cursor and its own columns.
 pub(crate) struct ManyPart {
     pub shard: Shard,
@@ -441,24 +338,5 @@ impl ManyColumns {
             });
         }
         Ok(many)
-    }
-
-    /// Each batch's receipt, in batch order, from the placements of all `entries`.
-    pub(crate) async fn receipts<J: Journal>(
-        &self,
-        journal: &J,
-        placed: &[Placed],
-    ) -> Result<Vec<CommitReceipt>> {
-        let mut receipts = Vec::with_capacity(self.parts.len());
-        let mut at = 0;
-        for part in &self.parts {
-            let n = part.cols.entries.len();
-            let mine = placed
-                .get(at..at + n)
-                .ok_or_else(|| short_result(placed.len()))?;
-            at += n;
-            receipts.push(receipt(journal, &part.cols, mine).await?);
-        }
-        Ok(receipts)
     }
 }

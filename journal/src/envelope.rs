@@ -25,11 +25,9 @@ use uuid::Uuid;
 
 use crate::error::{Field, JournalError, Result};
 use crate::headers::Headers;
+use crate::names::check_name;
 use crate::shard::Shard;
 use crate::time::Timestamp;
-
-/// Longest entity type, entity id, type tag or consumer name, in bytes.
-pub const MAX_NAME_BYTES: usize = 255;
 
 /// Default largest payload, in bytes (configurable per journal).
 pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 1 << 20;
@@ -88,7 +86,7 @@ pub struct EntityKey {
 }
 
 impl EntityKey {
-    /// An entity address; both parts must be non-empty and at most [`MAX_NAME_BYTES`].
+    /// An entity address; both parts must be non-empty and at most [`MAX_NAME_BYTES`](crate::MAX_NAME_BYTES).
     pub fn new(entity_type: impl Into<String>, entity_id: impl Into<String>) -> Result<Self> {
         let entity_type = entity_type.into();
         let entity_id = entity_id.into();
@@ -123,21 +121,6 @@ impl std::fmt::Display for EntityKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}/{}", self.entity_type, self.entity_id)
     }
-}
-
-/// Checks a name-like field against the journal's limits.
-pub fn check_name(field: Field, value: &str) -> Result<()> {
-    if value.is_empty() {
-        return Err(JournalError::Empty { field });
-    }
-    if value.len() > MAX_NAME_BYTES {
-        return Err(JournalError::TooLong {
-            field,
-            len: value.len(),
-            limit: MAX_NAME_BYTES,
-        });
-    }
-    Ok(())
 }
 
 /// Serialized application data with the type tag and schema version that say how to read it.
@@ -390,6 +373,7 @@ impl RawEntry {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::names::MAX_NAME_BYTES;
 
     #[test]
     fn payload_round_trip_and_trailing_bytes() {

@@ -7,8 +7,8 @@
 
 use std::collections::BTreeMap;
 
-use crate::envelope::check_name;
 use crate::error::{Field, JournalError, Result};
+use crate::names::check_name;
 
 /// A message's headers, in key order.
 pub type Headers = BTreeMap<String, String>;
@@ -60,7 +60,7 @@ pub(crate) fn decode(stored: Option<&[u8]>) -> std::result::Result<Headers, Stri
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::envelope::MAX_NAME_BYTES;
+    use crate::names::MAX_NAME_BYTES;
 
     #[test]
     fn round_trip_none_and_limits() {

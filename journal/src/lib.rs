@@ -38,6 +38,8 @@ mod inspect;
 mod journal;
 mod liveness;
 mod meta;
+mod names;
+mod outcomes;
 mod ownership;
 mod pending;
 mod postgres;
@@ -52,6 +54,7 @@ mod sqlite;
 mod time;
 mod trouble;
 mod tx;
+mod type_groups;
 mod wakeup;
 
 #[cfg(feature = "testing")]
@@ -60,8 +63,7 @@ pub mod testing;
 pub use any::{AnyJournal, AnyLocks};
 pub use damaged::{DamagedEntry, Delivery};
 pub use envelope::{
-    DEFAULT_MAX_PAYLOAD_BYTES, EntityKey, Entry, EntryKind, MAX_NAME_BYTES, NewEvent, NewMessage,
-    Payload, check_name,
+    DEFAULT_MAX_PAYLOAD_BYTES, EntityKey, Entry, EntryKind, NewEvent, NewMessage, Payload,
 };
 pub use error::{Field, JournalError, Result};
 pub use headers::{Headers, MAX_HEADER_BYTES};
@@ -71,6 +73,7 @@ pub use inspect::{
 pub use journal::{EVENT_PAGE, Journal};
 pub use liveness::Liveness;
 pub use meta::FORMAT_VERSION;
+pub use names::{MAX_NAME_BYTES, check_name};
 pub use ownership::{Lease, RunnerInfo, ShardLocks};
 pub use postgres::{PgJournal, PgLocks, PgOptions};
 pub use prune::PruneReport;

@@ -2,7 +2,7 @@
 //! and the shard group of each entity type registered.
 
 use crate::error::{JournalError, Result};
-use crate::shard_groups::{ShardGroup, ShardLayout};
+use crate::shard_groups::{ShardGroup, ShardLayout, encode_groups};
 
 /// The storage format this build writes and reads. Bump with any incompatible change of
 /// tables, checksum layout or shard function.
@@ -86,15 +86,6 @@ pub(crate) fn check_meta(meta: &Meta, shard_count: u32, groups: &[ShardGroup]) -
         });
     }
     Ok(())
-}
-
-/// `name:shards,…`, as the metadata stores named groups.
-pub(crate) fn encode_groups(groups: &[ShardGroup]) -> String {
-    groups
-        .iter()
-        .map(|g| format!("{}:{}", g.name, g.shards))
-        .collect::<Vec<_>>()
-        .join(",")
 }
 
 /// Counts the migrations applied to a journal's database.

@@ -20,12 +20,9 @@ use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::RwLock;
 
-use crate::any::AnyJournal;
 use crate::envelope::EntityKey;
 use crate::error::{JournalError, Result};
-use crate::journal::Journal;
 use crate::shard::{Shard, shard_of};
-use crate::sql::sql;
 
 /// The group of every entity type that names none, and of singletons.
 pub const DEFAULT_GROUP: &str = "default";
@@ -171,7 +168,7 @@ impl ShardLayout {
 
     /// The metadata value: the named groups as `name:shards,…` (empty for none).
     pub(crate) fn encode(&self) -> String {
-        crate::meta::encode_groups(&self.named())
+        encode_groups(&self.named())
     }
 
     /// Reads the metadata value written by [`encode`](Self::encode).
@@ -193,42 +190,13 @@ impl ShardLayout {
     }
 }
 
-/// The metadata key that records an entity type's group.
-fn type_key(entity_type: &str) -> String {
-    format!("group:{entity_type}")
-}
-
-impl AnyJournal {
-    /// Records that `entity_type` belongs to `group` — in the journal the first time, so
-    /// that every process routes the type alike — and routes it so in this process.
-    /// Refused with [`JournalError::UnknownShardGroup`] for a group the journal lacks, and
-    /// with [`JournalError::GroupMismatch`] when the type was recorded in another group.
-    /// A journal with no named group has nothing to record: every type is in the default
-    /// group, so only the name is checked.
-    pub async fn record_group(&self, entity_type: &str, group: &str) -> Result<()> {
-        crate::envelope::check_name(crate::error::Field::EntityType, entity_type)?;
-        let map = self.shard_map();
-        if map.layout().range(group).is_none() || map.layout().is_single() {
-            return map.declare(entity_type, group);
-        }
-        if map.recorded_in(entity_type, group) {
-            return Ok(());
-        }
-        let key = type_key(entity_type);
-        self.execute(
-            sql("INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING")
-                .bind(key.as_str())
-                .bind(group),
-        )
-        .await?;
-        let stored: String = self
-            .fetch_optional(sql("SELECT value FROM meta WHERE key = $1").bind(key.as_str()))
-            .await?
-            .ok_or_else(|| JournalError::Internal(format!("metadata {key} vanished")))?
-            .get(0)?;
-        map.learn(entity_type, &stored, true)?;
-        map.declare(entity_type, group)
-    }
+/// `name:shards,…`, as the metadata stores named groups.
+pub(crate) fn encode_groups(groups: &[ShardGroup]) -> String {
+    groups
+        .iter()
+        .map(|g| format!("{}:{}", g.name, g.shards))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// A journal's layout and the groups of the entity types it knows: routes every entity to
@@ -301,7 +269,7 @@ impl ShardMap {
     }
 
     /// Whether the journal's record of `entity_type` in `group` was read by this process.
-    fn recorded_in(&self, entity_type: &str, group: &str) -> bool {
+    pub(crate) fn recorded_in(&self, entity_type: &str, group: &str) -> bool {
         let Some(index) = self.layout.index(group) else {
             return false;
         };
@@ -318,7 +286,7 @@ impl ShardMap {
         self.learn(entity_type, group, false)
     }
 
-    fn learn(&self, entity_type: &str, group: &str, recorded: bool) -> Result<()> {
+    pub(crate) fn learn(&self, entity_type: &str, group: &str, recorded: bool) -> Result<()> {
         let Some(index) = self.layout.index(group) else {
             return Err(JournalError::UnknownShardGroup {
                 group: group.to_owned(),

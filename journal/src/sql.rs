@@ -16,9 +16,7 @@
 
 use sqlx::{Postgres, Row as _, Sqlite};
 
-use crate::any::AnyJournal;
 use crate::error::Result;
-use crate::tx::AnyTx;
 
 /// A statement and its bound values, not yet tied to a backend. Build it with [`sql`].
 pub struct Sql<'q> {
@@ -92,7 +90,7 @@ impl<'q> Sql<'q> {
         self
     }
 
-    fn pg(self) -> sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments> {
+    pub(crate) fn pg(self) -> sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments> {
         let mut q = sqlx::query(sqlx::AssertSqlSafe(self.text));
         for b in self.binds {
             q = b.onto_pg(q);
@@ -100,7 +98,7 @@ impl<'q> Sql<'q> {
         q
     }
 
-    fn sqlite(self) -> sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments> {
+    pub(crate) fn sqlite(self) -> sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments> {
         let mut q = sqlx::query(sqlx::AssertSqlSafe(numbered_for_sqlite(self.text)));
         for b in self.binds {
             q = b.onto_sqlite(q);
@@ -198,73 +196,6 @@ impl Row {
             Row::Postgres(r) => r.try_get(column)?,
             Row::Sqlite(r) => r.try_get(column)?,
         })
-    }
-}
-
-impl AnyTx {
-    /// Runs a statement in this transaction; returns the rows it changed.
-    pub async fn execute(&mut self, q: Sql<'_>) -> Result<u64> {
-        Ok(match self {
-            AnyTx::Postgres(tx) => q.pg().execute(&mut **tx).await?.rows_affected(),
-            AnyTx::Sqlite(tx) => q.sqlite().execute(&mut **tx).await?.rows_affected(),
-        })
-    }
-
-    /// Runs a query in this transaction; returns every row.
-    pub async fn fetch_all(&mut self, q: Sql<'_>) -> Result<Vec<Row>> {
-        Ok(match self {
-            AnyTx::Postgres(tx) => q
-                .pg()
-                .fetch_all(&mut **tx)
-                .await?
-                .into_iter()
-                .map(Row::Postgres)
-                .collect(),
-            AnyTx::Sqlite(tx) => q
-                .sqlite()
-                .fetch_all(&mut **tx)
-                .await?
-                .into_iter()
-                .map(Row::Sqlite)
-                .collect(),
-        })
-    }
-}
-
-impl AnyJournal {
-    /// Runs a statement outside any transaction (the application's tables: creating
-    /// them, for example); returns the rows it changed.
-    pub async fn execute(&self, q: Sql<'_>) -> Result<u64> {
-        Ok(match self {
-            AnyJournal::Postgres(j) => q.pg().execute(j.pool()).await?.rows_affected(),
-            AnyJournal::Sqlite(j) => q.sqlite().execute(j.writer()).await?.rows_affected(),
-        })
-    }
-
-    /// Runs a query (reading the application's tables, on SQLite from a reader
-    /// connection); returns every row.
-    pub async fn fetch_all(&self, q: Sql<'_>) -> Result<Vec<Row>> {
-        Ok(match self {
-            AnyJournal::Postgres(j) => q
-                .pg()
-                .fetch_all(j.pool())
-                .await?
-                .into_iter()
-                .map(Row::Postgres)
-                .collect(),
-            AnyJournal::Sqlite(j) => q
-                .sqlite()
-                .fetch_all(j.reader())
-                .await?
-                .into_iter()
-                .map(Row::Sqlite)
-                .collect(),
-        })
-    }
-
-    /// Like [`fetch_all`](Self::fetch_all), for at most one row.
-    pub async fn fetch_optional(&self, q: Sql<'_>) -> Result<Option<Row>> {
-        Ok(self.fetch_all(q).await?.into_iter().next())
     }
 }
 

@@ -6,7 +6,7 @@ use sqlx::{Postgres, Sqlite, Transaction};
 use crate::any::AnyJournal;
 use crate::error::{Field, JournalError, Result};
 use crate::shard::Shard;
-use crate::sql::sql;
+use crate::sql::{Row, Sql, sql};
 
 /// An open transaction on the journal's database (on SQLite, on its single writer
 /// connection: keep it short). Dropped without [`commit`](AnyTx::commit), it rolls back.
@@ -22,6 +22,36 @@ impl std::fmt::Debug for AnyTx {
         f.write_str(match self {
             AnyTx::Postgres(_) => "AnyTx::Postgres",
             AnyTx::Sqlite(_) => "AnyTx::Sqlite",
+        })
+    }
+}
+
+impl AnyTx {
+    /// Runs a statement in this transaction; returns the rows it changed.
+    pub async fn execute(&mut self, q: Sql<'_>) -> Result<u64> {
+        Ok(match self {
+            AnyTx::Postgres(tx) => q.pg().execute(&mut **tx).await?.rows_affected(),
+            AnyTx::Sqlite(tx) => q.sqlite().execute(&mut **tx).await?.rows_affected(),
+        })
+    }
+
+    /// Runs a query in this transaction; returns every row.
+    pub async fn fetch_all(&mut self, q: Sql<'_>) -> Result<Vec<Row>> {
+        Ok(match self {
+            AnyTx::Postgres(tx) => q
+                .pg()
+                .fetch_all(&mut **tx)
+                .await?
+                .into_iter()
+                .map(Row::Postgres)
+                .collect(),
+            AnyTx::Sqlite(tx) => q
+                .sqlite()
+                .fetch_all(&mut **tx)
+                .await?
+                .into_iter()
+                .map(Row::Sqlite)
+                .collect(),
         })
     }
 }
@@ -66,7 +96,7 @@ impl AnyJournal {
 impl AnyTx {
     /// Makes sure a checkpoint row exists (at 0) for (consumer, shard).
     pub async fn ensure_checkpoint(&mut self, consumer: &str, shard: Shard) -> Result<()> {
-        crate::envelope::check_name(Field::Consumer, consumer)?;
+        crate::names::check_name(Field::Consumer, consumer)?;
         self.execute(
             sql(
                 r#"INSERT INTO cursors (consumer, shard, "offset") VALUES ($1, $2, 0)

@@ -10,11 +10,10 @@ use sqlx::Row;
 use sqlx::postgres::{PgDatabaseError, PgRow};
 
 use super::{FENCED_SQLSTATE, PgJournal};
-use crate::columns::{
-    BatchColumns, EntryColumns, ManyColumns, ManyPart, Placed, ReplyColumns, receipt,
-};
+use crate::columns::{BatchColumns, EntryColumns, ManyColumns, ManyPart, Placed, ReplyColumns};
 use crate::error::{JournalError, Result};
 use crate::journal::Journal;
+use crate::outcomes::{receipt, receipts};
 use crate::records::{CommitReceipt, ProcessedBatch};
 use crate::shard::Shard;
 
@@ -113,7 +112,7 @@ impl PgJournal {
         .await
         .map_err(|err| classify_many(err, &many.parts))?;
         let placed = append_rows(rows)?;
-        let receipts = many.receipts(self, &placed).await?;
+        let receipts = receipts(self, &many, &placed).await?;
         for (part, receipt) in many.parts.iter().zip(&receipts) {
             self.wake_after(part.shard, receipt);
         }

@@ -75,7 +75,7 @@ impl PgLocks {
         runner: &str,
         groups: Option<&[String]>,
     ) -> Result<Self> {
-        crate::envelope::check_name(crate::error::Field::Consumer, runner)?;
+        crate::names::check_name(crate::error::Field::Consumer, runner)?;
         let groups = crate::ownership::encode_hosted(groups)?;
         let liveness = options.liveness;
         // A connect that hangs (a host or route that swallows packets) gives up like a

@@ -43,11 +43,12 @@ use uuid::Uuid;
 pub use locks::PgLocks;
 pub use open::PgOptions;
 
-use crate::columns::{EntryColumns, Placed, append_columns, append_outcomes};
+use crate::columns::{EntryColumns, Placed, append_columns};
 use crate::damaged::{DamagedEntry, Delivery};
 use crate::envelope::{CrcDomain, EntityKey, EntryKind, NewMessage, checksum};
 use crate::error::{Field, Result};
 use crate::journal::{Journal, check_shard, mailbox_cursors};
+use crate::outcomes::append_outcomes;
 use crate::ownership::RunnerInfo;
 use crate::read;
 use crate::records::NewSnapshot;
@@ -380,7 +381,7 @@ impl Journal for PgJournal {
 
     async fn advance_cursor(&self, consumer: &str, shard: Shard, offset: u64) -> Result<()> {
         self.check_shard(shard)?;
-        crate::envelope::check_name(Field::Consumer, consumer)?;
+        crate::names::check_name(Field::Consumer, consumer)?;
         sqlx::query(
             r#"INSERT INTO cursors AS c (consumer, shard, "offset") VALUES ($1, $2, $3)
                ON CONFLICT (consumer, shard) DO UPDATE SET "offset" = GREATEST(c."offset", EXCLUDED."offset")"#,

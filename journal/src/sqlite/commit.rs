@@ -6,11 +6,12 @@
 //! [`commit_on`]: SqliteJournal::commit_on
 //! [`commit_many`]: SqliteJournal::commit_many
 
+use super::SqliteJournal;
 use super::place::{self, Dedup};
-use super::{SqliteJournal, receipt};
 use crate::columns::{BatchColumns, ManyColumns};
 use crate::error::{JournalError, Result};
 use crate::journal::Journal;
+use crate::outcomes::{receipt, receipts};
 use crate::ownership::Lease;
 use crate::records::{CommitReceipt, ProcessedBatch};
 use crate::shard::Shard;
@@ -118,7 +119,7 @@ impl SqliteJournal {
             q.build().execute(&mut *tx).await?;
         }
         tx.commit().await?;
-        let receipts = many.receipts(self, &placed).await?;
+        let receipts = receipts(self, &many, &placed).await?;
         for (part, receipt) in many.parts.iter().zip(&receipts) {
             self.wake_after(part.shard, receipt);
         }

@@ -18,7 +18,7 @@ pub(super) async fn open_session(
     runner: &str,
     groups: Option<&[String]>,
 ) -> Result<SqliteLocks> {
-    crate::envelope::check_name(Field::Consumer, runner)?;
+    crate::names::check_name(Field::Consumer, runner)?;
     let groups = encode_hosted(groups)?;
     let fresh = j
         .inner

@@ -24,11 +24,12 @@ use uuid::Uuid;
 pub use locks::SqliteLocks;
 pub use open::{Access, Durability, SqliteOptions};
 
-use crate::columns::{EntryColumns, Placed, append_columns, append_outcomes, receipt};
+use crate::columns::{EntryColumns, Placed, append_columns};
 use crate::damaged::{DamagedEntry, Delivery};
 use crate::envelope::{CrcDomain, EntityKey, EntryKind, NewMessage, checksum};
 use crate::error::{Field, JournalError, Result};
 use crate::journal::{Journal, check_shard, mailbox_cursors};
+use crate::outcomes::append_outcomes;
 use crate::ownership::RunnerInfo;
 use crate::read;
 use crate::records::{AppendOutcome, CommitReceipt, NewSnapshot, ProcessedBatch, StoredReply};
@@ -350,7 +351,7 @@ impl Journal for SqliteJournal {
 
     async fn advance_cursor(&self, consumer: &str, shard: Shard, offset: u64) -> Result<()> {
         self.check_shard(shard)?;
-        crate::envelope::check_name(Field::Consumer, consumer)?;
+        crate::names::check_name(Field::Consumer, consumer)?;
         let mut conn = self.inner.writer.acquire().await?;
         commit::advance(&mut conn, consumer, shard, offset).await
     }
