@@ -34,6 +34,8 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+use args::{Command, ProjectionsAction};
+
 pub use dashboard::Dashboard;
 pub use error::CliError;
 pub use registry::Registry;
@@ -116,6 +118,37 @@ impl Cli {
             location,
             out,
         };
-        commands::run(&ctx, cli.command).await
+        dispatch(&ctx, cli.command).await
+    }
+}
+
+/// Runs one command.
+async fn dispatch(ctx: &commands::Ctx, command: Command) -> Result<(), CliError> {
+    use commands::{inspect, migrate, projections, prune, replay, status, tail};
+    match command {
+        Command::Migrate { shards } => migrate::run(ctx, shards).await,
+        Command::Status {
+            poison_limit,
+            stuck_after,
+        } => status::run(ctx, poison_limit, &stuck_after).await,
+        Command::Tail(args) => tail::run(ctx, args).await,
+        Command::Inspect {
+            entity,
+            before,
+            limit,
+        } => inspect::run(ctx, &entity, inspect::Window { before, limit }).await,
+        Command::Replay(args) => replay::run(ctx, args).await,
+        Command::Projections { action } => match action {
+            None | Some(ProjectionsAction::Status) => projections::status(ctx).await,
+            Some(ProjectionsAction::Rebuild { name, batch }) => {
+                projections::rebuild(ctx, &name, batch).await
+            }
+        },
+        Command::Prune { older_than } => prune::run(ctx, &older_than).await,
+        Command::Dashboard {
+            bind,
+            token,
+            stuck_after,
+        } => dashboard::command::run(ctx, &bind, token, &stuck_after).await,
     }
 }

@@ -139,7 +139,7 @@ impl Projector {
     /// One transaction: move the checkpoint from `from` to `to`, apply `events`.
     ///
     /// The checkpoint moves first: its row lock is then taken before any read-model row,
-    /// in the same order as [`rebuild`](crate::rebuild), so the two wait for each other
+    /// in the same order as `rebuild`, so the two wait for each other
     /// instead of deadlocking, and a rebuild that reset the checkpoint meanwhile is seen
     /// before anything is applied.
     async fn attempt(&self, from: u64, to: u64, events: &[Entry]) -> Result<Attempt, JournalError> {

@@ -1,9 +1,9 @@
 //! The dashboard's routes: the page, its script and style, and JSON endpoints that answer
-//! with what the CLI's `--json` prints.
+//! with what the CLI's `--json` prints; and the sampler that feeds its history.
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::{Path, Query, Request, State as Shared};
@@ -16,7 +16,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
-use super::history::History;
+use super::history::{History, SAMPLE_EVERY};
 use crate::commands::{inspect, replay, status};
 use crate::error::CliError;
 use crate::registry::Registry;
@@ -56,6 +56,25 @@ impl State {
     /// The `status --json` report, with at most `poison_limit` poison messages.
     pub(crate) async fn status(&self, poison_limit: usize) -> Result<Value, CliError> {
         status::gather(&self.journal, poison_limit, self.stuck_after).await
+    }
+}
+
+/// Samples the journal every [`SAMPLE_EVERY`](super::SAMPLE_EVERY) for as long as the dashboard runs. A failed
+/// reading is skipped (the page shows the journal's error through its own requests).
+pub(crate) async fn sample(state: Arc<State>) {
+    let mut tick = tokio::time::interval(SAMPLE_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let started = Instant::now();
+        match state.status(0).await {
+            Ok(status) => {
+                let at = state.journal.now().0 as f64 / 1e6;
+                state.history.lock().await.record(at, &status);
+            }
+            Err(e) => tracing::debug!(error = %e, "dashboard: cannot sample the journal"),
+        }
+        tracing::trace!(elapsed = ?started.elapsed(), "dashboard: sampled");
     }
 }
 

@@ -1,7 +1,7 @@
 //! `dashboard`: serves the web dashboard over the journal until interrupted.
 
-use super::Ctx;
-use crate::dashboard::Dashboard;
+use super::Dashboard;
+use crate::commands::Ctx;
 use crate::error::CliError;
 use crate::open::{self, Location, Need};
 
@@ -11,7 +11,7 @@ pub(crate) async fn run(
     token: Option<String>,
     stuck_after: &str,
 ) -> Result<(), CliError> {
-    let stuck_after = super::status::parse_stuck_after(stuck_after)?;
+    let stuck_after = crate::commands::status::parse_stuck_after(stuck_after)?;
     let listener =
         tokio::net::TcpListener::bind(bind)
             .await

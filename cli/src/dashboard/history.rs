@@ -2,13 +2,9 @@
 //! interval while the dashboard runs, kept in a ring.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use entlog_journal::Journal;
 use serde_json::{Value, json};
-
-use super::api::State;
 
 /// How often the totals are sampled.
 pub const SAMPLE_EVERY: Duration = Duration::from_secs(2);
@@ -79,25 +75,6 @@ impl History {
             "interval_seconds": SAMPLE_EVERY.as_secs_f64(),
             "samples": samples,
         })
-    }
-}
-
-/// Samples the journal every [`SAMPLE_EVERY`] for as long as the dashboard runs. A failed
-/// reading is skipped (the page shows the journal's error through its own requests).
-pub(crate) async fn sample(state: Arc<State>) {
-    let mut tick = tokio::time::interval(SAMPLE_EVERY);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        let started = Instant::now();
-        match state.status(0).await {
-            Ok(status) => {
-                let at = state.journal.now().0 as f64 / 1e6;
-                state.history.lock().await.record(at, &status);
-            }
-            Err(e) => tracing::debug!(error = %e, "dashboard: cannot sample the journal"),
-        }
-        tracing::trace!(elapsed = ?started.elapsed(), "dashboard: sampled");
     }
 }
 

@@ -9,6 +9,7 @@
 //! machine it needs an access token, passed as `?token=` or `Authorization: Bearer`.
 
 mod api;
+pub(crate) mod command;
 mod history;
 
 use std::net::SocketAddr;
@@ -82,7 +83,7 @@ impl Dashboard {
             self.stuck_after,
             self.title,
         ));
-        let sampler = tokio::spawn(history::sample(state.clone()));
+        let sampler = tokio::spawn(api::sample(state.clone()));
         let served = axum::serve(listener, api::router(state))
             .with_graceful_shutdown(shutdown)
             .await;
