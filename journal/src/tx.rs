@@ -66,33 +66,6 @@ impl AnyJournal {
     }
 }
 
-impl AnyJournal {
-    /// Commits a shard's processed batch inside `tx`, so that other writes in `tx` (an
-    /// inline projection's) commit or roll back with it. Nothing is visible until the
-    /// caller commits `tx`; then call [`AnyJournal::wake_after`].
-    pub async fn commit_in(
-        &self,
-        tx: &mut AnyTx,
-        batch: crate::records::ProcessedBatch,
-    ) -> Result<crate::records::CommitReceipt> {
-        match (self, tx) {
-            (AnyJournal::Postgres(j), AnyTx::Postgres(tx)) => j.commit_on(tx, batch).await,
-            (AnyJournal::Sqlite(j), AnyTx::Sqlite(tx)) => j.commit_on(tx, batch).await,
-            _ => Err(JournalError::Internal(
-                "a transaction of one backend used with the other".into(),
-            )),
-        }
-    }
-
-    /// Wakes, in this process, the tailers of the shards a committed batch wrote to.
-    pub fn wake_after(&self, shard: Shard, receipt: &crate::records::CommitReceipt) {
-        match self {
-            AnyJournal::Postgres(j) => j.wake_after(shard, receipt),
-            AnyJournal::Sqlite(j) => j.wake_after(shard, receipt),
-        }
-    }
-}
-
 impl AnyTx {
     /// Makes sure a checkpoint row exists (at 0) for (consumer, shard).
     pub async fn ensure_checkpoint(&mut self, consumer: &str, shard: Shard) -> Result<()> {
@@ -154,40 +127,6 @@ impl AnyTx {
         )
         .await?;
         Ok(())
-    }
-
-    /// Locks the head rows of `shards` for the rest of the transaction, in shard order, and
-    /// returns each one's current epoch. A transaction that commits into several shards
-    /// takes its locks here first, so two such transactions never wait on each other in a
-    /// cycle, and a lease whose epoch differs is known to be fenced before anything is
-    /// written. (SQLite has one writer: its transaction holds every shard already.)
-    pub async fn lock_shards(&mut self, shards: &[Shard]) -> Result<Vec<(Shard, u64)>> {
-        let mut sorted: Vec<i32> = shards.iter().map(|&s| s as i32).collect();
-        sorted.sort_unstable();
-        sorted.dedup();
-        let rows: Vec<(i32, i64)> = match self {
-            AnyTx::Postgres(tx) => sqlx::query_as(
-                "SELECT shard, epoch FROM shards WHERE shard = ANY($1) ORDER BY shard FOR UPDATE",
-            )
-            .bind(&sorted)
-            .fetch_all(&mut **tx)
-            .await?,
-            AnyTx::Sqlite(tx) => {
-                let mut q = sqlx::QueryBuilder::<Sqlite>::new(
-                    "SELECT shard, epoch FROM shards WHERE shard IN (",
-                );
-                let mut list = q.separated(", ");
-                for s in &sorted {
-                    list.push_bind(*s);
-                }
-                q.push(") ORDER BY shard");
-                q.build_query_as().fetch_all(&mut **tx).await?
-            }
-        };
-        Ok(rows
-            .into_iter()
-            .map(|(s, e)| (s as Shard, e.max(0) as u64))
-            .collect())
     }
 
     /// Commits.

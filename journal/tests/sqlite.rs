@@ -66,6 +66,7 @@ conformance! {
     durable_ack;
     dedup;
     atomic_batch_commit;
+    open_commit_wakes_once_committed;
     cancelled_commits_are_all_or_nothing(200);
     seq_fencing(20, 4);
     lease_fencing;

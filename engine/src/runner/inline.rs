@@ -11,8 +11,7 @@
 use std::sync::Arc;
 
 use entlog_journal::{
-    AnyJournal, AnyTx, CommitReceipt, Entry, EntryKind, Journal, JournalError, ProcessedBatch,
-    Shard,
+    AnyJournal, Entry, EntryKind, Journal, JournalError, OpenCommit, ProcessedBatch, Shard,
 };
 use entlog_projections::{DynProjection, Projector, Step, checkpoint_name};
 
@@ -64,15 +63,14 @@ impl Inline {
         Ok(true)
     }
 
-    /// Commits `batch` inside `tx`, with the inline projections' writes for its events.
-    /// The checkpoints they moved count once the caller committed `tx` and called
+    /// Writes `batch` in an open commit, with the inline projections' writes for its
+    /// events. The checkpoints they moved count once the caller committed it and called
     /// [`committed`](Self::committed).
-    pub(crate) async fn commit_in(
+    pub(crate) async fn commit_open(
         &mut self,
         journal: &AnyJournal,
-        tx: &mut AnyTx,
         batch: ProcessedBatch,
-    ) -> Result<CommitReceipt, EngineError> {
+    ) -> Result<OpenCommit, EngineError> {
         self.moved = None;
         let shard = batch.shard;
         let events: Vec<_> = batch
@@ -80,7 +78,8 @@ impl Inline {
             .iter()
             .map(|p| (p.entity.clone(), p.message_id, p.events.clone()))
             .collect();
-        let receipt = journal.commit_in(tx, batch).await?;
+        let mut open = journal.commit_open(batch).await?;
+        let receipt = open.receipt();
         let now = receipt.created_at;
         let mut entries = Vec::new();
         for ((entity, message_id, evs), offsets) in events.into_iter().zip(&receipt.event_offsets) {
@@ -108,18 +107,19 @@ impl Inline {
                     .cloned()
                     .collect();
                 // The checkpoint first, as the projector does (see `Projector`).
-                tx.move_checkpoint(&checkpoint_name(p.name()), shard, *checkpoint, last)
+                open.tx()
+                    .move_checkpoint(&checkpoint_name(p.name()), shard, *checkpoint, last)
                     .await?;
                 if !wanted.is_empty() {
-                    p.apply(tx, &wanted).await?;
+                    p.apply(open.tx(), &wanted).await?;
                 }
             }
             self.moved = Some(last);
         }
-        Ok(receipt)
+        Ok(open)
     }
 
-    /// The transaction of the last [`commit_in`](Self::commit_in) committed.
+    /// The last [`commit_open`](Self::commit_open) committed.
     pub(crate) fn committed(&mut self) {
         if let Some(last) = self.moved.take() {
             for (_, checkpoint) in &mut self.projections {

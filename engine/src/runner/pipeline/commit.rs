@@ -1,11 +1,12 @@
-//! The runner's group commit: what every shard handled, in one transaction.
+//! The runner's group commit: what every shard handled, in one call of the journal.
 //!
 //! ```text
-//!   BEGIN
-//!   lock the head rows of every shard written to, in shard order; read their epochs
-//!   a shard whose epoch is no longer its lease's: fenced, left out
-//!   per shard: events, replies, outgoing messages, mailbox cursor  (commit_in)
-//!   COMMIT                                   then: wake the shards written to
+//!   commit_many(every plain shard's batch)   one transaction (commit_batches on
+//!                                            PostgreSQL): each lease's fence checked
+//!                                            first, a fenced shard named and left out
+//!   per shard with inline projections:       commit_open(batch) + the projections'
+//!                                            writes + commit, a transaction of its own
+//!   then (inside the journal): wake the shards written to
 //! ```
 //!
 //! The pipeline starts a commit whenever none is in flight and something is ready: every
@@ -18,14 +19,12 @@
 //! projections commits in a transaction of its own (its projections' writes join it): a
 //! failing projection then holds back only its own shard.
 
-use entlog_journal::{
-    AnyJournal, CommitReceipt, Journal, JournalError, Lease, ProcessedBatch, Shard,
-};
-
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::Instant;
 
-use entlog_journal::Processed;
+use entlog_journal::{
+    AnyJournal, CommitReceipt, Journal, JournalError, Lease, Processed, ProcessedBatch, Shard,
+};
 use tokio::task::JoinHandle;
 
 use super::super::inline::Inline;
@@ -64,58 +63,36 @@ pub(crate) enum Failure {
     Failed { reason: String, transient: bool },
 }
 
-/// Commits `parts` (at most one per shard): together, but for those with inline
-/// projections or committing alone.
+/// Commits `parts` (at most one per shard): together in one call, but for those with
+/// inline projections or committing alone, which commit one by one.
 pub(crate) async fn commit(journal: AnyJournal, parts: Vec<Part>) -> Vec<PartDone> {
-    let (own, plain): (Vec<Part>, Vec<Part>) = parts
-        .into_iter()
-        .partition(|p| p.alone || p.inline.as_ref().is_some_and(|i| !i.is_empty()));
-    let mut done = commit_together(&journal, plain).await;
+    let (own, mut plain): (Vec<Part>, Vec<Part>) =
+        parts.into_iter().partition(|p| p.alone || has_inline(p));
+    let mut done = match plain.len() {
+        0 => Vec::new(),
+        1 => vec![alone(&journal, plain.remove(0)).await],
+        _ => {
+            plain.sort_by_key(|p| p.lease.shard);
+            in_one_call(&journal, plain).await
+        }
+    };
     for part in own {
-        done.extend(commit_together(&journal, vec![part]).await);
+        done.push(if has_inline(&part) {
+            with_inline(&journal, part).await
+        } else {
+            alone(&journal, part).await
+        });
     }
     done
 }
 
-/// Commits `parts` in one transaction.
-async fn commit_together(journal: &AnyJournal, mut parts: Vec<Part>) -> Vec<PartDone> {
-    if parts.is_empty() {
-        return Vec::new();
-    }
-    parts.sort_by_key(|p| p.lease.shard);
-    let plain = |p: &Part| p.inline.as_ref().is_none_or(|i| i.is_empty());
-    if parts.len() == 1 && plain(&parts[0]) {
-        return vec![alone(journal, parts.remove(0)).await];
-    }
-    if parts.iter().all(plain) {
-        return in_one_call(journal, parts).await;
-    }
-    let results = match transaction(journal, &mut parts).await {
-        Ok(results) => results,
-        Err(e) => {
-            let transient = matches!(&e, EngineError::Journal(j) if is_transient(j));
-            let failure = Failure::Failed {
-                reason: e.to_string(),
-                transient,
-            };
-            vec![Err(failure); parts.len()]
-        }
-    };
-    parts
-        .into_iter()
-        .zip(results)
-        .map(|(p, result)| PartDone {
-            shard: p.lease.shard,
-            result,
-            inline: p.inline,
-        })
-        .collect()
+fn has_inline(p: &Part) -> bool {
+    p.inline.as_ref().is_some_and(|i| !i.is_empty())
 }
 
-/// One shard's part with no inline projections: one call, committed by itself (on
-/// PostgreSQL one round trip; the journal checks the lease's fence inside it).
-async fn alone(journal: &AnyJournal, mut part: Part) -> PartDone {
-    let batch = std::mem::replace(
+/// The part's batch, leaving an empty one in its place.
+fn take_batch(part: &mut Part) -> ProcessedBatch {
+    std::mem::replace(
         &mut part.batch,
         ProcessedBatch {
             shard: part.lease.shard,
@@ -123,14 +100,51 @@ async fn alone(journal: &AnyJournal, mut part: Part) -> PartDone {
             cursor: None,
             messages: Vec::new(),
         },
-    );
-    let result = match journal.commit(batch).await {
-        Ok(receipt) => Ok(receipt),
-        Err(JournalError::Fenced { .. }) => Err(Failure::Fenced),
-        Err(e) => Err(Failure::Failed {
-            transient: is_transient(&e),
+    )
+}
+
+/// What a journal error means for the part that met it.
+fn failure(e: &JournalError) -> Failure {
+    match e {
+        JournalError::Fenced { .. } => Failure::Fenced,
+        e => Failure::Failed {
+            transient: is_transient(e),
             reason: e.to_string(),
-        }),
+        },
+    }
+}
+
+/// One shard's part with no inline projections: one call, committed by itself (on
+/// PostgreSQL one round trip; the journal checks the lease's fence inside it).
+async fn alone(journal: &AnyJournal, mut part: Part) -> PartDone {
+    let batch = take_batch(&mut part);
+    PartDone {
+        shard: part.lease.shard,
+        result: journal.commit(batch).await.map_err(|e| failure(&e)),
+        inline: part.inline,
+    }
+}
+
+/// A part with inline projections: its batch and their writes in one transaction, through
+/// the journal's open commit (which wakes the shards once it committed).
+async fn with_inline(journal: &AnyJournal, mut part: Part) -> PartDone {
+    let batch = take_batch(&mut part);
+    let result = match part.inline.as_mut() {
+        Some(inline) => match inline.commit_open(journal, batch).await {
+            Ok(open) => match open.commit().await {
+                Ok(receipt) => {
+                    inline.committed();
+                    Ok(receipt)
+                }
+                Err(e) => Err(failure(&e)),
+            },
+            Err(EngineError::Journal(e)) => Err(failure(&e)),
+            Err(e) => Err(Failure::Failed {
+                reason: e.to_string(),
+                transient: false,
+            }),
+        },
+        None => journal.commit(batch).await.map_err(|e| failure(&e)),
     };
     PartDone {
         shard: part.lease.shard,
@@ -183,63 +197,6 @@ async fn in_one_call(journal: &AnyJournal, mut parts: Vec<Part>) -> Vec<PartDone
             }
         }
     }
-}
-
-/// The transaction: per part its receipt or `Fenced`; an error fails every part.
-async fn transaction(
-    journal: &AnyJournal,
-    parts: &mut [Part],
-) -> Result<Vec<Result<CommitReceipt, Failure>>, EngineError> {
-    let mut tx = journal.begin().await?;
-    let mut shards: Vec<Shard> = Vec::new();
-    for p in parts.iter() {
-        shards.push(p.lease.shard);
-        for m in &p.batch.messages {
-            shards.extend(m.outgoing.iter().map(|o| journal_shard(journal, &o.entity)));
-        }
-    }
-    let epochs = tx.lock_shards(&shards).await?;
-    let mut results = Vec::with_capacity(parts.len());
-    let mut receipts = Vec::new();
-    for p in parts.iter_mut() {
-        let held = epochs
-            .iter()
-            .any(|&(s, e)| s == p.lease.shard && e == p.lease.epoch);
-        if !held {
-            results.push(Err(Failure::Fenced));
-            continue;
-        }
-        let batch = std::mem::replace(
-            &mut p.batch,
-            ProcessedBatch {
-                shard: p.lease.shard,
-                lease: None,
-                cursor: None,
-                messages: Vec::new(),
-            },
-        );
-        let receipt = match p.inline.as_mut() {
-            Some(inline) if !inline.is_empty() => inline.commit_in(journal, &mut tx, batch).await?,
-            _ => journal.commit_in(&mut tx, batch).await?,
-        };
-        receipts.push((p.lease.shard, receipt.clone()));
-        results.push(Ok(receipt));
-    }
-    tx.commit().await?;
-    for p in parts.iter_mut() {
-        if let Some(inline) = p.inline.as_mut() {
-            inline.committed();
-        }
-    }
-    for (shard, receipt) in &receipts {
-        journal.wake_after(*shard, receipt);
-    }
-    Ok(results)
-}
-
-fn journal_shard(journal: &AnyJournal, entity: &entlog_journal::EntityKey) -> Shard {
-    use entlog_journal::Journal as _;
-    journal.shard_of(entity)
 }
 
 /// Whether a commit error may pass by itself: [`JournalError::is_transient`], or an

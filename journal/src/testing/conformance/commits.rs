@@ -1,4 +1,5 @@
-//! Invariant 3: a processed batch commits whole or not at all, alone, cancelled, or with the batches of other shards.
+//! Invariant 3: a processed batch commits whole or not at all, alone, cancelled, with the
+//! batches of other shards, or with other writes joining its transaction.
 
 use super::*;
 
@@ -310,4 +311,90 @@ fn ckey(id: &str) -> EntityKey {
 
 fn cpayload(n: i64) -> Payload {
     Payload::encode("test.Value", 1, &n).expect("ok")
+}
+
+/// Invariant 3 with other writes joining: a batch written by `commit_open` is invisible
+/// and wakes nobody until its transaction commits; dropped uncommitted it leaves nothing;
+/// committed it wakes the shards its outgoing messages went to; a stale lease is refused
+/// before anything is written.
+pub async fn open_commit_wakes_once_committed<B: Backend>(b: &B) {
+    let shards = 2;
+    let j = b.fresh(shards).await;
+    let any: crate::AnyJournal = j.clone().into();
+    let locks = j.lock_session("runner-o").await.expect("session");
+    let old = locks.try_acquire(0).await.expect("acquire").expect("free");
+    locks.release(old).await.expect("release");
+    let lease = locks.try_acquire(0).await.expect("acquire").expect("free");
+    let entity = key(&id_in_shard("o", 0, shards));
+    let target = key(&id_in_shard("t", 1, shards));
+    let batch = |lease: Lease, message_id: Uuid| {
+        let mut p = processed(&entity, 1, message_id, &[1]);
+        p.outgoing.push(NewMessage::new(target.clone(), reply(7)));
+        ProcessedBatch {
+            shard: 0,
+            lease: Some(lease),
+            cursor: Some(("mailbox".into(), 1)),
+            messages: vec![p],
+        }
+    };
+    let head1 = j.head(1).await.expect("head");
+    let woken = any.wake_count(1);
+
+    let err = any
+        .commit_open(batch(old, Uuid::now_v7()))
+        .await
+        .expect_err("stale lease");
+    assert!(
+        matches!(err, JournalError::Fenced { shard: 0, .. }),
+        "got {err:?}"
+    );
+
+    // Dropped uncommitted: rolled back, nobody woken.
+    let dropped = Uuid::now_v7();
+    let open = any
+        .commit_open(batch(lease, dropped))
+        .await
+        .expect("open commit");
+    assert_eq!(open.receipt().event_offsets.len(), 1);
+    drop(open);
+    assert_eq!(
+        any.wake_count(1),
+        woken,
+        "an uncommitted batch woke shard 1"
+    );
+    assert!(j.reply(&entity, dropped).await.expect("reply").is_none());
+    assert!(
+        j.read_events(&entity, 1, 10)
+            .await
+            .expect("events")
+            .is_empty()
+    );
+    assert_eq!(j.head(1).await.expect("head"), head1);
+    assert_eq!(j.cursor("mailbox", 0).await.expect("cursor"), 0);
+
+    // Committed: visible, and the outgoing message's shard is woken.
+    let kept = Uuid::now_v7();
+    let mut open = any
+        .commit_open(batch(lease, kept))
+        .await
+        .expect("open commit");
+    open.tx()
+        .ensure_checkpoint("joined", 0)
+        .await
+        .expect("joined write");
+    assert_eq!(any.wake_count(1), woken, "woken before the commit");
+    let receipt = open.commit().await.expect("commit");
+    assert!(any.wake_count(1) > woken, "shard 1 not woken by the commit");
+    assert!(matches!(
+        receipt.outgoing[0][0],
+        AppendOutcome::Appended { shard: 1, .. }
+    ));
+    assert!(j.reply(&entity, kept).await.expect("reply").is_some());
+    assert_eq!(
+        j.read_events(&entity, 1, 10).await.expect("events").len(),
+        1
+    );
+    assert_eq!(j.head(1).await.expect("head"), head1 + 1);
+    assert_eq!(j.cursor("mailbox", 0).await.expect("cursor"), 1);
+    assert_eq!(j.cursor("joined", 0).await.expect("joined cursor"), 0);
 }

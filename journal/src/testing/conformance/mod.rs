@@ -6,7 +6,7 @@
 //! |---|---|
 //! | `durability.rs` | invariants 1, 7, 8: durable appends, checked bytes and snapshots; paging, cursors |
 //! | `dedup.rs` | invariant 4: a message id is journaled once |
-//! | `commits.rs` | invariant 3: a batch commits whole or not at all (alone, cancelled, many shards) |
+//! | `commits.rs` | invariant 3: a batch commits whole or not at all (alone, cancelled, many shards, joined by other writes) |
 //! | `fencing.rs` | invariant 5: racing writers and stale leases cannot fork a history |
 //! | `tailing.rs` | invariant 6: a tailer sees every entry once, in order; wake-ups |
 //! | `input.rs` | bad input and a mismatched journal: typed errors, nothing changed |
