@@ -73,14 +73,4 @@ impl AnyJournal {
             .map(|r| Ok((r.get::<i64>(0)? as u64, r.get::<String>(1)?)))
             .transpose()
     }
-
-    /// How many writers appending at once pay off: several on PostgreSQL (they keep a few
-    /// connections busy while one commits), one on SQLite (one writer connection: a second
-    /// would queue behind the first and commit, and sync, a smaller batch of its own).
-    pub fn parallel_writers(&self) -> usize {
-        match self {
-            AnyJournal::Postgres(_) => 4,
-            AnyJournal::Sqlite(_) => 1,
-        }
-    }
 }
