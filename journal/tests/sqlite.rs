@@ -313,3 +313,44 @@ async fn undecodable_column_is_a_damaged_entry() {
         "read_shard still fails"
     );
 }
+
+/// The WAL is checkpointed beside the writer: pages reach the database file while the
+/// WAL is far below the writer's own checkpoint threshold, so no commit waits for a
+/// checkpoint.
+#[tokio::test]
+async fn the_wal_is_checkpointed_beside_the_writer() {
+    let b = Sqlite::new();
+    let path = b.path();
+    let j = SqliteJournal::open(SqliteOptions::new(&path).shard_count(4))
+        .await
+        .unwrap();
+    let before = std::fs::metadata(&path).unwrap().len();
+    // About 1 MB of messages: a few hundred WAL pages, far below the writer's threshold.
+    for round in 0..20 {
+        let batch = (0..50)
+            .map(|i| {
+                NewMessage::new(
+                    EntityKey::new("counter", format!("c{round}-{i}")).unwrap(),
+                    Payload::encode("test.Cmd", 1, &vec![7u8; 1000]).unwrap(),
+                )
+            })
+            .collect();
+        j.append(batch).await.unwrap();
+    }
+    let wal = path.with_extension("db-wal");
+    let wal_pages = std::fs::metadata(&wal).unwrap().len() / 4096;
+    assert!(wal_pages < 5_000, "{wal_pages} WAL pages");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let now = std::fs::metadata(&path).unwrap().len();
+        if now >= before + 1_000_000 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the database file stayed at {now} bytes (from {before}): no checkpoint ran"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    j.close().await;
+}

@@ -6,6 +6,7 @@
 //! the database file (see `owner.rs`), and a second opener — by any path to the file —
 //! gets [`JournalError::Locked`] instead of a split brain.
 
+mod checkpoint;
 mod commit;
 mod locks;
 mod open;

@@ -107,7 +107,12 @@ pub(super) async fn open(mut options: SqliteOptions) -> Result<SqliteJournal> {
         // Statement journals (SQLite's undo copy for a multi-row statement that may fail
         // midway) and sorts stay in memory: on a file they cost a create, writes and an
         // unlink per statement, a third of an insert's time.
-        .pragma("temp_store", "memory");
+        .pragma("temp_store", "memory")
+        // Checkpoints run beside the writer (see `checkpoint.rs`).
+        .pragma(
+            "wal_autocheckpoint",
+            super::checkpoint::BACKSTOP_PAGES.to_string(),
+        );
     let writer = SqlitePoolOptions::new()
         .after_release(|conn, _| Box::pin(released_outside_transaction(conn)))
         // A local file connection does not go stale: a ping per acquire is a wasted
@@ -151,7 +156,7 @@ pub(super) async fn open(mut options: SqliteOptions) -> Result<SqliteJournal> {
         .max_connections(options.readers.max(1))
         .connect_with(connect.create_if_missing(false))
         .await?;
-    Ok(SqliteJournal {
+    let journal = SqliteJournal {
         inner: Arc::new(Inner {
             writer,
             reader,
@@ -163,7 +168,9 @@ pub(super) async fn open(mut options: SqliteOptions) -> Result<SqliteJournal> {
             options,
             owner: std::sync::Mutex::new(Some(owner)),
         }),
-    })
+    };
+    super::checkpoint::start(Arc::downgrade(&journal.inner));
+    Ok(journal)
 }
 
 /// Opens a journal file that must already exist and be fully migrated, with its stored
