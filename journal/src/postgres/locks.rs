@@ -32,6 +32,7 @@ use tokio::sync::{Mutex, watch};
 use tokio::task::JoinHandle;
 
 use super::PgOptions;
+use super::held_here::HeldHere;
 use crate::error::{JournalError, Result};
 use crate::liveness::Liveness;
 use crate::ownership::{Lease, ShardLocks, runner_lock_key};
@@ -50,6 +51,8 @@ struct LockConn {
     shard_count: u32,
     runner: String,
     held: StdMutex<HashSet<Shard>>,
+    /// The journal's record of the shards its sessions hold; kept equal to `held`.
+    here: Arc<HeldHere>,
 }
 
 impl std::fmt::Debug for PgLocks {
@@ -58,6 +61,13 @@ impl std::fmt::Debug for PgLocks {
             .field("runner", &self.inner.runner)
             .field("alive", &self.is_alive())
             .finish()
+    }
+}
+
+impl Drop for LockConn {
+    fn drop(&mut self) {
+        // The connection closes with it, and its locks with the connection.
+        self.let_go_all();
     }
 }
 
@@ -74,6 +84,7 @@ impl PgLocks {
         shard_count: u32,
         runner: &str,
         groups: Option<&[String]>,
+        here: Arc<HeldHere>,
     ) -> Result<Self> {
         crate::names::check_name(crate::error::Field::Consumer, runner)?;
         let groups = crate::ownership::encode_hosted(groups)?;
@@ -129,6 +140,7 @@ impl PgLocks {
             shard_count,
             runner: runner.to_owned(),
             held: StdMutex::new(HashSet::new()),
+            here,
         });
         let pinger = tokio::spawn(ping(inner.clone(), liveness));
         Ok(PgLocks { inner, pinger })
@@ -159,6 +171,37 @@ impl PgLocks {
 }
 
 impl LockConn {
+    /// Records a lease taken.
+    fn hold(&self, shard: Shard) {
+        if let Ok(mut h) = self.held.lock()
+            && h.insert(shard)
+        {
+            self.here.hold(shard);
+        }
+    }
+
+    /// Forgets a lease; whether it was held.
+    fn let_go(&self, shard: Shard) -> bool {
+        let was = self
+            .held
+            .lock()
+            .map(|mut h| h.remove(&shard))
+            .unwrap_or(false);
+        if was {
+            self.here.let_go(shard);
+        }
+        was
+    }
+
+    /// Forgets every lease.
+    fn let_go_all(&self) {
+        if let Ok(mut h) = self.held.lock() {
+            for shard in h.drain() {
+                self.here.let_go(shard);
+            }
+        }
+    }
+
     /// Drops the failed connection (closing it frees any lock it still held) and marks
     /// the session lost.
     fn fail(&self, conn: &mut Option<PgConnection>, err: sqlx::Error) -> JournalError {
@@ -171,9 +214,7 @@ impl LockConn {
         tracing::warn!(runner = %self.runner, error = %err, "shard-lock connection lost");
         // Forget the leases before announcing the loss: whoever wakes on `lost()` must
         // already see an empty set.
-        if let Ok(mut h) = self.held.lock() {
-            h.clear();
-        }
+        self.let_go_all();
         self.alive.send_replace(false);
         JournalError::LockConnectionLost
     }
@@ -290,9 +331,7 @@ impl ShardLocks for PgLocks {
             Err(e) => return Err(self.inner.fail(&mut guard, e)),
         };
         Ok(epoch.map(|epoch| {
-            if let Ok(mut h) = self.inner.held.lock() {
-                h.insert(shard);
-            }
+            self.inner.hold(shard);
             Lease {
                 shard,
                 epoch: epoch as u64,
@@ -303,13 +342,7 @@ impl ShardLocks for PgLocks {
     async fn release(&self, lease: Lease) -> Result<()> {
         let mut guard = self.inner.conn.lock().await;
         let conn = guard.as_mut().ok_or(JournalError::LockConnectionLost)?;
-        let was_held = self
-            .inner
-            .held
-            .lock()
-            .map(|mut h| h.remove(&lease.shard))
-            .unwrap_or(false);
-        if !was_held {
+        if !self.inner.let_go(lease.shard) {
             return Ok(());
         }
         let result = sqlx::query(
@@ -337,9 +370,7 @@ impl ShardLocks for PgLocks {
         let Some(mut conn) = guard.take() else {
             return Err(JournalError::LockConnectionLost);
         };
-        if let Ok(mut h) = self.inner.held.lock() {
-            h.clear();
-        }
+        self.inner.let_go_all();
         let result = async {
             sqlx::query("UPDATE shards SET owner = NULL WHERE owner = $1")
                 .bind(&self.inner.runner)

@@ -25,6 +25,7 @@ macro_rules! advisory_lock_held {
 
 mod clock;
 mod commit;
+mod held_here;
 use commit::BindEntries;
 mod listen;
 mod locks;
@@ -83,6 +84,8 @@ struct Inner {
     lock_namespace: i32,
     channel: String,
     wakeups: Arc<Wakeups>,
+    /// Shards this journal's lock sessions hold: appends to them send no NOTIFY.
+    held_here: Arc<held_here::HeldHere>,
     listener: OnceCell<listen::ListenerTask>,
     clock: Arc<clock::ServerClock>,
 }
@@ -234,12 +237,19 @@ impl Journal for PgJournal {
             self.inner.options.max_payload_bytes,
             now,
         )?;
+        // Messages only for shards this process's runner holds: its in-process wake-up is
+        // enough (see `held_here.rs`).
+        let channel = if self.inner.held_here.all(&entries.shard) {
+            None
+        } else {
+            self.channel()
+        };
         let rows = append_rows(
             sqlx::query(
                 "SELECT * FROM append_entries($1, $2, NULL, NULL, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
             )
             .bind(now.as_micros())
-            .bind(self.channel())
+            .bind(channel)
             .bind_entries(&entries)
             .fetch_all(&self.inner.statements)
             .await?,
@@ -468,6 +478,7 @@ impl Journal for PgJournal {
             self.inner.shard_count,
             runner,
             groups,
+            self.inner.held_here.clone(),
         )
         .await
     }

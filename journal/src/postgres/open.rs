@@ -352,6 +352,7 @@ async fn assemble(pool: PgPool, options: PgOptions, meta: Meta) -> Result<PgJour
             lock_namespace: meta.lock_namespace,
             channel,
             wakeups: Arc::new(Wakeups::new(options.shard_count)),
+            held_here: Arc::new(super::held_here::HeldHere::new(options.shard_count)),
             listener: OnceCell::new(),
             clock,
             options,

@@ -198,6 +198,77 @@ async fn notifications_cross_processes() {
     b.cleanup().await;
 }
 
+/// An append whose messages all go to shards a lock session of this journal holds sends
+/// no NOTIFY (the journal's own runner is woken in-process); one that also goes elsewhere
+/// does, and so do appends to a shard whose session was lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn appends_to_held_shards_send_no_notify() {
+    let b = Pg::new().await;
+    let shards = 4;
+    let j = b.fresh(shards).await;
+    let any: entlog_journal::AnyJournal = j.clone().into();
+    let mut listener = sqlx::postgres::PgListener::connect(&b.url).await.unwrap();
+    listener
+        .listen(&format!("entlog_{}", j.schema()))
+        .await
+        .unwrap();
+    let locks = j.lock_session("runner-h").await.unwrap();
+    locks
+        .try_acquire(0)
+        .await
+        .unwrap()
+        .expect("shard 0 is free");
+    let held = key(&id_in_shard("h", 0, shards));
+    let free = key(&id_in_shard("f", 1, shards));
+    let mut next = async || {
+        tokio::time::timeout(Duration::from_secs(10), listener.recv())
+            .await
+            .expect("notified within 10 s")
+            .unwrap()
+            .payload()
+            .to_owned()
+    };
+
+    // Notifications arrive in commit order: shard 1's comes first, so shard 0's append
+    // sent none; its tailers in this process were woken all the same.
+    let woken = any.wake_count(0);
+    j.append(vec![NewMessage::new(held.clone(), payload(1))])
+        .await
+        .unwrap();
+    assert!(any.wake_count(0) > woken, "shard 0 not woken in-process");
+    j.append(vec![NewMessage::new(free.clone(), payload(2))])
+        .await
+        .unwrap();
+    assert_eq!(next().await, "1");
+
+    // Held and not held together: notified, both named.
+    j.append(vec![
+        NewMessage::new(held.clone(), payload(3)),
+        NewMessage::new(free, payload(4)),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(next().await, "0,1");
+
+    // The session's connection dies: shard 0 is no longer held here, and is notified.
+    let pid = locks.backend_pid().await.unwrap();
+    let mut admin = b.admin().await;
+    let done: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1)")
+        .bind(pid)
+        .fetch_one(&mut admin)
+        .await
+        .unwrap();
+    assert!(done);
+    tokio::time::timeout(Duration::from_secs(30), locks.lost())
+        .await
+        .expect("the session notices its lost connection");
+    j.append(vec![NewMessage::new(held, payload(5))])
+        .await
+        .unwrap();
+    assert_eq!(next().await, "0");
+    b.cleanup().await;
+}
+
 /// An append or a commit over many shards sends one notification per kind, listing its
 /// shards, in groups of at most 500 (a payload stays under PostgreSQL's 8,000 bytes).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
