@@ -151,6 +151,16 @@ impl Waiters {
         sent
     }
 
+    /// Whether an ask of this process waits for every one of these messages (a commit of
+    /// them then need not announce its replies to other processes).
+    pub(crate) fn all_waited_for<'a>(
+        &self,
+        mut keys: impl Iterator<Item = (&'a EntityKey, Uuid)>,
+    ) -> bool {
+        let s = self.lock();
+        keys.all(|(entity, id)| s.asks.contains_key(&(entity.clone(), id)))
+    }
+
     /// What the asks of `shard` wait for; with `registered_before`, only those waiting
     /// since before it.
     pub(crate) fn wanted(&self, shard: Shard, registered_before: Option<Instant>) -> Vec<AskKey> {

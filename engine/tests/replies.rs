@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use common::*;
 use entlog_engine::{Cluster, Config, Context, Entity, Outcome, Rejection};
+use entlog_journal::Journal as _;
 use entlog_journal::testing::database_url;
 use serde::{Deserialize, Serialize};
 use sqlx::{Connection, PgConnection};
@@ -202,6 +203,42 @@ async fn postgres_replies_reach_their_asker_locally_and_remotely() {
     .await;
     let client = schema.client().await;
     assert!(client.owned_shards().is_empty());
+
+    // Asks answered in their own process announce nothing to other processes: neither
+    // their appends (their shards are held here) nor their commits (every asker waits
+    // here). A remote ask's append and reply are announced. Notifications arrive in
+    // commit order, so the remote ask's two must be the first two.
+    let mut listener = sqlx::postgres::PgListener::connect(&schema.url)
+        .await
+        .unwrap();
+    listener
+        .listen(&format!("entlog_{}", schema.name))
+        .await
+        .unwrap();
+    for n in 0..30 {
+        runner
+            .entity::<Counter>(&format!("quiet{}", n % 7))
+            .ask(Cmd::Add { n: 1, tag: n })
+            .await
+            .unwrap();
+    }
+    let shard = runner
+        .journal()
+        .shard_of(&entlog_journal::EntityKey::new("counter", "loud").unwrap());
+    client
+        .entity::<Counter>("loud")
+        .ask(Cmd::Add { n: 1, tag: 0 })
+        .await
+        .unwrap();
+    let mut heard = Vec::new();
+    while heard.len() < 2 {
+        let n = tokio::time::timeout(Duration::from_secs(10), listener.recv())
+            .await
+            .expect("notified within 10 s")
+            .unwrap();
+        heard.push(n.payload().to_owned());
+    }
+    assert_eq!(heard, [shard.to_string(), format!("r{shard}")]);
 
     // Local asks (the runner's own member) and remote ones (the client-only member).
     let before = runner.reply_queries();

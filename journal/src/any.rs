@@ -12,7 +12,7 @@ use crate::journal::Journal;
 use crate::ownership::{Lease, RunnerInfo, ShardLocks};
 use crate::postgres::{PgJournal, PgLocks};
 use crate::records::{
-    AppendOutcome, CommitReceipt, NewSnapshot, ProcessedBatch, Snapshot, StoredReply,
+    AppendOutcome, Askers, CommitReceipt, NewSnapshot, ProcessedBatch, Snapshot, StoredReply,
 };
 use crate::shard::Shard;
 use crate::sql::{Row, Sql};
@@ -81,10 +81,15 @@ impl AnyJournal {
 
     /// Commits the processed batches of several shards at once: all or none, a stale lease
     /// failing the whole call with `Fenced` naming its shard (see
-    /// [`PgJournal::commit_many`] and [`SqliteJournal::commit_many`]).
-    pub async fn commit_many(&self, batches: Vec<ProcessedBatch>) -> Result<Vec<CommitReceipt>> {
+    /// [`PgJournal::commit_many`] and [`SqliteJournal::commit_many`]). `askers` says
+    /// whether the replies must be announced to other processes.
+    pub async fn commit_many(
+        &self,
+        batches: Vec<ProcessedBatch>,
+        askers: Askers,
+    ) -> Result<Vec<CommitReceipt>> {
         match self {
-            AnyJournal::Postgres(j) => j.commit_many(batches).await,
+            AnyJournal::Postgres(j) => j.commit_many(batches, askers).await,
             AnyJournal::Sqlite(j) => j.commit_many(batches).await,
         }
     }

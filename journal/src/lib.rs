@@ -80,8 +80,8 @@ pub use ownership::{Lease, RunnerInfo, ShardLocks};
 pub use postgres::{PgJournal, PgLocks, PgOptions};
 pub use prune::PruneReport;
 pub use records::{
-    AppendOutcome, CommitReceipt, FAILED_REPLY_BYTE, NewSnapshot, Processed, ProcessedBatch,
-    Snapshot, StoredReply,
+    AppendOutcome, Askers, CommitReceipt, FAILED_REPLY_BYTE, NewSnapshot, Processed,
+    ProcessedBatch, Snapshot, StoredReply,
 };
 pub use shard::{Shard, shard_of};
 pub use shard_groups::{DEFAULT_GROUP, ShardGroup, ShardLayout, ShardMap};

@@ -82,6 +82,17 @@ pub struct ProcessedBatch {
     pub messages: Vec<Processed>,
 }
 
+/// Where the askers of a commit's handled messages wait, which says whether the commit
+/// must announce its replies to other processes (on PostgreSQL, `NOTIFY 'r<shard>'`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Askers {
+    /// Anywhere, or not known: the replies are announced.
+    Anywhere,
+    /// Every asker waits in this process, which hands them their replies itself: nothing
+    /// is announced (unless outgoing messages go to shards held elsewhere).
+    Here,
+}
+
 /// Offsets assigned by a committed batch.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CommitReceipt {

@@ -14,7 +14,7 @@ use crate::columns::{BatchColumns, EntryColumns, ManyColumns, ManyPart, Placed, 
 use crate::error::{JournalError, Result};
 use crate::journal::Journal;
 use crate::outcomes::{receipt, receipts};
-use crate::records::{CommitReceipt, ProcessedBatch};
+use crate::records::{Askers, CommitReceipt, ProcessedBatch};
 use crate::shard::Shard;
 
 impl PgJournal {
@@ -65,7 +65,15 @@ impl PgJournal {
     /// locks every shard involved in shard order and checks each batch's lease. All commit
     /// or none; a stale lease fails the call with [`JournalError::Fenced`] naming its shard
     /// before anything is written. Receipts in batch order; the shards are woken after.
-    pub async fn commit_many(&self, batches: Vec<ProcessedBatch>) -> Result<Vec<CommitReceipt>> {
+    ///
+    /// With [`Askers::Here`], the commit sends no notification when its outgoing messages
+    /// (if any) go only to shards this journal's lock sessions hold: no other process
+    /// waits for what it wrote.
+    pub async fn commit_many(
+        &self,
+        batches: Vec<ProcessedBatch>,
+        askers: Askers,
+    ) -> Result<Vec<CommitReceipt>> {
         let now = self.now();
         let many = ManyColumns::prepare(
             batches,
@@ -92,6 +100,14 @@ impl PgJournal {
         let c_shard: Vec<i32> = cursors.iter().map(|c| c.1).collect();
         let c_offset: Vec<i64> = cursors.iter().map(|c| c.2).collect();
         let r_shard: Vec<i32> = many.reply_shards.iter().map(|&s| s as i32).collect();
+        let sent_to: Vec<i32> = (0..many.entries.len())
+            .filter(|&i| many.entries.kind[i] == 1)
+            .map(|i| many.entries.shard[i])
+            .collect();
+        let channel = match askers {
+            Askers::Here if self.inner.held_here.all(&sent_to) => None,
+            _ => self.channel(),
+        };
         let e = &many.entries;
         let r = &many.replies;
         let rows = sqlx::query(
@@ -99,7 +115,7 @@ impl PgJournal {
              $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29)",
         )
         .bind(now.as_micros())
-        .bind(self.channel())
+        .bind(channel)
         .bind(&f_shard)
         .bind(&f_epoch)
         .bind_entries(e)

@@ -324,7 +324,9 @@ async fn notifications_are_coalesced_per_transaction() {
             }
         })
         .collect();
-    j.commit_many(batches).await.unwrap();
+    j.commit_many(batches, entlog_journal::Askers::Anywhere)
+        .await
+        .unwrap();
     let n = tokio::time::timeout(Duration::from_secs(10), listener.recv())
         .await
         .expect("notified within 10 s")

@@ -23,7 +23,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::Instant;
 
 use entlog_journal::{
-    AnyJournal, CommitReceipt, Journal, JournalError, Lease, Processed, ProcessedBatch, Shard,
+    AnyJournal, Askers, CommitReceipt, Journal, JournalError, Lease, Processed, ProcessedBatch,
+    Shard,
 };
 use tokio::task::JoinHandle;
 
@@ -64,23 +65,24 @@ pub(crate) enum Failure {
 }
 
 /// Commits `parts` (at most one per shard): together in one call, but for those with
-/// inline projections or committing alone, which commit one by one.
-pub(crate) async fn commit(journal: AnyJournal, parts: Vec<Part>) -> Vec<PartDone> {
+/// inline projections or committing alone, which commit one by one. `askers`: where the
+/// askers of their messages wait.
+pub(crate) async fn commit(journal: AnyJournal, parts: Vec<Part>, askers: Askers) -> Vec<PartDone> {
     let (own, mut plain): (Vec<Part>, Vec<Part>) =
         parts.into_iter().partition(|p| p.alone || has_inline(p));
     let mut done = match plain.len() {
         0 => Vec::new(),
-        1 => vec![alone(&journal, plain.remove(0)).await],
+        1 => vec![alone(&journal, plain.remove(0), askers).await],
         _ => {
             plain.sort_by_key(|p| p.lease.shard);
-            in_one_call(&journal, plain).await
+            in_one_call(&journal, plain, askers).await
         }
     };
     for part in own {
         done.push(if has_inline(&part) {
             with_inline(&journal, part).await
         } else {
-            alone(&journal, part).await
+            alone(&journal, part, askers).await
         });
     }
     done
@@ -116,11 +118,18 @@ fn failure(e: &JournalError) -> Failure {
 
 /// One shard's part with no inline projections: one call, committed by itself (on
 /// PostgreSQL one round trip; the journal checks the lease's fence inside it).
-async fn alone(journal: &AnyJournal, mut part: Part) -> PartDone {
+async fn alone(journal: &AnyJournal, mut part: Part, askers: Askers) -> PartDone {
     let batch = take_batch(&mut part);
+    let result = match journal.commit_many(vec![batch], askers).await {
+        Ok(mut receipts) => receipts.pop().ok_or_else(|| Failure::Failed {
+            reason: "a commit of one batch returned no receipt".into(),
+            transient: false,
+        }),
+        Err(e) => Err(failure(&e)),
+    };
     PartDone {
         shard: part.lease.shard,
-        result: journal.commit(batch).await.map_err(|e| failure(&e)),
+        result,
         inline: part.inline,
     }
 }
@@ -155,11 +164,11 @@ async fn with_inline(journal: &AnyJournal, mut part: Part) -> PartDone {
 
 /// Parts without inline projections: one call for all of them. A fenced part is named by
 /// the failed call, left out, and the call made again without it.
-async fn in_one_call(journal: &AnyJournal, mut parts: Vec<Part>) -> Vec<PartDone> {
+async fn in_one_call(journal: &AnyJournal, mut parts: Vec<Part>, askers: Askers) -> Vec<PartDone> {
     let mut done = Vec::with_capacity(parts.len());
     loop {
         let batches: Vec<ProcessedBatch> = parts.iter().map(|p| p.batch.clone()).collect();
-        match journal.commit_many(batches).await {
+        match journal.commit_many(batches, askers).await {
             Ok(receipts) => {
                 done.extend(parts.into_iter().zip(receipts).map(|(p, r)| PartDone {
                     shard: p.lease.shard,
@@ -284,8 +293,24 @@ impl Pipeline {
         if parts.is_empty() {
             return None;
         }
+        // Asks of this process get their replies from it directly: a commit whose every
+        // message is asked here has nothing to announce.
+        let askers = if self.waiters.all_waited_for(
+            in_flight
+                .replies
+                .iter()
+                .map(|(_, entity, id, _)| (entity, *id)),
+        ) {
+            Askers::Here
+        } else {
+            Askers::Anywhere
+        };
         self.in_flight = Some(in_flight);
-        Some(tokio::spawn(commit(self.env.journal.clone(), parts)))
+        Some(tokio::spawn(commit(
+            self.env.journal.clone(),
+            parts,
+            askers,
+        )))
     }
 
     pub(super) fn on_commit(&mut self, done: Result<Vec<PartDone>, tokio::task::JoinError>) {

@@ -270,7 +270,10 @@ pub async fn commit_many_all_or_none<B: Backend>(b: &B) {
     // Shard 2 is taken again elsewhere: its lease goes stale, and nothing is written.
     let mut stale = leases.clone();
     stale[2].epoch -= 1;
-    match any.commit_many(batches(&stale)).await {
+    match any
+        .commit_many(batches(&stale), crate::Askers::Anywhere)
+        .await
+    {
         Err(JournalError::Fenced { shard: 2, .. }) => {}
         other => panic!("expected shard 2 fenced, got {other:?}"),
     }
@@ -280,7 +283,10 @@ pub async fn commit_many_all_or_none<B: Backend>(b: &B) {
     }
     assert_eq!(j.head(3).await.expect("ok"), 0);
     // With current leases, everything commits at once.
-    let receipts = any.commit_many(batches(&leases)).await.expect("ok");
+    let receipts = any
+        .commit_many(batches(&leases), crate::Askers::Anywhere)
+        .await
+        .expect("ok");
     assert_eq!(receipts.len(), 3);
     for (shard, (id, message_id, offset)) in sent.iter().enumerate() {
         assert_eq!(receipts[shard].event_offsets, vec![vec![offset + 1]]);
@@ -301,7 +307,11 @@ pub async fn commit_many_all_or_none<B: Backend>(b: &B) {
     ));
     assert_eq!(j.head(3).await.expect("ok"), 1);
     // The same batches again: their replies exist, so the whole call is refused.
-    assert!(any.commit_many(batches(&leases)).await.is_err());
+    assert!(
+        any.commit_many(batches(&leases), crate::Askers::Anywhere)
+            .await
+            .is_err()
+    );
     session.close().await.expect("ok");
 }
 
