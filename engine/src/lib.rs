@@ -59,6 +59,7 @@ mod entity_ref;
 mod error;
 mod exporter;
 mod failure_kind;
+mod instance;
 pub mod metrics;
 #[cfg(feature = "opentelemetry")]
 mod otel;

@@ -2,8 +2,8 @@
 //!
 //! All tables live in one schema per journal (`entlog` by default), so several journals
 //! (and parallel tests) can share a database. Appends and batch commits are single calls
-//! of SQL functions (`append_entries`, `commit_batch`, `commit_batches`; commits are in
-//! `commit.rs`): one round trip each, atomic in autocommit. Shard ownership is held on
+//! of SQL functions (`append_entries` in `append.rs`, `commit_batch` and `commit_batches`
+//! in `commit.rs`): one round trip each, atomic in autocommit. Shard ownership is held on
 //! dedicated connections ([`PgLocks`], `locks.rs`).
 
 /// SQL: a granted two-key advisory lock in this journal's namespace (`$1`) whose second
@@ -23,10 +23,10 @@ macro_rules! advisory_lock_held {
     };
 }
 
+mod append;
 mod clock;
 mod commit;
 mod held_here;
-use commit::BindEntries;
 mod listen;
 mod locks;
 mod open;
@@ -44,12 +44,11 @@ use uuid::Uuid;
 pub use locks::PgLocks;
 pub use open::PgOptions;
 
-use crate::columns::{EntryColumns, Placed, append_columns};
+use crate::columns::{EntryColumns, Placed};
 use crate::damaged::{DamagedEntry, Delivery};
 use crate::envelope::{CrcDomain, EntityKey, EntryKind, NewMessage, checksum};
 use crate::error::{Field, Result};
 use crate::journal::{Journal, check_shard, mailbox_cursors};
-use crate::outcomes::append_outcomes;
 use crate::ownership::RunnerInfo;
 use crate::read;
 use crate::records::NewSnapshot;
@@ -58,7 +57,6 @@ use crate::rows::{delivery_from_row, keyed_reply_from_row, runner_from_row};
 use crate::shard::Shard;
 use crate::time::Timestamp;
 use crate::wakeup::Wakeups;
-use commit::append_rows;
 
 /// SQLSTATE raised by `append_entries` when a lease's epoch is stale.
 const FENCED_SQLSTATE: &str = "EL001";
@@ -227,35 +225,7 @@ impl Journal for PgJournal {
     }
 
     async fn append(&self, messages: Vec<NewMessage>) -> Result<Vec<AppendOutcome>> {
-        if messages.is_empty() {
-            return Ok(Vec::new());
-        }
-        let now = self.now();
-        let (entries, sources) = append_columns(
-            messages,
-            &self.inner.shard_map,
-            self.inner.options.max_payload_bytes,
-            now,
-        )?;
-        // Messages only for shards this process's runner holds: its in-process wake-up is
-        // enough (see `held_here.rs`).
-        let channel = if self.inner.held_here.all(&entries.shard) {
-            None
-        } else {
-            self.channel()
-        };
-        let rows = append_rows(
-            sqlx::query(
-                "SELECT * FROM append_entries($1, $2, NULL, NULL, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
-            )
-            .bind(now.as_micros())
-            .bind(channel)
-            .bind_entries(&entries)
-            .fetch_all(&self.inner.statements)
-            .await?,
-        )?;
-        self.wake(&entries, &rows);
-        append_outcomes(self, &entries, &rows, &sources).await
+        self.append_messages(messages).await
     }
 
     async fn read_mailboxes(

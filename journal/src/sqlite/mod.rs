@@ -6,13 +6,13 @@
 //! the database file (see `owner.rs`), and a second opener — by any path to the file —
 //! gets [`JournalError::Locked`] instead of a split brain.
 
+mod append;
 mod checkpoint;
 mod commit;
 mod locks;
 mod open;
 mod owner;
 mod place;
-use place::Dedup;
 #[cfg(feature = "testing")]
 mod tamper;
 
@@ -25,12 +25,11 @@ use uuid::Uuid;
 pub use locks::SqliteLocks;
 pub use open::{Access, Durability, SqliteOptions};
 
-use crate::columns::{EntryColumns, Placed, append_columns};
+use crate::columns::{EntryColumns, Placed};
 use crate::damaged::{DamagedEntry, Delivery};
 use crate::envelope::{CrcDomain, EntityKey, EntryKind, NewMessage, checksum};
 use crate::error::{Field, JournalError, Result};
 use crate::journal::{Journal, check_shard, mailbox_cursors};
-use crate::outcomes::append_outcomes;
 use crate::ownership::RunnerInfo;
 use crate::read;
 use crate::records::{AppendOutcome, CommitReceipt, NewSnapshot, ProcessedBatch, StoredReply};
@@ -173,33 +172,7 @@ impl Journal for SqliteJournal {
     read::same_on_both_backends!();
 
     async fn append(&self, messages: Vec<NewMessage>) -> Result<Vec<AppendOutcome>> {
-        if messages.is_empty() {
-            return Ok(Vec::new());
-        }
-        let now = self.now();
-        let (entries, sources) = append_columns(
-            messages,
-            &self.inner.shard_map,
-            self.inner.options.max_payload_bytes,
-            now,
-        )?;
-        let mut tx = self.inner.writer.begin().await?;
-        let placed = match place::place(&mut tx, &entries, now, None, Dedup::Optimistic).await? {
-            Some(placed) => placed,
-            None => {
-                // A duplicate among them: start over, looking each id up.
-                tx.rollback().await?;
-                tx = self.inner.writer.begin().await?;
-                place::place(&mut tx, &entries, now, None, Dedup::Lookup)
-                    .await?
-                    .ok_or_else(|| {
-                        JournalError::Internal("placement with lookups cannot conflict".into())
-                    })?
-            }
-        };
-        tx.commit().await?;
-        self.wake(&entries, &placed);
-        append_outcomes(self, &entries, &placed, &sources).await
+        self.append_messages(messages).await
     }
 
     async fn read_mailboxes(

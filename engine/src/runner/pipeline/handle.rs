@@ -37,9 +37,10 @@ use crate::codec;
 use crate::config::Config;
 use crate::error::EngineError;
 use crate::failure_kind::FailureKind;
+use crate::instance::{HandleArgs, Handled};
 use crate::metrics as m;
 use crate::panics::panic_message;
-use crate::registry::{HandleArgs, Handled, Registry};
+use crate::registry::Registry;
 
 /// What a run needs besides its entity.
 pub(crate) struct Env {

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use entlog_journal::{EntityKey, NewSnapshot, Shard};
 
-use crate::registry::Instance;
+use crate::instance::Instance;
 
 /// One entity in memory.
 pub(crate) struct Slot {
