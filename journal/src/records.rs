@@ -85,6 +85,7 @@ pub struct ProcessedBatch {
 /// Where the askers of a commit's handled messages wait, which says whether the commit
 /// must announce its replies to other processes (on PostgreSQL, `NOTIFY 'r<shard>'`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Askers {
     /// Anywhere, or not known: the replies are announced.
     Anywhere,
