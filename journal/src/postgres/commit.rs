@@ -1,7 +1,8 @@
 //! Commits on PostgreSQL: a processed batch on a connection or inside a caller's
 //! transaction ([`commit_on`], one call of `commit_batch`), and the batches of several
-//! shards in one call of `commit_batches` ([`commit_many`], the runner's group commit,
-//! migrations/postgres/0008 and 0010); and the mapping of their errors to the journal's.
+//! shards in one call of `commit_batches` ([`commit_many`], the runner's group commit);
+//! both SQL functions are defined last in migrations/postgres/0012_headers.sql. And the
+//! mapping of their errors to the journal's.
 //!
 //! [`commit_on`]: PgJournal::commit_on
 //! [`commit_many`]: PgJournal::commit_many
