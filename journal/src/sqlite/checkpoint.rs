@@ -23,6 +23,8 @@ pub(super) const BACKSTOP_PAGES: u32 = 20_000;
 /// Starts the checkpoint task; it ends when the journal is dropped or closed.
 pub(super) fn start(inner: Weak<Inner>) {
     tokio::spawn(async move {
+        // Whether the last checkpoint failed: a run of failures is logged once, at its start.
+        let mut failing = false;
         loop {
             tokio::time::sleep(EVERY).await;
             let Some(inner) = inner.upgrade() else { return };
@@ -32,8 +34,17 @@ pub(super) fn start(inner: Weak<Inner>) {
             let done = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
                 .fetch_optional(&inner.reader)
                 .await;
-            if let Err(e) = done {
-                tracing::debug!(error = %e, "WAL checkpoint failed; the writer's backstop remains");
+            match done {
+                Err(e) if !failing => {
+                    failing = true;
+                    tracing::warn!(error = %e, "WAL checkpoint failed; the writer checkpoints by itself past the backstop until it works again");
+                }
+                Err(_) => {}
+                Ok(_) if failing => {
+                    failing = false;
+                    tracing::info!("WAL checkpoints work again");
+                }
+                Ok(_) => {}
             }
         }
     });
