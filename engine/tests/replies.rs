@@ -302,3 +302,61 @@ async fn postgres_replies_reach_their_asker_locally_and_remotely() {
     runner.shutdown().await.unwrap();
     schema.drop_schema().await;
 }
+
+/// With no notification at all (both members' journals have `notify(false)`), a runner
+/// still finds messages appended by another process at its `poll_interval`, and the
+/// other process still gets their replies from its fetcher's fallback look. The NOTIFY
+/// skips for shards held in-process lean on these two polls while a shard moves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_asks_are_answered_without_any_notification() {
+    let schema = Schema::new().await;
+    let quiet = |schema: &Schema| {
+        entlog_journal::PgOptions::new(&schema.url)
+            .schema(&schema.name)
+            .shard_count(SHARDS)
+            .notify(false)
+    };
+    let runner = Cluster::builder()
+        .journal(
+            entlog_journal::PgJournal::open(quiet(&schema))
+                .await
+                .unwrap(),
+        )
+        .config(runner_config(Some("runner-q")))
+        .entity(Counter)
+        .entity(Echo)
+        .start()
+        .await
+        .unwrap();
+    eventually(20, "the runner to own every shard", || async {
+        runner.owned_shards().len() == SHARDS as usize
+    })
+    .await;
+    let client = Cluster::builder()
+        .journal(
+            entlog_journal::PgJournal::open(quiet(&schema))
+                .await
+                .unwrap(),
+        )
+        .config(config(SHARDS).ask_timeout(Duration::from_secs(20)))
+        .client_only()
+        .start()
+        .await
+        .unwrap();
+    let results = futures_util::future::join_all((0..8).map(|n| {
+        let client = client.clone();
+        async move {
+            client
+                .entity::<Echo>(&format!("unheard{n}"))
+                .ask(EchoCmd::Say(format!("hi {n}")))
+                .await
+        }
+    }))
+    .await;
+    for (n, r) in results.into_iter().enumerate() {
+        assert_eq!(r.unwrap(), format!("hi {n}"));
+    }
+    client.shutdown().await.unwrap();
+    runner.shutdown().await.unwrap();
+    schema.drop_schema().await;
+}
