@@ -29,6 +29,7 @@ mod rows;
 
 mod any;
 mod columns;
+mod common;
 mod damaged;
 mod entity_state;
 mod envelope;
@@ -52,11 +53,14 @@ pub mod shard_groups;
 mod snapshot;
 mod sql;
 mod sqlite;
+#[cfg(feature = "testing")]
+mod tamper;
 mod time;
 mod trouble;
 mod tx;
 mod type_groups;
 mod wakeup;
+mod writes;
 
 #[cfg(feature = "testing")]
 pub mod testing;

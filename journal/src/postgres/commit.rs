@@ -11,7 +11,7 @@ use sqlx::Row;
 use sqlx::postgres::{PgDatabaseError, PgRow};
 
 use super::{FENCED_SQLSTATE, PgJournal};
-use crate::columns::{BatchColumns, EntryColumns, ManyColumns, ManyPart, Placed, ReplyColumns};
+use crate::columns::{EntryColumns, ManyPart, Placed, ReplyColumns};
 use crate::error::{JournalError, Result};
 use crate::journal::Journal;
 use crate::outcomes::{receipt, receipts};
@@ -28,12 +28,7 @@ impl PgJournal {
         mut batch: ProcessedBatch,
     ) -> Result<CommitReceipt> {
         let now = self.now();
-        let cols = BatchColumns::prepare(
-            &mut batch,
-            &self.inner.shard_map,
-            self.inner.options.max_payload_bytes,
-            now,
-        )?;
+        let cols = self.inner.common.batch_columns(&mut batch, now)?;
         let (consumer, cursor) = match batch.cursor {
             Some((c, o)) => (Some(c), Some(o as i64)),
             None => (None, None),
@@ -76,12 +71,7 @@ impl PgJournal {
         askers: Askers,
     ) -> Result<Vec<CommitReceipt>> {
         let now = self.now();
-        let many = ManyColumns::prepare(
-            batches,
-            &self.inner.shard_map,
-            self.inner.options.max_payload_bytes,
-            now,
-        )?;
+        let many = self.inner.common.many_columns(batches, now)?;
         let f_shard: Vec<i32> = many.parts.iter().map(|p| p.shard as i32).collect();
         let f_epoch: Vec<Option<i64>> = many
             .parts

@@ -30,8 +30,6 @@ mod held_here;
 mod listen;
 mod locks;
 mod open;
-#[cfg(feature = "testing")]
-mod tamper;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -44,19 +42,17 @@ use uuid::Uuid;
 pub use locks::PgLocks;
 pub use open::PgOptions;
 
-use crate::columns::{EntryColumns, Placed};
-use crate::damaged::{DamagedEntry, Delivery};
-use crate::envelope::{CrcDomain, EntityKey, EntryKind, NewMessage, checksum};
-use crate::error::{Field, Result};
-use crate::journal::{Journal, check_shard, mailbox_cursors};
+use crate::common::Common;
+use crate::damaged::Delivery;
+use crate::envelope::{EntityKey, EntryKind};
+use crate::error::Result;
+use crate::journal::Journal;
 use crate::ownership::RunnerInfo;
 use crate::read;
-use crate::records::NewSnapshot;
-use crate::records::{AppendOutcome, CommitReceipt, ProcessedBatch, StoredReply};
+use crate::records::{CommitReceipt, ProcessedBatch, StoredReply};
 use crate::rows::{delivery_from_row, keyed_reply_from_row, runner_from_row};
 use crate::shard::Shard;
 use crate::time::Timestamp;
-use crate::wakeup::Wakeups;
 
 /// SQLSTATE raised by `append_entries` when a lease's epoch is stale.
 const FENCED_SQLSTATE: &str = "EL001";
@@ -76,12 +72,10 @@ struct Inner {
     /// and it skips the release check's round trip — a sixth of the throughput under load.
     statements: PgPool,
     options: PgOptions,
-    shard_count: u32,
-    /// Routes entities to shards by their type's group.
-    shard_map: Arc<crate::shard_groups::ShardMap>,
+    /// The shard count and map, the payload limit and the wake-ups.
+    common: Common,
     lock_namespace: i32,
     channel: String,
-    wakeups: Arc<Wakeups>,
     /// Shards this journal's lock sessions hold: appends to them send no NOTIFY.
     held_here: Arc<held_here::HeldHere>,
     listener: OnceCell<listen::ListenerTask>,
@@ -92,7 +86,7 @@ impl std::fmt::Debug for PgJournal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PgJournal")
             .field("schema", &self.inner.options.schema)
-            .field("shard_count", &self.inner.shard_count)
+            .field("shard_count", &self.inner.common.shard_count)
             .finish()
     }
 }
@@ -140,12 +134,12 @@ impl PgJournal {
         // A listener started here may have missed what committed before it: the caller
         // reads every shard it takes up anyway.
         let _ = self.listen().await;
-        self.inner.wakeups.watch()
+        self.inner.common.wakeups.watch()
     }
 
     /// How many wake-ups `shard` has had in this process.
     pub(crate) fn wake_count(&self, shard: Shard) -> u64 {
-        self.inner.wakeups.count(shard)
+        self.inner.common.wakeups.count(shard)
     }
 
     /// The liveness bounds of this journal's lock sessions.
@@ -155,16 +149,17 @@ impl PgJournal {
 
     /// The largest payload this journal stores, in bytes.
     pub fn max_payload_bytes(&self) -> usize {
-        self.inner.options.max_payload_bytes
-    }
-
-    fn check_shard(&self, shard: Shard) -> Result<()> {
-        check_shard(shard, self.inner.shard_count)
+        self.inner.common.max_payload_bytes
     }
 
     /// Where the journal's own single statements run (see `Inner::statements`).
     fn reads(&self) -> read::Pool<'_> {
         read::Pool::Postgres(&self.inner.statements)
+    }
+
+    /// Where its bookkeeping writes run: single statements too.
+    pub(crate) fn writes(&self) -> read::Pool<'_> {
+        self.reads()
     }
 
     fn channel(&self) -> Option<&str> {
@@ -176,7 +171,7 @@ impl PgJournal {
 
     /// Wakes, in this process, the shards a committed batch wrote to.
     pub(crate) fn wake_after(&self, shard: Shard, receipt: &CommitReceipt) {
-        self.inner.wakeups.after_commit(shard, receipt);
+        self.inner.common.wake_after_commit(shard, receipt);
     }
 
     /// Starts the notification listener if notifications are on and it is not running
@@ -195,7 +190,7 @@ impl PgJournal {
                 listen::ListenerTask::start(
                     self.inner.pool.clone(),
                     self.inner.channel.clone(),
-                    self.inner.wakeups.clone(),
+                    self.inner.common.wakeups.clone(),
                 )
             })
             .await;
@@ -208,35 +203,12 @@ impl PgJournal {
         }
     }
 
-    fn wake(&self, entries: &EntryColumns, placed: &[Placed]) {
-        self.inner.wakeups.after_append(entries, placed);
-    }
-}
-
-impl Journal for PgJournal {
-    type Locks = PgLocks;
-
-    // The shard count and map, read_shard, read_events, reply, load_snapshot, cursor,
-    // head, next_due and take_schedule_changed.
-    read::same_on_both_backends!();
-
-    fn now(&self) -> Timestamp {
-        self.inner.clock.now(&self.inner.pool)
-    }
-
-    async fn append(&self, messages: Vec<NewMessage>) -> Result<Vec<AppendOutcome>> {
-        self.append_messages(messages).await
-    }
-
-    async fn read_mailboxes(
+    /// [`Journal::read_mailboxes`] after its checks: one statement for every shard.
+    async fn read_mailboxes_of(
         &self,
-        from: &[(Shard, u64)],
+        cursors: &[(Shard, u64)],
         limit_per_shard: usize,
     ) -> Result<Vec<Delivery>> {
-        let cursors = mailbox_cursors(from, self.inner.shard_count)?;
-        if cursors.is_empty() || limit_per_shard == 0 {
-            return Ok(Vec::new());
-        }
         let shards: Vec<i32> = cursors.iter().map(|&(s, _)| s as i32).collect();
         let afters: Vec<i64> = cursors
             .iter()
@@ -269,33 +241,17 @@ impl Journal for PgJournal {
         .await?;
         rows.iter().map(delivery_from_row).collect()
     }
+}
 
-    async fn record_damaged(&self, entries: &[DamagedEntry]) -> Result<()> {
-        if entries.is_empty() {
-            return Ok(());
-        }
-        for e in entries {
-            self.check_shard(e.shard)?;
-        }
-        let shards: Vec<i32> = entries.iter().map(|e| e.shard as i32).collect();
-        let offsets: Vec<i64> = entries
-            .iter()
-            .map(|e| i64::try_from(e.offset).unwrap_or(i64::MAX))
-            .collect();
-        let reasons: Vec<&str> = entries.iter().map(|e| e.reason.as_str()).collect();
-        sqlx::query(
-            r#"INSERT INTO damaged_entries (shard, "offset", reason, recorded_at)
-               SELECT shard, "offset", reason, $4
-                 FROM unnest($1::INTEGER[], $2::BIGINT[], $3::TEXT[]) AS d(shard, "offset", reason)
-               ON CONFLICT (shard, "offset") DO NOTHING"#,
-        )
-        .bind(&shards)
-        .bind(&offsets)
-        .bind(&reasons)
-        .bind(self.now().as_micros())
-        .execute(&self.inner.statements)
-        .await?;
-        Ok(())
+impl Journal for PgJournal {
+    type Locks = PgLocks;
+
+    // The shard count and map, append, read_mailboxes, record_damaged, save_snapshot,
+    // advance_cursor, the reads of `read.rs` and take_schedule_changed.
+    read::same_on_both_backends!();
+
+    fn now(&self) -> Timestamp {
+        self.inner.clock.now(&self.inner.pool)
     }
 
     async fn commit(&self, batch: ProcessedBatch) -> Result<CommitReceipt> {
@@ -328,54 +284,8 @@ impl Journal for PgJournal {
         rows.iter().map(keyed_reply_from_row).collect()
     }
 
-    async fn save_snapshot(&self, snapshot: NewSnapshot) -> Result<()> {
-        snapshot.state.check(self.inner.options.max_payload_bytes)?;
-        let crc = checksum(
-            CrcDomain::Snapshot,
-            &snapshot.entity,
-            Some(snapshot.seq),
-            &Uuid::nil(),
-            &snapshot.state,
-        );
-        sqlx::query(
-            "INSERT INTO snapshots AS s (entity_type, entity_id, seq, type_tag, state_version, payload, crc, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-             ON CONFLICT (entity_type, entity_id) DO UPDATE
-                SET seq = EXCLUDED.seq, type_tag = EXCLUDED.type_tag,
-                    state_version = EXCLUDED.state_version, payload = EXCLUDED.payload,
-                    crc = EXCLUDED.crc, created_at = EXCLUDED.created_at
-              WHERE s.seq <= EXCLUDED.seq",
-        )
-        .bind(snapshot.entity.entity_type())
-        .bind(snapshot.entity.entity_id())
-        .bind(snapshot.seq as i64)
-        .bind(&snapshot.state.type_tag)
-        .bind(snapshot.state.version as i32)
-        .bind(&snapshot.state.bytes)
-        .bind(i64::from(crc))
-        .bind(self.now().as_micros())
-        .execute(&self.inner.statements)
-        .await?;
-        Ok(())
-    }
-
-    async fn advance_cursor(&self, consumer: &str, shard: Shard, offset: u64) -> Result<()> {
-        self.check_shard(shard)?;
-        crate::names::check_name(Field::Consumer, consumer)?;
-        sqlx::query(
-            r#"INSERT INTO cursors AS c (consumer, shard, "offset") VALUES ($1, $2, $3)
-               ON CONFLICT (consumer, shard) DO UPDATE SET "offset" = GREATEST(c."offset", EXCLUDED."offset")"#,
-        )
-        .bind(consumer)
-        .bind(shard as i32)
-        .bind(offset as i64)
-        .execute(&self.inner.statements)
-        .await?;
-        Ok(())
-    }
-
     async fn promote_due(&self, shard: Shard, now: Timestamp) -> Result<usize> {
-        self.check_shard(shard)?;
+        self.inner.common.check_shard(shard)?;
         let moved: i64 = sqlx::query_scalar("SELECT promote_due($1, $2, $3)")
             .bind(shard as i32)
             .bind(now.as_micros())
@@ -383,7 +293,7 @@ impl Journal for PgJournal {
             .fetch_one(&self.inner.statements)
             .await?;
         if moved > 0 {
-            self.inner.wakeups.wake(shard);
+            self.inner.common.wakeups.wake(shard);
         }
         Ok(moved as usize)
     }
@@ -400,18 +310,18 @@ impl Journal for PgJournal {
         if self.listen().await {
             return true;
         }
-        self.inner.wakeups.wait(shard, timeout).await
+        self.inner.common.wakeups.wait(shard, timeout).await
     }
 
     async fn wait_for_replies(&self, shard: Shard, timeout: Duration) -> bool {
         if self.listen().await {
             return true;
         }
-        self.inner.wakeups.wait_replies(shard, timeout).await
+        self.inner.common.wakeups.wait_replies(shard, timeout).await
     }
 
     async fn shard_owner(&self, shard: Shard) -> Result<Option<String>> {
-        self.check_shard(shard)?;
+        self.inner.common.check_shard(shard)?;
         // Owned = the shard's advisory lock is held right now (see `live_runners`).
         let owner: Option<Option<String>> = sqlx::query_scalar(concat!(
             "SELECT s.owner FROM shards s WHERE s.shard = $2 AND ",
@@ -445,7 +355,7 @@ impl Journal for PgJournal {
         PgLocks::connect(
             &self.inner.options,
             self.inner.lock_namespace,
-            self.inner.shard_count,
+            self.inner.common.shard_count,
             runner,
             groups,
             self.inner.held_here.clone(),

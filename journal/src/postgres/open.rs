@@ -9,13 +9,13 @@ use sqlx::{PgPool, Row};
 use tokio::sync::OnceCell;
 
 use super::{Inner, PgJournal};
+use crate::common::Common;
 use crate::envelope::DEFAULT_MAX_PAYLOAD_BYTES;
 use crate::error::{JournalError, Result};
 use crate::liveness::Liveness;
 use crate::meta::{FORMAT_VERSION, Meta, adopt_shape, check_meta};
 use crate::read::{self, Pool};
 use crate::shard_groups::{ShardGroup, ShardLayout, ShardMap};
-use crate::wakeup::Wakeups;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
 
@@ -347,11 +347,9 @@ async fn assemble(pool: PgPool, options: PgOptions, meta: Meta) -> Result<PgJour
         inner: Arc::new(Inner {
             statements: statements_pool(&options)?,
             pool,
-            shard_count: options.shard_count,
-            shard_map,
+            common: Common::new(shard_map, options.max_payload_bytes),
             lock_namespace: meta.lock_namespace,
             channel,
-            wakeups: Arc::new(Wakeups::new(options.shard_count)),
             held_here: Arc::new(super::held_here::HeldHere::new(options.shard_count)),
             listener: OnceCell::new(),
             clock,

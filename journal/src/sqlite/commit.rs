@@ -1,6 +1,6 @@
 //! Commits on SQLite: a processed batch inside a caller's transaction ([`commit_on`],
 //! used with inline projections), the batches of several shards in one transaction
-//! ([`commit_many`], the runner's group commit), and cursor moves. The rows themselves are
+//! ([`commit_many`], the runner's group commit). The rows themselves are
 //! placed by `place.rs`, as for appends.
 //!
 //! [`commit_on`]: SqliteJournal::commit_on
@@ -8,7 +8,6 @@
 
 use super::SqliteJournal;
 use super::place::{self, Dedup};
-use crate::columns::{BatchColumns, ManyColumns};
 use crate::error::{JournalError, Result};
 use crate::journal::Journal;
 use crate::outcomes::{receipt, receipts};
@@ -24,12 +23,7 @@ impl SqliteJournal {
         mut batch: ProcessedBatch,
     ) -> Result<CommitReceipt> {
         let now = self.now();
-        let cols = BatchColumns::prepare(
-            &mut batch,
-            &self.inner.shard_map,
-            self.inner.options.max_payload_bytes,
-            now,
-        )?;
+        let cols = self.inner.common.batch_columns(&mut batch, now)?;
         let shard = batch.shard;
         let placed = place::place(&mut *tx, &cols.entries, now, batch.lease, Dedup::Lookup)
             .await
@@ -57,12 +51,7 @@ impl SqliteJournal {
     /// Receipts in batch order; the shards are woken after.
     pub async fn commit_many(&self, batches: Vec<ProcessedBatch>) -> Result<Vec<CommitReceipt>> {
         let now = self.now();
-        let many = ManyColumns::prepare(
-            batches,
-            &self.inner.shard_map,
-            self.inner.options.max_payload_bytes,
-            now,
-        )?;
+        let many = self.inner.common.many_columns(batches, now)?;
         let mut tx = self.inner.writer.begin().await?;
         // Every lease's fence in one statement.
         let leased: Vec<Lease> = many.parts.iter().filter_map(|p| p.lease).collect();
@@ -142,7 +131,7 @@ fn classify(err: sqlx::Error, shard: Shard) -> JournalError {
 }
 
 /// Moves `consumer`'s cursor on `shard` to `offset`, never back.
-pub(super) async fn advance(
+async fn advance(
     conn: &mut sqlx::SqliteConnection,
     consumer: &str,
     shard: Shard,

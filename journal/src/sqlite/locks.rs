@@ -50,7 +50,7 @@ pub(super) async fn open_session(
 
 /// The runner owning `shard`, if its lock session in this process is open.
 pub(super) async fn shard_owner(j: &SqliteJournal, shard: Shard) -> Result<Option<String>> {
-    j.check_shard(shard)?;
+    j.inner.common.check_shard(shard)?;
     let owner: Option<Option<String>> =
         sqlx::query_scalar("SELECT owner FROM shards WHERE shard = ?1")
             .bind(shard as i64)
@@ -93,7 +93,7 @@ pub struct SqliteLocks {
 
 impl ShardLocks for SqliteLocks {
     async fn try_acquire(&self, shard: Shard) -> Result<Option<Lease>> {
-        self.journal.check_shard(shard)?;
+        self.journal.inner.common.check_shard(shard)?;
         let epoch: i64 = sqlx::query_scalar(
             "UPDATE shards SET epoch = epoch + 1, owner = ?2 WHERE shard = ?1 RETURNING epoch",
         )

@@ -13,8 +13,6 @@ mod locks;
 mod open;
 mod owner;
 mod place;
-#[cfg(feature = "testing")]
-mod tamper;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,18 +23,17 @@ use uuid::Uuid;
 pub use locks::SqliteLocks;
 pub use open::{Access, Durability, SqliteOptions};
 
-use crate::columns::{EntryColumns, Placed};
-use crate::damaged::{DamagedEntry, Delivery};
-use crate::envelope::{CrcDomain, EntityKey, EntryKind, NewMessage, checksum};
-use crate::error::{Field, JournalError, Result};
-use crate::journal::{Journal, check_shard, mailbox_cursors};
+use crate::common::Common;
+use crate::damaged::Delivery;
+use crate::envelope::{EntityKey, EntryKind};
+use crate::error::{JournalError, Result};
+use crate::journal::Journal;
 use crate::ownership::RunnerInfo;
 use crate::read;
-use crate::records::{AppendOutcome, CommitReceipt, NewSnapshot, ProcessedBatch, StoredReply};
+use crate::records::{CommitReceipt, ProcessedBatch, StoredReply};
 use crate::rows::{delivery_from_row, keyed_reply_from_row};
 use crate::shard::Shard;
 use crate::time::Timestamp;
-use crate::wakeup::Wakeups;
 
 /// Wanted replies per query of [`Journal::replies`]: three parameters each, well under
 /// SQLite's limit on bound parameters (32 766 since 3.32).
@@ -52,10 +49,8 @@ struct Inner {
     writer: SqlitePool,
     reader: SqlitePool,
     options: SqliteOptions,
-    shard_count: u32,
-    /// Routes entities to shards by their type's group.
-    shard_map: Arc<crate::shard_groups::ShardMap>,
-    wakeups: Wakeups,
+    /// The shard count and map, the payload limit and the wake-ups.
+    common: Common,
     /// Runners with an open lock session in this process: the only live ones.
     live: std::sync::Mutex<std::collections::BTreeSet<String>>,
     /// The exclusive lock on the file, held until the journal is closed or dropped.
@@ -68,7 +63,7 @@ impl std::fmt::Debug for SqliteJournal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SqliteJournal")
             .field("path", &self.inner.options.path)
-            .field("shard_count", &self.inner.shard_count)
+            .field("shard_count", &self.inner.common.shard_count)
             .finish()
     }
 }
@@ -132,21 +127,17 @@ impl SqliteJournal {
 
     /// A receiver that changes after every wake-up of any shard.
     pub(crate) fn watch_wakeups(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.inner.wakeups.watch()
+        self.inner.common.wakeups.watch()
     }
 
     /// How many wake-ups `shard` has had.
     pub(crate) fn wake_count(&self, shard: Shard) -> u64 {
-        self.inner.wakeups.count(shard)
+        self.inner.common.wakeups.count(shard)
     }
 
     /// The largest payload this journal stores, in bytes.
     pub fn max_payload_bytes(&self) -> usize {
-        self.inner.options.max_payload_bytes
-    }
-
-    fn check_shard(&self, shard: Shard) -> Result<()> {
-        check_shard(shard, self.inner.shard_count)
+        self.inner.common.max_payload_bytes
     }
 
     /// Where reads run: the reader connections.
@@ -154,36 +145,22 @@ impl SqliteJournal {
         read::Pool::Sqlite(&self.inner.reader)
     }
 
+    /// Where bookkeeping writes run: the writer connection.
+    pub(crate) fn writes(&self) -> read::Pool<'_> {
+        read::Pool::Sqlite(&self.inner.writer)
+    }
+
     /// Wakes the shards a committed batch wrote to.
     pub(crate) fn wake_after(&self, shard: Shard, receipt: &CommitReceipt) {
-        self.inner.wakeups.after_commit(shard, receipt);
+        self.inner.common.wake_after_commit(shard, receipt);
     }
 
-    fn wake(&self, entries: &EntryColumns, placed: &[Placed]) {
-        self.inner.wakeups.after_append(entries, placed);
-    }
-}
-
-impl Journal for SqliteJournal {
-    type Locks = SqliteLocks;
-
-    // The shard count and map, read_shard, read_events, reply, load_snapshot, cursor,
-    // head, next_due and take_schedule_changed.
-    read::same_on_both_backends!();
-
-    async fn append(&self, messages: Vec<NewMessage>) -> Result<Vec<AppendOutcome>> {
-        self.append_messages(messages).await
-    }
-
-    async fn read_mailboxes(
+    /// [`Journal::read_mailboxes`] after its checks: one statement for every shard.
+    async fn read_mailboxes_of(
         &self,
-        from: &[(Shard, u64)],
+        cursors: &[(Shard, u64)],
         limit_per_shard: usize,
     ) -> Result<Vec<Delivery>> {
-        let cursors = mailbox_cursors(from, self.inner.shard_count)?;
-        if cursors.is_empty() || limit_per_shard == 0 {
-            return Ok(Vec::new());
-        }
         // The pairs go in as one JSON array of integers, so the statement is the same for
         // any number of shards.
         let pairs: Vec<String> = cursors
@@ -229,31 +206,14 @@ impl Journal for SqliteJournal {
         .await?;
         rows.iter().map(delivery_from_row).collect()
     }
+}
 
-    async fn record_damaged(&self, entries: &[DamagedEntry]) -> Result<()> {
-        if entries.is_empty() {
-            return Ok(());
-        }
-        for e in entries {
-            self.check_shard(e.shard)?;
-        }
-        let now = self.now().as_micros();
-        let mut tx = self.inner.writer.begin().await?;
-        for e in entries {
-            sqlx::query(
-                r#"INSERT INTO damaged_entries (shard, "offset", reason, recorded_at)
-                   VALUES (?1, ?2, ?3, ?4) ON CONFLICT (shard, "offset") DO NOTHING"#,
-            )
-            .bind(i64::from(e.shard))
-            .bind(i64::try_from(e.offset).unwrap_or(i64::MAX))
-            .bind(&e.reason)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(())
-    }
+impl Journal for SqliteJournal {
+    type Locks = SqliteLocks;
+
+    // The shard count and map, append, read_mailboxes, record_damaged, save_snapshot,
+    // advance_cursor, the reads of `read.rs` and take_schedule_changed.
+    read::same_on_both_backends!();
 
     async fn commit(&self, batch: ProcessedBatch) -> Result<CommitReceipt> {
         let shard = batch.shard;
@@ -292,51 +252,13 @@ impl Journal for SqliteJournal {
         Ok(found)
     }
 
-    async fn save_snapshot(&self, snapshot: NewSnapshot) -> Result<()> {
-        snapshot.state.check(self.inner.options.max_payload_bytes)?;
-        let crc = checksum(
-            CrcDomain::Snapshot,
-            &snapshot.entity,
-            Some(snapshot.seq),
-            &Uuid::nil(),
-            &snapshot.state,
-        );
-        sqlx::query(
-            "INSERT INTO snapshots (entity_type, entity_id, seq, type_tag, state_version, payload, crc, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
-             ON CONFLICT (entity_type, entity_id) DO UPDATE
-                SET seq = excluded.seq, type_tag = excluded.type_tag,
-                    state_version = excluded.state_version, payload = excluded.payload,
-                    crc = excluded.crc, created_at = excluded.created_at
-              WHERE snapshots.seq <= excluded.seq",
-        )
-        .bind(snapshot.entity.entity_type())
-        .bind(snapshot.entity.entity_id())
-        .bind(snapshot.seq as i64)
-        .bind(&snapshot.state.type_tag)
-        .bind(i64::from(snapshot.state.version))
-        .bind(&snapshot.state.bytes)
-        .bind(i64::from(crc))
-        .bind(self.now().as_micros())
-        .execute(&self.inner.writer)
-        .await?;
-        Ok(())
-    }
-
-    async fn advance_cursor(&self, consumer: &str, shard: Shard, offset: u64) -> Result<()> {
-        self.check_shard(shard)?;
-        crate::names::check_name(Field::Consumer, consumer)?;
-        let mut conn = self.inner.writer.acquire().await?;
-        commit::advance(&mut conn, consumer, shard, offset).await
-    }
-
     async fn promote_due(&self, shard: Shard, now: Timestamp) -> Result<usize> {
-        self.check_shard(shard)?;
+        self.inner.common.check_shard(shard)?;
         let mut tx = self.inner.writer.begin().await?;
         let moved = place::promote_due(&mut tx, shard, now).await?;
         tx.commit().await?;
         if moved > 0 {
-            self.inner.wakeups.wake(shard);
+            self.inner.common.wakeups.wake(shard);
         }
         Ok(moved)
     }
@@ -347,11 +269,11 @@ impl Journal for SqliteJournal {
     }
 
     async fn wait_for_entries(&self, shard: Shard, timeout: Duration) -> bool {
-        self.inner.wakeups.wait(shard, timeout).await
+        self.inner.common.wakeups.wait(shard, timeout).await
     }
 
     async fn wait_for_replies(&self, shard: Shard, timeout: Duration) -> bool {
-        self.inner.wakeups.wait_replies(shard, timeout).await
+        self.inner.common.wakeups.wait_replies(shard, timeout).await
     }
 
     async fn lock_session_hosting(

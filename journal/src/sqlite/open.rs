@@ -9,12 +9,12 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 
 use super::owner::{OwnerLock, OwnerProbe};
 use super::{Inner, SqliteJournal};
+use crate::common::Common;
 use crate::envelope::DEFAULT_MAX_PAYLOAD_BYTES;
 use crate::error::{JournalError, Result};
 use crate::meta::{FORMAT_VERSION, Meta, adopt_shape, check_meta};
 use crate::read::{self, Pool};
 use crate::shard_groups::{ShardGroup, ShardLayout, ShardMap};
-use crate::wakeup::Wakeups;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
 
@@ -160,9 +160,7 @@ pub(super) async fn open(mut options: SqliteOptions) -> Result<SqliteJournal> {
         inner: Arc::new(Inner {
             writer,
             reader,
-            shard_count: options.shard_count,
-            shard_map,
-            wakeups: Wakeups::new(options.shard_count),
+            common: Common::new(shard_map, options.max_payload_bytes),
             live: std::sync::Mutex::new(std::collections::BTreeSet::new()),
             probe: OwnerProbe::new(options.path.clone()),
             options,
@@ -205,9 +203,10 @@ pub(super) async fn open_existing(
         inner: Arc::new(Inner {
             writer: probe.clone(),
             reader: probe,
-            shard_count: options.shard_count,
-            shard_map: Arc::new(ShardMap::new(meta.layout, &meta.types)?),
-            wakeups: Wakeups::new(options.shard_count),
+            common: Common::new(
+                Arc::new(ShardMap::new(meta.layout, &meta.types)?),
+                options.max_payload_bytes,
+            ),
             live: std::sync::Mutex::new(std::collections::BTreeSet::new()),
             probe: OwnerProbe::new(options.path.clone()),
             options,
