@@ -14,7 +14,7 @@ use crate::envelope::{CrcDomain, EntityKey, Entry, EntryKind, Payload, checksum,
 use crate::error::{JournalError, Result};
 use crate::journal::Journal;
 use crate::ownership::RunnerInfo;
-use crate::read::{Pool, on_pool};
+use crate::pool::{Pool, on_pool};
 use crate::records::StoredReply;
 use crate::rows::{entry_from_row, runner_from_row, verified_reply};
 use crate::shard::Shard;

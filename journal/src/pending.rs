@@ -5,7 +5,7 @@ use crate::any::AnyJournal;
 use crate::envelope::EntityKey;
 use crate::error::Result;
 use crate::journal::Journal;
-use crate::read::{Pool, on_pool};
+use crate::pool::{Pool, on_pool};
 
 /// Unanswered messages of one entity in its shard: after `consumer`'s cursor (the
 /// runner's mailbox), with no stored reply. Counts at most `at_most`, so the cost follows

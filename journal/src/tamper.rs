@@ -2,8 +2,8 @@
 //! SQL on both backends.
 
 use crate::envelope::EntityKey;
+use crate::pool::{Pool, on_pool};
 use crate::postgres::PgJournal;
-use crate::read::{Pool, on_pool};
 use crate::sqlite::SqliteJournal;
 use crate::testing::conformance::Tamper;
 

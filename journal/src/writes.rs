@@ -11,7 +11,7 @@ use uuid::Uuid;
 use crate::damaged::DamagedEntry;
 use crate::envelope::{CrcDomain, checksum};
 use crate::error::Result;
-use crate::read::{Pool, on_pool};
+use crate::pool::{Pool, on_pool};
 use crate::records::NewSnapshot;
 use crate::shard::Shard;
 use crate::time::Timestamp;

@@ -2,7 +2,7 @@
 //! (migrations/postgres/0012_headers.sql, its latest definition), which locks the head rows
 //! of the shards written to, dedups message ids, parks messages due later and notifies the
 //! shards' owners. What comes before and after (the columns, the wake-ups, the outcomes)
-//! is the same on both backends: see `read::same_on_both_backends`.
+//! is the same on both backends: see `same_on_both.rs`.
 
 use super::PgJournal;
 use super::commit::{BindEntries, append_rows};

@@ -48,6 +48,7 @@ use crate::envelope::{EntityKey, EntryKind};
 use crate::error::Result;
 use crate::journal::Journal;
 use crate::ownership::RunnerInfo;
+use crate::pool::Pool;
 use crate::read;
 use crate::records::{CommitReceipt, ProcessedBatch, StoredReply};
 use crate::rows::{delivery_from_row, keyed_reply_from_row, runner_from_row};
@@ -153,12 +154,12 @@ impl PgJournal {
     }
 
     /// Where the journal's own single statements run (see `Inner::statements`).
-    fn reads(&self) -> read::Pool<'_> {
-        read::Pool::Postgres(&self.inner.statements)
+    fn reads(&self) -> Pool<'_> {
+        Pool::Postgres(&self.inner.statements)
     }
 
     /// Where its bookkeeping writes run: single statements too.
-    pub(crate) fn writes(&self) -> read::Pool<'_> {
+    pub(crate) fn writes(&self) -> Pool<'_> {
         self.reads()
     }
 
@@ -248,7 +249,7 @@ impl Journal for PgJournal {
 
     // The shard count and map, append, read_mailboxes, record_damaged, save_snapshot,
     // advance_cursor, the reads of `read.rs` and take_schedule_changed.
-    read::same_on_both_backends!();
+    crate::same_on_both::same_on_both_backends!();
 
     fn now(&self) -> Timestamp {
         self.inner.clock.now(&self.inner.pool)

@@ -14,7 +14,8 @@ use crate::envelope::DEFAULT_MAX_PAYLOAD_BYTES;
 use crate::error::{JournalError, Result};
 use crate::liveness::Liveness;
 use crate::meta::{FORMAT_VERSION, Meta, adopt_shape, check_meta};
-use crate::read::{self, Pool};
+use crate::pool::Pool;
+use crate::read;
 use crate::shard_groups::{ShardGroup, ShardLayout, ShardMap};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");

@@ -2,7 +2,7 @@
 //! (`place.rs`: offsets, dedup, scheduling) — optimistically, without looking each id up,
 //! and again with lookups if the journal's unique index met a duplicate. What comes before
 //! and after (the columns, the wake-ups, the outcomes) is the same on both backends: see
-//! `read::same_on_both_backends`.
+//! `same_on_both.rs`.
 
 use super::SqliteJournal;
 use super::place::{self, Dedup};

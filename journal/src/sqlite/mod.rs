@@ -29,6 +29,7 @@ use crate::envelope::{EntityKey, EntryKind};
 use crate::error::{JournalError, Result};
 use crate::journal::Journal;
 use crate::ownership::RunnerInfo;
+use crate::pool::Pool;
 use crate::read;
 use crate::records::{CommitReceipt, ProcessedBatch, StoredReply};
 use crate::rows::{delivery_from_row, keyed_reply_from_row};
@@ -141,13 +142,13 @@ impl SqliteJournal {
     }
 
     /// Where reads run: the reader connections.
-    fn reads(&self) -> read::Pool<'_> {
-        read::Pool::Sqlite(&self.inner.reader)
+    fn reads(&self) -> Pool<'_> {
+        Pool::Sqlite(&self.inner.reader)
     }
 
     /// Where bookkeeping writes run: the writer connection.
-    pub(crate) fn writes(&self) -> read::Pool<'_> {
-        read::Pool::Sqlite(&self.inner.writer)
+    pub(crate) fn writes(&self) -> Pool<'_> {
+        Pool::Sqlite(&self.inner.writer)
     }
 
     /// Wakes the shards a committed batch wrote to.
@@ -213,7 +214,7 @@ impl Journal for SqliteJournal {
 
     // The shard count and map, append, read_mailboxes, record_damaged, save_snapshot,
     // advance_cursor, the reads of `read.rs` and take_schedule_changed.
-    read::same_on_both_backends!();
+    crate::same_on_both::same_on_both_backends!();
 
     async fn commit(&self, batch: ProcessedBatch) -> Result<CommitReceipt> {
         let shard = batch.shard;
@@ -265,7 +266,7 @@ impl Journal for SqliteJournal {
 
     async fn cancel_scheduled(&self, entity: &EntityKey, message_id: Uuid) -> Result<bool> {
         // On the single writer connection, so it is serialized with promotion.
-        read::cancel_scheduled(read::Pool::Sqlite(&self.inner.writer), entity, message_id).await
+        read::cancel_scheduled(Pool::Sqlite(&self.inner.writer), entity, message_id).await
     }
 
     async fn wait_for_entries(&self, shard: Shard, timeout: Duration) -> bool {
