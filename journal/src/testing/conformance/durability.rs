@@ -52,16 +52,7 @@ pub async fn checked_bytes<B: Backend>(b: &B) {
     // Offsets: 1..3 messages, 4..5 events.
     j.flip_payload_bit(0, 2).await;
     let err = j.read_shard(0, 0, 100, None).await.expect_err("corrupt");
-    assert!(
-        matches!(
-            err,
-            JournalError::Checksum {
-                shard: 0,
-                offset: 2
-            }
-        ),
-        "got {err:?}"
-    );
+    assert_checksum_at(&err, 0, 2);
     assert_eq!(
         j.read_shard(0, 2, 1, None).await.expect("read past").len(),
         1
@@ -69,16 +60,7 @@ pub async fn checked_bytes<B: Backend>(b: &B) {
 
     j.flip_payload_bit(0, 5).await;
     let err = j.read_events(&e, 1, 10).await.expect_err("corrupt event");
-    assert!(
-        matches!(
-            err,
-            JournalError::Checksum {
-                shard: 0,
-                offset: 5
-            }
-        ),
-        "got {err:?}"
-    );
+    assert_checksum_at(&err, 0, 5);
     let err = j
         .events(&e, 1)
         .try_collect::<Vec<_>>()
@@ -94,16 +76,7 @@ pub async fn checked_bytes<B: Backend>(b: &B) {
         .read_shard(0, 2, 1, None)
         .await
         .expect_err("identity edit");
-    assert!(
-        matches!(
-            err,
-            JournalError::Checksum {
-                shard: 0,
-                offset: 3
-            }
-        ),
-        "got {err:?}"
-    );
+    assert_checksum_at(&err, 0, 3);
 
     j.set_kind_code(0, 1, 9).await;
     let err = j.read_shard(0, 0, 1, None).await.expect_err("unknown kind");
@@ -125,36 +98,31 @@ pub async fn checked_bytes<B: Backend>(b: &B) {
 pub async fn snapshots<B: Backend>(b: &B) {
     let j = b.fresh(2).await;
     let e = key("snap");
-    let state = |v: u32, n: i64| Payload::encode("test.State", v, &n).expect("encode");
+    let save = |seq: u64| {
+        j.save_snapshot(NewSnapshot {
+            entity: e.clone(),
+            seq,
+            state: Payload::encode("test.State", 1, &(seq as i64)).expect("encode"),
+        })
+    };
+    let stored_seq = || async {
+        let s = j.load_snapshot(&e, 1).await.expect("load").expect("some");
+        assert_eq!(s.state.decode::<i64>().expect("decode"), s.seq as i64);
+        s.seq
+    };
     assert!(j.load_snapshot(&e, 1).await.expect("load").is_none());
-    j.save_snapshot(NewSnapshot {
-        entity: e.clone(),
-        seq: 10,
-        state: state(1, 10),
-    })
-    .await
-    .expect("save");
-    let s = j.load_snapshot(&e, 1).await.expect("load").expect("some");
-    assert_eq!((s.seq, s.state.decode::<i64>().expect("decode")), (10, 10));
+    save(10).await.expect("save");
+    assert_eq!(stored_seq().await, 10);
     assert!(
         j.load_snapshot(&e, 2).await.expect("load").is_none(),
         "old state version"
     );
 
-    j.save_snapshot(NewSnapshot {
-        entity: e.clone(),
-        seq: 5,
-        state: state(1, 5),
-    })
-    .await
-    .expect("save older");
+    save(5).await.expect("save older");
     assert_eq!(
-        j.load_snapshot(&e, 1)
-            .await
-            .expect("load")
-            .expect("some")
-            .seq,
-        10
+        stored_seq().await,
+        10,
+        "an older snapshot replaced a newer one"
     );
 
     j.flip_snapshot_bit(&e).await;
@@ -162,21 +130,8 @@ pub async fn snapshots<B: Backend>(b: &B) {
         j.load_snapshot(&e, 1).await.expect("load").is_none(),
         "corrupt snapshot"
     );
-    j.save_snapshot(NewSnapshot {
-        entity: e.clone(),
-        seq: 11,
-        state: state(1, 11),
-    })
-    .await
-    .expect("save");
-    assert_eq!(
-        j.load_snapshot(&e, 1)
-            .await
-            .expect("load")
-            .expect("some")
-            .seq,
-        11
-    );
+    save(11).await.expect("save");
+    assert_eq!(stored_seq().await, 11);
 }
 
 /// A long history is read back in pages, in seq order, through the stream.

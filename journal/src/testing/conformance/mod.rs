@@ -107,6 +107,14 @@ pub struct Cmd {
     pub n: u32,
 }
 
+/// Asserts that `err` is the checksum failure of the entry at (`shard`, `offset`).
+fn assert_checksum_at(err: &JournalError, shard: u32, offset: u64) {
+    assert!(
+        matches!(err, JournalError::Checksum { shard: s, offset: o } if (*s, *o) == (shard, offset)),
+        "expected a checksum failure at {shard}/{offset}, got {err:?}"
+    );
+}
+
 fn key(id: &str) -> EntityKey {
     EntityKey::new("counter", id).expect("valid key")
 }

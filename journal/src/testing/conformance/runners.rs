@@ -8,13 +8,7 @@ pub async fn runner_registry<B: Backend>(b: &B) {
     assert!(j.live_runners().await.expect("live").is_empty());
     let a = j.lock_session("runner-a").await.expect("session a");
     let c = j.lock_session("runner-c").await.expect("session c");
-    let live: Vec<String> = j
-        .live_runners()
-        .await
-        .expect("live")
-        .into_iter()
-        .map(|r| r.runner)
-        .collect();
+    let live = live_names(&j).await;
     assert_eq!(live, ["runner-a", "runner-c"]);
     let err = j.lock_session("runner-a").await.expect_err("same id twice");
     assert!(
@@ -27,13 +21,7 @@ pub async fn runner_registry<B: Backend>(b: &B) {
     // moment after the client closed: wait for that, within a generous bound.
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     let (live, taken) = loop {
-        let live: Vec<String> = j
-            .live_runners()
-            .await
-            .expect("live")
-            .into_iter()
-            .map(|r| r.runner)
-            .collect();
+        let live = live_names(&j).await;
         let taken = match live.as_slice() {
             [only] if only == "runner-c" => c.try_acquire(1).await.expect("acquire"),
             _ => None,
@@ -62,4 +50,14 @@ pub async fn runner_registry<B: Backend>(b: &B) {
     drop(again);
     let err = j.lock_session("").await.expect_err("empty runner id");
     assert!(matches!(err, JournalError::Empty { .. }), "got {err:?}");
+}
+
+/// The ids of the live runners, in order.
+async fn live_names<J: Journal>(j: &J) -> Vec<String> {
+    j.live_runners()
+        .await
+        .expect("live")
+        .into_iter()
+        .map(|r| r.runner)
+        .collect()
 }
