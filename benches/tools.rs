@@ -17,6 +17,7 @@
 
 use std::time::{Duration, Instant};
 
+use entlog::journal::sql;
 use entlog::{AnyJournal, Cluster, Config, Context, Entity, Outcome, Rejection};
 use entlog_cli::{Dashboard, Registry};
 use serde::{Deserialize, Serialize};
@@ -96,55 +97,42 @@ async fn time(addr: std::net::SocketAddr, path: &str) -> (Duration, Duration, us
 
 /// Adds replies in bulk until the journal holds `total`, one statement per 100,000.
 async fn fill_replies(journal: &AnyJournal, total: u64) {
-    let have: i64 = match journal {
-        AnyJournal::Postgres(j) => sqlx::query_scalar("SELECT count(*) FROM replies")
-            .fetch_one(j.pool())
-            .await
-            .unwrap(),
-        AnyJournal::Sqlite(j) => sqlx::query_scalar("SELECT count(*) FROM replies")
-            .fetch_one(j.writer())
-            .await
-            .unwrap(),
-    };
+    let have: i64 = journal
+        .fetch_optional(sql("SELECT count(*) FROM replies"))
+        .await
+        .unwrap()
+        .expect("a count")
+        .get(0)
+        .unwrap();
     let mut left = total.saturating_sub(have as u64);
     let mut base = 0u64;
     while left > 0 {
         let n = left.min(100_000);
         // Fresh message ids (random, as foreign clients may send), one reply each, of entities
         // spread over 10,000 ids.
-        match journal {
-            AnyJournal::Postgres(j) => {
-                let sql = format!(
-                    r#"INSERT INTO replies (message_id, entity_type, entity_id, shard, "offset", type_tag, schema_version, payload, crc, created_at)
+        let text = if let AnyJournal::Postgres(_) = journal {
+            format!(
+                r#"INSERT INTO replies (message_id, entity_type, entity_id, shard, "offset", type_tag, schema_version, payload, crc, created_at)
                        SELECT gen_random_uuid(), 'filler', 'f' || (g % 10000), g % 16, g, 'filler.reply', 1,
                               '\x0001'::bytea, 0,
                               (extract(epoch from now()) * 1000000)::bigint
                          FROM generate_series({}, {}) g"#,
-                    base + 1,
-                    base + n
-                );
-                sqlx::query(AssertSqlSafe(sql))
-                    .execute(j.pool())
-                    .await
-                    .unwrap();
-            }
-            AnyJournal::Sqlite(j) => {
-                let sql = format!(
-                    r#"WITH RECURSIVE g(x) AS (SELECT {} UNION ALL SELECT x + 1 FROM g WHERE x < {})
+                base + 1,
+                base + n
+            )
+        } else {
+            format!(
+                r#"WITH RECURSIVE g(x) AS (SELECT {} UNION ALL SELECT x + 1 FROM g WHERE x < {})
                        INSERT INTO replies (message_id, entity_type, entity_id, shard, "offset", type_tag, schema_version, payload, crc, created_at)
                        SELECT randomblob(16), 'filler', 'f' || (x % 10000), x % 16, x, 'filler.reply', 1,
                               X'0001', 0,
                               CAST((julianday('now') - 2440587.5) * 86400000000 AS INTEGER)
                          FROM g"#,
-                    base + 1,
-                    base + n
-                );
-                sqlx::query(AssertSqlSafe(sql))
-                    .execute(j.writer())
-                    .await
-                    .unwrap();
-            }
-        }
+                base + 1,
+                base + n
+            )
+        };
+        journal.execute(sql(&text)).await.unwrap();
         base += n;
         left -= n;
     }

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use common::db::{Broken, Db};
 use common::example;
 use entlog::journal::{Journal, NewMessage, Payload};
-use entlog::{AnyJournal, Cluster, Config, Context, Entity, EntityKey, Outcome, Rejection};
+use entlog::{Cluster, Config, Context, Entity, EntityKey, Outcome, Rejection};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -179,23 +179,15 @@ async fn write_journal(db: &Db) -> Cluster {
         .unwrap()
         .head;
     let garble = r#"UPDATE journal SET payload = $1 WHERE shard = $2 AND "offset" = $3"#;
-    match &journal {
-        AnyJournal::Postgres(j) => sqlx::query(garble)
-            .bind(b"garbled".to_vec())
-            .bind(shard as i32)
-            .bind(head as i64)
-            .execute(j.pool())
-            .await
-            .map(|_| ()),
-        AnyJournal::Sqlite(j) => sqlx::query(garble)
-            .bind(b"garbled".to_vec())
-            .bind(shard as i32)
-            .bind(head as i64)
-            .execute(j.writer())
-            .await
-            .map(|_| ()),
-    }
-    .unwrap();
+    journal
+        .execute(
+            entlog::journal::sql(garble)
+                .bind(b"garbled".to_vec())
+                .bind(shard as i32)
+                .bind(head as i64),
+        )
+        .await
+        .unwrap();
     journal.close().await;
 
     let cluster = flaky_cluster(db).await;

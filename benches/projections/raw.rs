@@ -53,6 +53,7 @@ pub(crate) async fn run_raw(
                             sqlite_write(&mut tx, &table, &rows, how).await.unwrap();
                             tx.commit().await.unwrap();
                         }
+                        other => unreachable!("no raw writer for {other:?}"),
                     }
                     statements += 1;
                     rows_written += rows.len() as u64;

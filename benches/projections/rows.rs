@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 
-use entlog_journal::{AnyJournal, AnyTx};
+use entlog_journal::{AnyJournal, AnyTx, sql};
 use sqlx::{AssertSqlSafe, PgConnection, QueryBuilder, Sqlite, SqliteConnection};
 
 use crate::fill::Fold;
@@ -140,24 +140,12 @@ pub(crate) async fn tx_write(
     match tx {
         AnyTx::Postgres(tx) => pg_write(tx, table, rows, how).await,
         AnyTx::Sqlite(tx) => sqlite_write(tx, table, rows, how).await,
+        other => unreachable!("no writer for {other:?}"),
     }
 }
 
-async fn exec(j: &AnyJournal, sql: String) {
-    match j {
-        AnyJournal::Postgres(p) => {
-            sqlx::query(AssertSqlSafe(sql))
-                .execute(p.pool())
-                .await
-                .unwrap();
-        }
-        AnyJournal::Sqlite(s) => {
-            sqlx::query(AssertSqlSafe(sql))
-                .execute(s.writer())
-                .await
-                .unwrap();
-        }
-    }
+async fn exec(j: &AnyJournal, text: String) {
+    j.execute(sql(&text)).await.unwrap();
 }
 
 /// Creates a read-model table: keyed by entity for upserts, or a plain heap with a
@@ -198,19 +186,16 @@ pub(crate) async fn check_table(
     table: &str,
     fold: &Fold,
 ) -> Option<String> {
-    let sql = format!(
+    let text = format!(
         "SELECT entity_id, CAST(SUM(total) AS BIGINT), CAST(SUM(events) AS BIGINT) FROM {table} GROUP BY entity_id"
     );
-    let rows: Vec<(String, i64, i64)> = match j {
-        AnyJournal::Postgres(p) => sqlx::query_as(AssertSqlSafe(sql))
-            .fetch_all(p.pool())
-            .await
-            .unwrap(),
-        AnyJournal::Sqlite(s) => sqlx::query_as(AssertSqlSafe(sql))
-            .fetch_all(s.reader())
-            .await
-            .unwrap(),
-    };
+    let rows: Vec<(String, i64, i64)> = j
+        .fetch_all(sql(&text))
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0).unwrap(), r.get(1).unwrap(), r.get(2).unwrap()))
+        .collect();
     let model: Fold = rows.into_iter().map(|(id, t, n)| (id, (t, n))).collect();
     if &model == fold {
         return None;

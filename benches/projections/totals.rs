@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 
 use entlog_journal::{AnyTx, Entry};
 use entlog_projections::{Projection, ProjectionError};
-use sqlx::AssertSqlSafe;
 
 use crate::ENTITY_TYPE;
 use crate::rows::{Agg, Write, tx_write};
@@ -73,14 +72,7 @@ impl Projection for Totals {
 
     async fn reset(&self, tx: &mut AnyTx) -> Result<(), ProjectionError> {
         let sql = format!("DELETE FROM {}", self.table);
-        match tx {
-            AnyTx::Postgres(tx) => {
-                sqlx::query(AssertSqlSafe(sql)).execute(&mut **tx).await?;
-            }
-            AnyTx::Sqlite(tx) => {
-                sqlx::query(AssertSqlSafe(sql)).execute(&mut **tx).await?;
-            }
-        }
+        tx.execute(entlog_journal::sql(&sql)).await?;
         Ok(())
     }
 }

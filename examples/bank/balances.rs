@@ -110,6 +110,12 @@ impl ReadModel {
                 sqlx::query(BANK_BALANCES).execute(j.pool()).await?;
                 ReadModel::Postgres(j.pool().clone())
             }
+            // `AnyJournal` may gain backends; this read model knows these two.
+            other => {
+                return Err(sqlx::Error::Configuration(
+                    format!("no bank_balances table for {other:?}").into(),
+                ));
+            }
         })
     }
 

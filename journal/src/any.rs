@@ -19,8 +19,10 @@ use crate::sql::{Row, Sql};
 use crate::sqlite::{SqliteJournal, SqliteLocks};
 use crate::time::Timestamp;
 
-/// A PostgreSQL or SQLite journal.
+/// A PostgreSQL or SQLite journal. Non-exhaustive: another backend may be added, so a
+/// `match` outside this crate needs a wildcard arm.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub enum AnyJournal {
     /// Cluster mode.
     Postgres(PgJournal),
@@ -30,6 +32,7 @@ pub enum AnyJournal {
 
 /// The lock session of an [`AnyJournal`].
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum AnyLocks {
     /// PostgreSQL advisory locks on a dedicated connection.
     Postgres(PgLocks),

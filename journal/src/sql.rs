@@ -144,6 +144,7 @@ pub(crate) fn numbered_for_sqlite(text: &str) -> String {
 }
 
 /// A row read by [`AnyJournal::fetch_all`] or [`AnyTx::fetch_all`].
+#[non_exhaustive]
 pub enum Row {
     /// PostgreSQL.
     Postgres(sqlx::postgres::PgRow),

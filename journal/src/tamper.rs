@@ -1,6 +1,7 @@
 //! Damage for the conformance suite: edits rows behind the journal's back, with the same
 //! SQL on both backends.
 
+use crate::any::AnyJournal;
 use crate::envelope::EntityKey;
 use crate::pool::{Pool, on_pool};
 use crate::postgres::PgJournal;
@@ -112,3 +113,14 @@ macro_rules! tamper_through_writes {
 
 tamper_through_writes!(PgJournal);
 tamper_through_writes!(SqliteJournal);
+tamper_through_writes!(AnyJournal);
+
+impl AnyJournal {
+    /// The pool of the backend's bookkeeping writes.
+    fn writes(&self) -> Pool<'_> {
+        match self {
+            AnyJournal::Postgres(j) => j.writes(),
+            AnyJournal::Sqlite(j) => j.writes(),
+        }
+    }
+}

@@ -10,6 +10,7 @@ use crate::sql::{Row, Sql, sql};
 
 /// An open transaction on the journal's database (on SQLite, on its single writer
 /// connection: keep it short). Dropped without [`commit`](AnyTx::commit), it rolls back.
+#[non_exhaustive]
 pub enum AnyTx {
     /// PostgreSQL.
     Postgres(Transaction<'static, Postgres>),

@@ -10,7 +10,7 @@ use std::time::Duration;
 use entlog_journal::testing::database_url;
 use entlog_journal::{
     AnyJournal, AnyTx, EntityKey, Entry, Journal, NewEvent, Payload, PgJournal, PgOptions,
-    Processed, ProcessedBatch, SqliteJournal, SqliteOptions,
+    Processed, ProcessedBatch, SqliteJournal, SqliteOptions, sql,
 };
 use entlog_projections::{Projection, ProjectionError, Projector, Step, rebuild, status};
 use rand::Rng;
@@ -54,28 +54,13 @@ impl Projection for Sums {
                 return Err(ProjectionError::Handler("13 is unlucky".into()));
             }
             let id = e.entity.entity_id();
-            match tx {
-                AnyTx::Postgres(tx) => {
-                    sqlx::query(
-                        "INSERT INTO sums AS s VALUES ($1, $2, 1) ON CONFLICT (entity_id)
-                         DO UPDATE SET total = s.total + EXCLUDED.total, events = s.events + 1",
-                    )
-                    .bind(id)
-                    .bind(v)
-                    .execute(&mut **tx)
-                    .await?;
-                }
-                AnyTx::Sqlite(tx) => {
-                    sqlx::query(
-                        "INSERT INTO sums VALUES (?1, ?2, 1) ON CONFLICT (entity_id)
-                         DO UPDATE SET total = sums.total + excluded.total, events = sums.events + 1",
-                    )
-                    .bind(id)
-                    .bind(v)
-                    .execute(&mut **tx)
-                    .await?;
-                }
-            }
+            tx.execute(
+                sql("INSERT INTO sums VALUES ($1, $2, 1) ON CONFLICT (entity_id)
+                     DO UPDATE SET total = sums.total + excluded.total, events = sums.events + 1")
+                .bind(id)
+                .bind(v),
+            )
+            .await?;
         }
         if self.linger {
             let pause = rand::rng().random_range(0..3);
@@ -85,14 +70,7 @@ impl Projection for Sums {
     }
 
     async fn reset(&self, tx: &mut AnyTx) -> Result<(), ProjectionError> {
-        match tx {
-            AnyTx::Postgres(tx) => {
-                sqlx::query("DELETE FROM sums").execute(&mut **tx).await?;
-            }
-            AnyTx::Sqlite(tx) => {
-                sqlx::query("DELETE FROM sums").execute(&mut **tx).await?;
-            }
-        }
+        tx.execute(sql("DELETE FROM sums")).await?;
         if self.slow_reset {
             tokio::time::sleep(Duration::from_millis(40)).await;
         }
@@ -135,14 +113,7 @@ impl Backend {
             }
         };
         let ddl = "CREATE TABLE IF NOT EXISTS sums (entity_id TEXT PRIMARY KEY, total BIGINT NOT NULL, events BIGINT NOT NULL)";
-        match &j {
-            AnyJournal::Postgres(p) => {
-                sqlx::query(ddl).execute(p.pool()).await.unwrap();
-            }
-            AnyJournal::Sqlite(s) => {
-                sqlx::query(ddl).execute(s.writer()).await.unwrap();
-            }
-        }
+        j.execute(sql(ddl)).await.unwrap();
         j
     }
 
@@ -248,16 +219,13 @@ async fn journal_fold(j: &AnyJournal) -> BTreeMap<String, (i64, i64)> {
 }
 
 async fn read_model(j: &AnyJournal) -> BTreeMap<String, (i64, i64)> {
-    let rows: Vec<(String, i64, i64)> = match j {
-        AnyJournal::Postgres(p) => sqlx::query_as("SELECT entity_id, total, events FROM sums")
-            .fetch_all(p.pool())
-            .await
-            .unwrap(),
-        AnyJournal::Sqlite(s) => sqlx::query_as("SELECT entity_id, total, events FROM sums")
-            .fetch_all(s.reader())
-            .await
-            .unwrap(),
-    };
+    let rows: Vec<(String, i64, i64)> = j
+        .fetch_all(sql("SELECT entity_id, total, events FROM sums"))
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0).unwrap(), r.get(1).unwrap(), r.get(2).unwrap()))
+        .collect();
     rows.into_iter().map(|(id, t, n)| (id, (t, n))).collect()
 }
 

@@ -163,11 +163,7 @@ fn quickstart_journal(db: &Db) {
                 .into()
         };
         let delete = "DELETE FROM snapshots WHERE entity_type = 'account' AND entity_id = 'alice'";
-        match &journal {
-            AnyJournal::Postgres(j) => sqlx::query(delete).execute(j.pool()).await.map(|_| ()),
-            AnyJournal::Sqlite(j) => sqlx::query(delete).execute(j.writer()).await.map(|_| ()),
-        }
-        .unwrap();
+        journal.execute(entlog::journal::sql(delete)).await.unwrap();
         // The quickstart's state, { cents: 1000, operations: 1 }, as postcard writes it.
         let state = entlog::journal::Payload::encode("account.state", 1, &(1000u64, 1u64)).unwrap();
         entlog::Journal::save_snapshot(

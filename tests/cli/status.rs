@@ -42,23 +42,16 @@ fn damaged(db: &Db) {
         journal.append(sends).await.unwrap();
         let shard = journal.shard_of(&to);
         // One payload replaced behind the journal's back: its checksum no longer holds.
-        match &journal {
-            AnyJournal::Postgres(j) => sqlx::query(
-                r#"UPDATE journal SET payload = CAST('garbled' AS BYTEA) WHERE shard = $1 AND "offset" = 2"#,
+        journal
+            .execute(
+                entlog::journal::sql(
+                    r#"UPDATE journal SET payload = $2 WHERE shard = $1 AND "offset" = 2"#,
+                )
+                .bind(shard as i32)
+                .bind(b"garbled".to_vec()),
             )
-            .bind(shard as i32)
-            .execute(j.pool())
             .await
-            .map(|_| ()),
-            AnyJournal::Sqlite(j) => sqlx::query(
-                r#"UPDATE journal SET payload = CAST('garbled' AS BLOB) WHERE shard = $1 AND "offset" = 2"#,
-            )
-            .bind(shard as i32)
-            .execute(j.writer())
-            .await
-            .map(|_| ()),
-        }
-        .unwrap();
+            .unwrap();
         let mailbox = journal.read_mailboxes(&[(shard, 0)], 10).await.unwrap();
         let damaged: Vec<_> = mailbox
             .into_iter()

@@ -17,7 +17,7 @@ use common::backend::Backend;
 use common::*;
 use entities::{APPLY_PANICS, Ask, Failing, PROJECTION_FAILS, Trouble};
 use entlog_engine::Cluster;
-use entlog_journal::{AnyJournal, Journal};
+use entlog_journal::Journal;
 use harness::{bystander_answers, bystander_answers_eventually, failed_with, runner};
 use sqlx::{Connection, PgConnection};
 use uuid::Uuid;
@@ -264,10 +264,7 @@ async fn damaged_entry(backend: Backend) {
             ref other => panic!("{other:?}"),
         }
     }
-    match &journal {
-        AnyJournal::Postgres(j) => j.flip_payload_bit(0, offsets[1]).await,
-        AnyJournal::Sqlite(j) => j.flip_payload_bit(0, offsets[1]).await,
-    }
+    journal.flip_payload_bit(0, offsets[1]).await;
     let cluster = Cluster::builder()
         .journal(journal.clone())
         .config(config(1))
