@@ -100,7 +100,8 @@ pub(crate) async fn record_damaged(
                ON CONFLICT (shard, "offset") DO NOTHING"#
         );
         on_pool!(pool, p => {
-            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+            // Its text varies with the count: not worth a place in the statement cache.
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false);
             for e in chunk {
                 query = query
                     .bind(e.shard as i32)

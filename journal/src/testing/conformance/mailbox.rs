@@ -295,6 +295,16 @@ pub async fn mailbox_bad_input<B: Backend>(b: &B) {
         any.damaged_entries().await.expect("read").is_empty(),
         "a refused call records nothing"
     );
+    // More than one statement's worth in one call: every one is recorded.
+    let many: Vec<DamagedEntry> = (0..2_500)
+        .map(|n| DamagedEntry {
+            shard: n % 2,
+            offset: 1_000 + u64::from(n),
+            reason: format!("damage {n}"),
+        })
+        .collect();
+    j.record_damaged(&many).await.expect("record many");
+    assert_eq!(any.damaged_entries().await.expect("read").len(), 2_500);
 }
 
 /// The places (shard, offset) of what a mailbox read from `from` delivers.
