@@ -13,6 +13,7 @@ use sqlx::PgPool;
 use tokio::task::JoinHandle;
 
 use crate::common::{Cmd, Counter, Lat, Load};
+use crate::stages::{self, Sample};
 use crate::{ENTITIES, IN_FLIGHT};
 
 /// `in_flight` tasks, each asking `Add(1)` of the next counter (round robin over `ids`)
@@ -68,9 +69,10 @@ pub(crate) async fn closed_loop(
     // What the measured window cost: CPU (the machine's, and this process's), and
     // PostgreSQL transactions committed (the whole database's).
     tokio::time::sleep_until(window_start.into()).await;
-    let before = (Cpu::now(), xacts(admin).await);
+    let before = (Cpu::now(), xacts(admin).await, Sample::now());
     tokio::time::sleep_until(end.into()).await;
-    let after = (Cpu::now(), xacts(admin).await);
+    let after = (Cpu::now(), xacts(admin).await, Sample::now());
+    let stages = stages::line(&before.2, &after.2, measure);
     let cpu = before.0.zip(after.0).map(|(b, a)| b.usage(&a));
     let commits = before.1.zip(after.1).map(|(b, a)| a.saturating_sub(b));
     let mut all = Vec::new();
@@ -89,6 +91,7 @@ pub(crate) async fn closed_loop(
     Load {
         measured: all.len(),
         window: measure,
+        stages,
         lat: Lat::new(all),
         ok_total,
         errors,

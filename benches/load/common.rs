@@ -178,6 +178,8 @@ pub(crate) struct Load {
     pub(crate) cpu: Option<(f64, f64)>,
     /// PostgreSQL transactions committed during the window (whole database).
     pub(crate) commits: Option<u64>,
+    /// Where the window's time went, stage by stage (see `stages.rs`).
+    pub(crate) stages: Option<String>,
 }
 
 impl Load {
@@ -203,6 +205,14 @@ impl Load {
             ));
         }
         out
+    }
+
+    /// Where the window's time went: each stage's calls, size, time and busy share.
+    pub(crate) fn stages(&self) -> String {
+        match &self.stages {
+            Some(s) => format!("stages: {s}"),
+            None => "stages: not recorded (another metrics recorder is installed)".into(),
+        }
     }
 
     pub(crate) fn line(&self) -> String {

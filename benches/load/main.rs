@@ -16,9 +16,12 @@
 //!
 //! 1. throughput: one runner, the same process as client, 1,000 counters, 256 asks in
 //!    flight (256 closed-loop tasks), asks/s and latency percentiles, with the machine's
-//!    CPU use and PostgreSQL's transaction rate over the window; 1b. the same with other
-//!    journal options (pool size, shard count, NOTIFY off) to show what limits it (not in
-//!    quick mode); 1'. the same on SQLite;
+//!    CPU use, PostgreSQL's transaction rate and where the time went over the window
+//!    (each stage of the message path — the client's appends, the runner's mailbox reads
+//!    and commits — with its calls per second, messages per call, time per call and busy
+//!    share, from the engine's metrics); 1b. the same with other journal options (pool
+//!    size, shard count, NOTIFY off) to show what limits it (not in quick mode); 1'. the
+//!    same on SQLite;
 //! 2. sequential: one counter, one ask after another;
 //! 3. failover: two runners in one process; runner A's lock connection is terminated by
 //!    the server; time until an ask to an entity of one of A's shards is answered by B
@@ -44,10 +47,10 @@
 //! Errors and timeouts are reported, not hidden: the program exits with status 1 after
 //! the summary if any ask failed or a scenario hung.
 //!
-//! The code: `common` (the entity, settings, results and helpers) and `closed_loop` (the
-//! load generator), one module per scenario (`throughput`, `raw`, `sequential`,
-//! `failover` and `child`, `activation`, `lateness`, `memory`), and `report` (the
-//! summary); here, the constants and `main`.
+//! The code: `common` (the entity, settings, results and helpers), `closed_loop` (the
+//! load generator) and `stages` (its stage figures), one module per scenario
+//! (`throughput`, `raw`, `sequential`, `failover` and `child`, `activation`, `lateness`,
+//! `memory`), and `report` (the summary); here, the constants and `main`.
 
 mod activation;
 mod child;
@@ -59,6 +62,7 @@ mod memory;
 mod raw;
 mod report;
 mod sequential;
+mod stages;
 mod throughput;
 
 use std::future::Future;
@@ -110,6 +114,7 @@ fn main() {
         ..Report::default()
     };
     rt.block_on(async {
+        stages::install();
         let admin = PgPoolOptions::new()
             .max_connections(4)
             .connect(&url)

@@ -33,6 +33,7 @@ pub(crate) fn print_summary(r: &Report, s: &Settings, wall: Duration) {
             format!("{}{raw}", pg.line()),
         );
         col("", pg.costs());
+        col("", pg.stages());
     }
     for (name, load) in &r.variants {
         col(&format!("  same, {name}"), load.line());
@@ -44,9 +45,11 @@ pub(crate) fn print_summary(r: &Report, s: &Settings, wall: Duration) {
         };
         col("same, 64 in flight", format!("{}{raw}", pg64.line()));
         col("", pg64.costs());
+        col("", pg64.stages());
     }
     if let Some(sq) = &r.sqlite {
         col("sqlite, same", sq.line());
+        col("", sq.stages());
     }
     for (name, seq) in [("postgres", &r.seq), ("sqlite", &r.seq_sqlite)] {
         if let Some(seq) = seq {

@@ -46,6 +46,7 @@ pub(crate) async fn throughput_pg(url: &str, admin: &PgPool, s: &Settings, repor
     .await;
     println!("  postgres: {}", load.line());
     println!("            {}", load.costs());
+    println!("            {}", load.stages());
     println!(
         "            {} asks answered in all (warm-up included), {} errors",
         grouped(load.ok_total as f64),
@@ -59,6 +60,7 @@ pub(crate) async fn throughput_pg(url: &str, admin: &PgPool, s: &Settings, repor
     }
     println!("  64 in flight: {}", load64.line());
     println!("            {}", load64.costs());
+    println!("            {}", load64.stages());
     if let Some(e) = &load64.first_error {
         report.anomaly(format!(
             "throughput (postgres, 64 in flight): {} asks failed; first: {e}",
@@ -198,6 +200,7 @@ pub(crate) async fn throughput_sqlite(s: &Settings, report: &mut Report) {
     .await;
     println!("  sqlite:   {}", load.line());
     println!("            {}", load.costs());
+    println!("            {}", load.stages());
     println!(
         "            {} asks answered in all (warm-up included), {} errors",
         grouped(load.ok_total as f64),

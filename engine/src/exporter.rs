@@ -32,14 +32,31 @@ use crate::metrics as m;
 /// Bucket bounds (seconds) of `entlog_processing_latency_seconds`, so it is exported as
 /// a Prometheus histogram (aggregatable across runners) rather than a summary. From half
 /// a millisecond (an in-memory handler on SQLite) to the default ask timeout of 30 s.
-/// Buckets of `entlog_messages_per_commit`: one message per commit up to a runner's worth
-/// of full batches.
-const COMMIT_SIZE_BUCKETS: &[f64] = &[
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// Buckets of `entlog_messages_per_commit` and `entlog_messages_per_append`: one message
+/// up to a runner's worth of full batches.
+const BATCH_SIZE_BUCKETS: &[f64] = &[
     1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1_000.0, 2_000.0, 5_000.0,
 ];
 
-const LATENCY_BUCKETS: &[f64] = &[
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+/// Bucket bounds (seconds) of the pipeline's stages (`entlog_append_seconds`,
+/// `entlog_read_seconds`, `entlog_commit_seconds`): from a tenth of a millisecond (a small
+/// SQLite transaction) to seconds (a commit waiting on locks or a slow disk).
+const STAGE_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
+
+/// The histograms exported with buckets, and theirs.
+const BUCKETS: &[(&str, &[f64])] = &[
+    (m::PROCESSING_LATENCY, LATENCY_BUCKETS),
+    (m::MESSAGES_PER_COMMIT, BATCH_SIZE_BUCKETS),
+    (m::MESSAGES_PER_APPEND, BATCH_SIZE_BUCKETS),
+    (m::APPEND_SECONDS, STAGE_BUCKETS),
+    (m::READ_SECONDS, STAGE_BUCKETS),
+    (m::COMMIT_SECONDS, STAGE_BUCKETS),
 ];
 
 /// Installs the Prometheus recorder as the process's global recorder and serves it on
@@ -50,18 +67,14 @@ pub(crate) fn serve(
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<JoinHandle<()>, EngineError> {
     let fail = |reason: String| EngineError::Metrics { addr, reason };
-    let (recorder, exporter) = PrometheusBuilder::new()
-        .with_http_listener(addr)
-        .set_buckets_for_metric(
-            Matcher::Full(m::PROCESSING_LATENCY.to_owned()),
-            LATENCY_BUCKETS,
+    let (recorder, exporter) = BUCKETS
+        .iter()
+        .try_fold(
+            PrometheusBuilder::new().with_http_listener(addr),
+            |b, (name, buckets)| {
+                b.set_buckets_for_metric(Matcher::Full((*name).to_owned()), buckets)
+            },
         )
-        .and_then(|b| {
-            b.set_buckets_for_metric(
-                Matcher::Full(m::MESSAGES_PER_COMMIT.to_owned()),
-                COMMIT_SIZE_BUCKETS,
-            )
-        })
         .and_then(PrometheusBuilder::build)
         .map_err(|e| fail(e.to_string()))?;
     // On failure the recorder and the exporter (with its bound socket) are dropped here.

@@ -32,6 +32,15 @@ pub const SHARD_RETRIES: &str = "entlog_shard_retries_total";
 /// Histogram: handled messages per commit of the runner's pipeline (all shards together;
 /// 0 for a commit that only moves cursors).
 pub const MESSAGES_PER_COMMIT: &str = "entlog_messages_per_commit";
+/// Histogram (seconds): one append of the client, the group commit of the sends waiting
+/// at that moment, from its start to the journal's answer.
+pub const APPEND_SECONDS: &str = "entlog_append_seconds";
+/// Histogram: messages per append of the client.
+pub const MESSAGES_PER_APPEND: &str = "entlog_messages_per_append";
+/// Histogram (seconds): one mailbox read of the runner's pipeline (every due shard at once).
+pub const READ_SECONDS: &str = "entlog_read_seconds";
+/// Histogram (seconds): one commit of the runner's pipeline (what every shard handled).
+pub const COMMIT_SECONDS: &str = "entlog_commit_seconds";
 
 /// Counter: batched reply queries made for asks whose shard another process owns (each
 /// serves every such ask of one shard).
@@ -93,6 +102,22 @@ pub fn describe() {
     describe_histogram!(
         MESSAGES_PER_COMMIT,
         "handled messages per pipeline commit (all shards together)"
+    );
+    describe_histogram!(
+        APPEND_SECONDS,
+        Unit::Seconds,
+        "one client append (the group commit of concurrent sends)"
+    );
+    describe_histogram!(MESSAGES_PER_APPEND, "messages per client append");
+    describe_histogram!(
+        READ_SECONDS,
+        Unit::Seconds,
+        "one mailbox read of the pipeline (every due shard)"
+    );
+    describe_histogram!(
+        COMMIT_SECONDS,
+        Unit::Seconds,
+        "one commit of the pipeline (every shard's handled messages)"
     );
     describe_counter!(
         REPLY_QUERIES,

@@ -68,6 +68,7 @@ pub(crate) enum Failure {
 /// inline projections or committing alone, which commit one by one. `askers`: where the
 /// askers of their messages wait.
 pub(crate) async fn commit(journal: AnyJournal, parts: Vec<Part>, askers: Askers) -> Vec<PartDone> {
+    let started = Instant::now();
     let (own, mut plain): (Vec<Part>, Vec<Part>) =
         parts.into_iter().partition(|p| p.alone || has_inline(p));
     let mut done = match plain.len() {
@@ -85,6 +86,7 @@ pub(crate) async fn commit(journal: AnyJournal, parts: Vec<Part>, askers: Askers
             alone(&journal, part, askers).await
         });
     }
+    metrics::histogram!(m::COMMIT_SECONDS).record(started.elapsed().as_secs_f64());
     done
 }
 

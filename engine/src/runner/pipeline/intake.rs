@@ -66,7 +66,10 @@ pub(crate) async fn intake(env: Arc<Env>, wants: Vec<Want>, limit: usize) -> Vec
     if from.is_empty() {
         return got;
     }
-    match journal.read_mailboxes(&from, limit).await {
+    let started = Instant::now();
+    let read = journal.read_mailboxes(&from, limit).await;
+    metrics::histogram!(m::READ_SECONDS).record(started.elapsed().as_secs_f64());
+    match read {
         Ok(deliveries) => {
             let damaged: Vec<_> = deliveries
                 .iter()
