@@ -12,7 +12,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use entlog_engine::{Cluster, Config, Context, Entity, Outcome, Rejection};
+use entlog_engine::{Cluster, ClusterBuilder, Config, Context, Entity, Outcome, Rejection};
 use entlog_journal::Journal as _;
 use entlog_journal::testing::database_url;
 use serde::{Deserialize, Serialize};
@@ -121,20 +121,24 @@ fn runner_config(id: Option<&str>) -> Config {
     }
 }
 
+/// Starts a runner of `Counter` and `Echo` from `builder`, once it owns every shard.
+async fn owning_every_shard(builder: ClusterBuilder) -> Cluster {
+    let runner = builder.entity(Counter).entity(Echo).start().await.unwrap();
+    eventually(20, "the runner to own every shard", || async {
+        runner.owned_shards().len() == SHARDS as usize
+    })
+    .await;
+    runner
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sqlite_replies_reach_their_asker() {
     let dir = TempDir::new();
-    let cluster = Cluster::builder()
-        .sqlite(dir.db())
-        .config(runner_config(None))
-        .entity(Counter)
-        .entity(Echo)
-        .start()
-        .await
-        .unwrap();
-    eventually(20, "the runner to own every shard", || async {
-        cluster.owned_shards().len() == SHARDS as usize
-    })
+    let cluster = owning_every_shard(
+        Cluster::builder()
+            .sqlite(dir.db())
+            .config(runner_config(None)),
+    )
     .await;
     let before = cluster.reply_queries();
     same_id_two_entities(&cluster, "e", 200).await;
@@ -160,15 +164,14 @@ impl Schema {
         }
     }
 
+    /// A runner, once it owns every shard.
     async fn runner(&self) -> Cluster {
-        Cluster::builder()
-            .postgres_schema(&self.url, &self.name)
-            .config(runner_config(Some("runner-a")))
-            .entity(Counter)
-            .entity(Echo)
-            .start()
-            .await
-            .unwrap()
+        owning_every_shard(
+            Cluster::builder()
+                .postgres_schema(&self.url, &self.name)
+                .config(runner_config(Some("runner-a"))),
+        )
+        .await
     }
 
     async fn client(&self) -> Cluster {
@@ -197,10 +200,6 @@ impl Schema {
 async fn postgres_replies_reach_their_asker_locally_and_remotely() {
     let schema = Schema::new().await;
     let runner = schema.runner().await;
-    eventually(20, "the runner to own every shard", || async {
-        runner.owned_shards().len() == SHARDS as usize
-    })
-    .await;
     let client = schema.client().await;
     assert!(client.owned_shards().is_empty());
 
@@ -316,21 +315,15 @@ async fn postgres_asks_are_answered_without_any_notification() {
             .shard_count(SHARDS)
             .notify(false)
     };
-    let runner = Cluster::builder()
-        .journal(
-            entlog_journal::PgJournal::open(quiet(&schema))
-                .await
-                .unwrap(),
-        )
-        .config(runner_config(Some("runner-q")))
-        .entity(Counter)
-        .entity(Echo)
-        .start()
-        .await
-        .unwrap();
-    eventually(20, "the runner to own every shard", || async {
-        runner.owned_shards().len() == SHARDS as usize
-    })
+    let runner = owning_every_shard(
+        Cluster::builder()
+            .journal(
+                entlog_journal::PgJournal::open(quiet(&schema))
+                    .await
+                    .unwrap(),
+            )
+            .config(runner_config(Some("runner-q"))),
+    )
     .await;
     let client = Cluster::builder()
         .journal(

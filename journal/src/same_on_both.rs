@@ -1,11 +1,12 @@
 //! The [`Journal`](crate::Journal) methods that are written once for both backends.
 
 /// The [`Journal`](crate::Journal) methods that are the same on both backends, expanded
-/// inside each backend's `impl Journal`: the shard count and map, the reads of `read.rs` and
-/// the writes of `writes.rs` (each shard checked first), the checks before an append and a
-/// mailbox read, and the schedule-changed flag. The backend provides `inner.common` (a
-/// [`Common`](crate::common::Common)), `reads` and `writes` (the [`Pool`](crate::pool::Pool)s its reads and
-/// bookkeeping writes run on), `place_appended` and `read_mailboxes_of`.
+/// inside each backend's `impl Journal`: the shard count and map, the reads of `read.rs`
+/// and the writes of `writes.rs` (each shard checked first), the checks before an append
+/// and a mailbox read, and the schedule-changed flag. The backend provides `inner.common`
+/// (a [`Common`](crate::common::Common)), `reads` and `writes` (the
+/// [`Pool`](crate::pool::Pool)s its reads and bookkeeping writes run on), `place_appended`
+/// and `read_mailboxes_of`.
 macro_rules! same_on_both_backends {
     () => {
         fn shard_count(&self) -> u32 {
