@@ -6,21 +6,14 @@ use std::collections::HashMap;
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use entlog_engine::metrics as m;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 /// The stage histograms, with the size histogram that goes with each (if any).
 const STAGES: &[(&str, &str, Option<&str>)] = &[
-    (
-        "append",
-        "entlog_append_seconds",
-        Some("entlog_messages_per_append"),
-    ),
-    ("read", "entlog_read_seconds", None),
-    (
-        "commit",
-        "entlog_commit_seconds",
-        Some("entlog_messages_per_commit"),
-    ),
+    ("append", m::APPEND_SECONDS, Some(m::MESSAGES_PER_APPEND)),
+    ("read", m::READ_SECONDS, None),
+    ("commit", m::COMMIT_SECONDS, Some(m::MESSAGES_PER_COMMIT)),
 ];
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();

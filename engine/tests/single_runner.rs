@@ -426,6 +426,20 @@ async fn inline_projection_reads_its_writes(backend: Backend) {
                 .expect("projected with the ask");
             assert_eq!((seq, state.total), (n, total));
         }
+        // The commit that wrote the read model moved the mailbox cursor past the messages.
+        let journal = cluster.journal();
+        let shard = journal.shard_of(&EntityKey::new("counter", id).unwrap());
+        let last = journal
+            .read_shard(shard, 0, 1_000, Some(EntryKind::Message))
+            .await
+            .unwrap()
+            .last()
+            .expect("the messages")
+            .offset;
+        eventually(20, "the mailbox cursor past the last message", || async {
+            journal.cursor(entlog_engine::MAILBOX, shard).await.unwrap() >= last
+        })
+        .await;
     }
     cluster.shutdown().await.unwrap();
     backend.drop().await;

@@ -59,6 +59,12 @@ pub(crate) async fn save_snapshot(
     Ok(())
 }
 
+/// Moves the cursor of consumer `$1` on shard `$2` to offset `$3`, never back: for
+/// [`advance_cursor`], and for a commit that moves a cursor inside its transaction.
+pub(crate) const ADVANCE_CURSOR: &str = r#"INSERT INTO cursors (consumer, shard, "offset") VALUES ($1, $2, $3)
+    ON CONFLICT (consumer, shard) DO UPDATE SET "offset" = excluded."offset"
+     WHERE cursors."offset" < excluded."offset""#;
+
 /// Moves `consumer`'s cursor on `shard` to `offset`, never back.
 pub(crate) async fn advance_cursor(
     pool: Pool<'_>,
@@ -67,16 +73,12 @@ pub(crate) async fn advance_cursor(
     offset: u64,
 ) -> Result<()> {
     on_pool!(pool, p => {
-        sqlx::query(
-            r#"INSERT INTO cursors (consumer, shard, "offset") VALUES ($1, $2, $3)
-               ON CONFLICT (consumer, shard) DO UPDATE SET "offset" = excluded."offset"
-                WHERE cursors."offset" < excluded."offset""#,
-        )
-        .bind(consumer)
-        .bind(shard as i32)
-        .bind(i64::try_from(offset).unwrap_or(i64::MAX))
-        .execute(p)
-        .await?;
+        sqlx::query(ADVANCE_CURSOR)
+            .bind(consumer)
+            .bind(shard as i32)
+            .bind(i64::try_from(offset).unwrap_or(i64::MAX))
+            .execute(p)
+            .await?;
     });
     Ok(())
 }

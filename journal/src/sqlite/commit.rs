@@ -14,6 +14,7 @@ use crate::outcomes::{receipt, receipts};
 use crate::ownership::Lease;
 use crate::records::{CommitReceipt, ProcessedBatch};
 use crate::shard::Shard;
+use crate::writes::ADVANCE_CURSOR;
 
 impl SqliteJournal {
     /// Commits a processed batch inside the open transaction `tx` (the caller commits).
@@ -39,7 +40,12 @@ impl SqliteJournal {
             .await
             .map_err(|e| classify(e, shard))?;
         if let Some((consumer, offset)) = &batch.cursor {
-            advance(&mut *tx, consumer, shard, *offset).await?;
+            sqlx::query(ADVANCE_CURSOR)
+                .bind(consumer)
+                .bind(shard as i32)
+                .bind(i64::try_from(*offset).unwrap_or(i64::MAX))
+                .execute(&mut *tx)
+                .await?;
         }
         receipt(self, &cols, &placed).await
     }
@@ -128,23 +134,4 @@ fn classify(err: sqlx::Error, shard: Shard) -> JournalError {
         }
     }
     JournalError::Persistence(err)
-}
-
-/// Moves `consumer`'s cursor on `shard` to `offset`, never back.
-async fn advance(
-    conn: &mut sqlx::SqliteConnection,
-    consumer: &str,
-    shard: Shard,
-    offset: u64,
-) -> Result<()> {
-    sqlx::query(
-        r#"INSERT INTO cursors (consumer, shard, "offset") VALUES (?1, ?2, ?3)
-           ON CONFLICT (consumer, shard) DO UPDATE SET "offset" = max(cursors."offset", excluded."offset")"#,
-    )
-    .bind(consumer)
-    .bind(shard as i64)
-    .bind(offset as i64)
-    .execute(conn)
-    .await?;
-    Ok(())
 }
