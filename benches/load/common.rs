@@ -307,10 +307,16 @@ pub(crate) async fn drop_schema(pool: &PgPool, schema: &str) {
     exec(pool, format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE")).await;
 }
 
+/// The configuration of the clusters here: `SHARDS` shards, a long ask timeout.
 pub(crate) fn config() -> Config {
     Config::default()
         .shard_count(SHARDS)
         .ask_timeout(Duration::from_secs(20))
+}
+
+/// [`config`] for a new SQLite journal: its default shard count.
+pub(crate) fn sqlite_config() -> Config {
+    config().shard_count(0)
 }
 
 pub(crate) async fn pg_cluster(url: &str, schema: &str, config: Config, node: u8) -> Cluster {
@@ -339,13 +345,14 @@ pub(crate) async fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> 
 
 /// Waits until `cluster` owns every shard, then lets its workers settle (LISTEN set up).
 pub(crate) async fn ready(cluster: &Cluster, report: &mut Report, what: &str) {
+    let shards = entlog::Journal::shard_count(cluster.journal()) as usize;
     if !wait_until(Duration::from_secs(15), || {
-        cluster.owned_shards().len() == SHARDS as usize
+        cluster.owned_shards().len() == shards
     })
     .await
     {
         report.anomaly(format!(
-            "{what}: the runner owns {} of {SHARDS} shards after 15 s",
+            "{what}: the runner owns {} of {shards} shards after 15 s",
             cluster.owned_shards().len()
         ));
     }

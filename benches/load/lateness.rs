@@ -12,7 +12,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::common::{
-    Lat, Report, Settings, config, drop_schema, ms, ready, schema_name, wait_until,
+    Lat, Report, Settings, config, drop_schema, ms, ready, schema_name, sqlite_config, wait_until,
 };
 
 /// How late each scheduled message ran, in microseconds (negative: early).
@@ -133,7 +133,7 @@ pub(crate) async fn lateness(url: &str, admin: &PgPool, s: &Settings, report: &m
     std::fs::create_dir_all(&dir).unwrap();
     let cluster = Cluster::builder()
         .sqlite(dir.join("late.db"))
-        .config(config())
+        .config(sqlite_config())
         .entity(Late)
         .start()
         .await

@@ -21,7 +21,7 @@
 //!    and commits — with its calls per second, messages per call, time per call and busy
 //!    share, from the engine's metrics); 1b. the same with other journal options (pool
 //!    size, shard count, NOTIFY off) to show what limits it (not in quick mode); 1'. the
-//!    same on SQLite;
+//!    same on SQLite, with its default shard count for a new journal;
 //! 2. sequential: one counter, one ask after another;
 //! 3. failover: two runners in one process; runner A's lock connection is terminated by
 //!    the server; time until an ask to an entity of one of A's shards is answered by B
@@ -81,6 +81,7 @@ use crate::sequential::sequential;
 use crate::throughput::{throughput_pg, throughput_sqlite, throughput_variants};
 
 const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+/// Shards of every PostgreSQL journal here (SQLite's take their default).
 const SHARDS: u32 = 64;
 const ENTITIES: usize = 1_000;
 const IN_FLIGHT: usize = 256;

@@ -48,7 +48,13 @@ pub(crate) fn print_summary(r: &Report, s: &Settings, wall: Duration) {
         col("", pg64.stages());
     }
     if let Some(sq) = &r.sqlite {
-        col("sqlite, same", sq.line());
+        col(
+            &format!(
+                "sqlite, same ({} shards, its default)",
+                entlog::SqliteOptions::NEW_SHARD_COUNT
+            ),
+            sq.line(),
+        );
         col("", sq.stages());
     }
     for (name, seq) in [("postgres", &r.seq), ("sqlite", &r.seq_sqlite)] {

@@ -14,7 +14,7 @@ use uuid::Uuid;
 use crate::closed_loop::{closed_loop, entity_ids};
 use crate::common::{
     Counter, Report, Settings, config, drop_schema, grouped, pg_cluster, ready, rss_kb,
-    schema_name, wait_until,
+    schema_name, sqlite_config, wait_until,
 };
 use crate::raw::raw_baseline;
 use crate::sequential::sequential_on;
@@ -183,7 +183,7 @@ pub(crate) async fn throughput_sqlite(s: &Settings, report: &mut Report) {
     let path: PathBuf = dir.join("load.db");
     let cluster = Cluster::builder()
         .sqlite(&path)
-        .config(config())
+        .config(sqlite_config())
         .entity(Counter { node: 1 })
         .start()
         .await

@@ -40,7 +40,8 @@ pub(crate) enum Command {
   entlog --db app.db migrate --shards 16
   entlog --db postgres://postgres@127.0.0.1/app --schema orders migrate")]
     Migrate {
-        /// Shards of a new journal (an existing one keeps its own count).
+        /// Shards of a new journal (default 64 on PostgreSQL, 8 on SQLite; an existing one
+        /// keeps its own count).
         #[arg(long)]
         shards: Option<u32>,
     },

@@ -80,37 +80,28 @@ pub(crate) async fn existing(location: &Location, need: Need) -> Result<AnyJourn
 }
 
 /// Creates the journal or applies its pending migrations; `shards` for a new one (an
-/// existing one keeps its count; `None` means 64 for a new one).
+/// existing one keeps its count; `None` means the backend's default for a new one).
 pub(crate) async fn migrate(
     location: &Location,
     shards: Option<u32>,
 ) -> Result<AnyJournal, CliError> {
-    // 0 adopts an existing journal's count; a new one gets the default.
+    // 0 adopts an existing journal's count; a new one gets the backend's default.
     let count = shards.unwrap_or(0);
-    let open = |count: u32| async move {
-        Ok::<AnyJournal, entlog_journal::JournalError>(match location {
-            Location::Postgres { url, schema } => PgJournal::open(
-                PgOptions::new(url.clone())
-                    .schema(schema.clone())
-                    .max_connections(2)
-                    .shard_count(count),
-            )
-            .await?
-            .into(),
-            Location::Sqlite(path) => {
-                SqliteJournal::open(SqliteOptions::new(path.clone()).shard_count(count))
-                    .await?
-                    .into()
-            }
-        })
-    };
-    match open(count).await {
-        // No journal to adopt a count from: create one with the default.
-        Err(entlog_journal::JournalError::NotFound { .. }) if shards.is_none() => {
-            Ok(open(64).await?)
+    Ok(match location {
+        Location::Postgres { url, schema } => PgJournal::open(
+            PgOptions::new(url.clone())
+                .schema(schema.clone())
+                .max_connections(2)
+                .shard_count(count),
+        )
+        .await?
+        .into(),
+        Location::Sqlite(path) => {
+            SqliteJournal::open(SqliteOptions::new(path.clone()).shard_count(count))
+                .await?
+                .into()
         }
-        other => Ok(other?),
-    }
+    })
 }
 
 /// Parses `TYPE/ID`.

@@ -24,8 +24,10 @@ use std::time::Duration;
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct Config {
-    /// Shards of a journal created by this cluster (fixed at creation). Default 64: enough
-    /// to spread over a few dozen runners; fewer shards mean bigger commit batches.
+    /// Shards of a journal created by this cluster (fixed at creation; an existing journal
+    /// of another count is refused). Default 0: an existing journal's count, and for a new
+    /// one 64 on PostgreSQL (enough to spread over a few dozen runners) and 8 on SQLite
+    /// (one process owns them all). Fewer shards mean bigger commit batches.
     pub shard_count: u32,
     /// Named shard groups of a journal created by this cluster, taken from the end of its
     /// `shard_count` shards (the default group keeps the rest); fixed at creation like the
@@ -105,7 +107,7 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Config {
-            shard_count: 64,
+            shard_count: 0,
             shard_groups: Vec::new(),
             batch_size: 256,
             passivate_after: Duration::from_secs(300),
@@ -131,7 +133,8 @@ impl Default for Config {
 }
 
 impl Config {
-    /// Sets [`Config::shard_count`]: shards of a journal this cluster creates.
+    /// Sets [`Config::shard_count`]: shards of a journal this cluster creates (0: the
+    /// existing journal's count, or the backend's default for a new one).
     pub fn shard_count(mut self, n: u32) -> Self {
         self.shard_count = n;
         self

@@ -257,7 +257,7 @@ async fn one_runner_hosting_both_groups_owns_every_shard() {
 
 /// A type's group is recorded by its first registration: a build that moves it, or names
 /// a group the journal lacks, is refused at start; so is another layout of groups, and a
-/// shard count of 0 adopts the stored one.
+/// shard count of 0 adopts the stored one (unless other groups are configured).
 #[tokio::test]
 async fn groups_are_fixed_once_recorded() {
     let dir = TempDir::new();
@@ -311,6 +311,18 @@ async fn groups_are_fixed_once_recorded() {
     let key = EntityKey::new("ledger", "l").unwrap();
     assert_eq!(j.shard_of(&key), layout.shard_in("payments", "l"));
     j.close().await;
+    drop(j);
+    // A count of 0 with groups configured adopts the count, not the groups: they are
+    // checked against the stored ones.
+    let err = SqliteJournal::open(
+        SqliteOptions::new(dir.db()).shard_groups(vec![ShardGroup::new("payments", PAYMENTS - 1)]),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(&err, JournalError::ShardGroupsMismatch { stored, requested } if stored == "payments:6" && requested == "payments:5"),
+        "{err:?}"
+    );
 }
 
 /// The same on PostgreSQL, where two processes may open one journal: a layout differing

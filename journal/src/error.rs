@@ -119,7 +119,7 @@ pub enum JournalError {
     /// The journal's shard groups differ from the configured ones (they are fixed when the
     /// journal is created, like the shard count).
     #[error(
-        "the journal's shard groups are {stored:?}, but {requested:?} were configured; groups are fixed when a journal is created: configure {stored:?} (or a shard count of 0 to adopt them)"
+        "the journal's shard groups are {stored:?}, but {requested:?} were configured; groups are fixed when a journal is created: configure {stored:?} (or none, with a shard count of 0, to adopt them)"
     )]
     ShardGroupsMismatch {
         /// The stored named groups, as `name:shards,…` (empty for none).

@@ -109,25 +109,25 @@ pub(crate) fn check_migrated(
     Ok(())
 }
 
-/// The shard count and groups to open with: those requested, or for a count of 0 the
-/// existing journal's; 0 with no journal there is [`JournalError::NotFound`] (creating one
-/// needs a count).
+/// The shard count and groups to open with. A count of 0 (the options' default) takes an
+/// existing journal's count, and its groups too unless some are configured (those are then
+/// checked against the stored ones); with no journal there yet, 0 is `new_journal`, the
+/// backend's count for a journal it creates.
 pub(crate) fn adopt_shape(
     shard_count: &mut u32,
     groups: &mut Vec<ShardGroup>,
     existing: Option<&Meta>,
-    location: impl FnOnce() -> String,
-) -> Result<()> {
+    new_journal: u32,
+) {
     match (*shard_count, existing) {
         (0, Some(meta)) => {
             *shard_count = meta.shard_count;
-            *groups = meta.layout.named();
-            Ok(())
+            if groups.is_empty() {
+                *groups = meta.layout.named();
+            }
         }
-        (0, None) => Err(JournalError::NotFound {
-            location: location(),
-        }),
-        _ => Ok(()),
+        (0, None) => *shard_count = new_journal,
+        _ => {}
     }
 }
 

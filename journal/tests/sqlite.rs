@@ -354,3 +354,57 @@ async fn the_wal_is_checkpointed_beside_the_writer() {
     }
     j.close().await;
 }
+
+/// A journal created with the default options has `SqliteOptions::NEW_SHARD_COUNT` shards;
+/// a file created with another count opens with the default options and keeps its count
+/// and its entries (files made before the default changed), while an explicit other count
+/// is refused.
+#[tokio::test]
+async fn default_shard_count_creates_few_and_adopts_any() {
+    let b = Sqlite::new();
+    let new = SqliteJournal::open(SqliteOptions::new(b.path()))
+        .await
+        .unwrap();
+    assert_eq!(new.shard_count(), SqliteOptions::NEW_SHARD_COUNT);
+    assert_eq!(SqliteOptions::NEW_SHARD_COUNT, 8);
+    new.close().await;
+
+    let path = b.path();
+    let old = SqliteJournal::open(SqliteOptions::new(&path).shard_count(64))
+        .await
+        .unwrap();
+    let key = EntityKey::new("counter", "c").unwrap();
+    let message = NewMessage::new(
+        key.clone(),
+        Payload::encode("counter.cmd", 1, &1u64).unwrap(),
+    );
+    old.append(vec![message]).await.unwrap();
+    let shard = old.shard_of(&key);
+    old.close().await;
+    drop(old);
+    let reopened = SqliteJournal::open(SqliteOptions::new(&path))
+        .await
+        .unwrap();
+    assert_eq!(reopened.shard_count(), 64, "the stored count is adopted");
+    assert_eq!(reopened.shard_of(&key), shard);
+    assert_eq!(
+        reopened.head(shard).await.unwrap(),
+        1,
+        "the entry is still there"
+    );
+    reopened.close().await;
+    drop(reopened);
+    let err = SqliteJournal::open(SqliteOptions::new(&path).shard_count(8))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            JournalError::ShardCountMismatch {
+                stored: 64,
+                requested: 8
+            }
+        ),
+        "got {err:?}"
+    );
+}

@@ -28,11 +28,11 @@ pub struct PgOptions {
     /// Schema holding the journal's tables. Default `entlog`.
     pub schema: String,
     /// Number of shards; fixed when the journal is created, checked on every later open.
-    /// Default 64; 0 adopts the count of an existing journal.
+    /// Default 0: an existing journal's count, [`PgOptions::NEW_SHARD_COUNT`] for a new one.
     pub shard_count: u32,
     /// Named shard groups at the end of the shards (see [`crate::shard_groups`]); fixed
-    /// with the shard count. Default none: every shard in the default group. A shard count
-    /// of 0 adopts the existing journal's groups too.
+    /// with the shard count. Default none: every shard in the default group. With none
+    /// configured and a shard count of 0, an existing journal's groups are adopted.
     pub shard_groups: Vec<ShardGroup>,
     /// Largest accepted payload in bytes. Default 1 MiB.
     pub max_payload_bytes: usize,
@@ -54,12 +54,16 @@ pub struct PgOptions {
 }
 
 impl PgOptions {
+    /// Shards of a journal created with a shard count of 0: enough to spread over a few
+    /// dozen runners.
+    pub const NEW_SHARD_COUNT: u32 = 64;
+
     /// Options for `url` with every other field at its default.
     pub fn new(url: impl Into<String>) -> Self {
         PgOptions {
             url: url.into(),
             schema: "entlog".into(),
-            shard_count: 64,
+            shard_count: 0,
             shard_groups: Vec::new(),
             max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
             max_connections: 10,
@@ -173,8 +177,8 @@ pub(super) async fn open(mut options: PgOptions) -> Result<PgJournal> {
         &mut options.shard_count,
         &mut options.shard_groups,
         existing.as_ref(),
-        || format!("schema {:?}", options.schema),
-    )?;
+        PgOptions::NEW_SHARD_COUNT,
+    );
     let layout = ShardLayout::new(options.shard_count, &options.shard_groups)?;
     if let Some(meta) = &existing {
         check_meta(meta, options.shard_count, &options.shard_groups)?;

@@ -47,12 +47,13 @@ pub enum Access {
 pub struct SqliteOptions {
     /// The database file; created if missing.
     pub path: PathBuf,
-    /// Number of shards; fixed when the journal is created. Default 64; 0 adopts the
-    /// count of an existing journal.
+    /// Number of shards; fixed when the journal is created, checked on every later open.
+    /// Default 0: an existing journal's count, [`SqliteOptions::NEW_SHARD_COUNT`] for a new
+    /// one.
     pub shard_count: u32,
     /// Named shard groups at the end of the shards (see [`crate::shard_groups`]); fixed
-    /// with the shard count. Default none. A shard count of 0 adopts the existing
-    /// journal's groups too.
+    /// with the shard count. Default none. With none configured and a shard count of 0, an
+    /// existing journal's groups are adopted.
     pub shard_groups: Vec<ShardGroup>,
     /// Largest accepted payload in bytes. Default 1 MiB.
     pub max_payload_bytes: usize,
@@ -63,11 +64,17 @@ pub struct SqliteOptions {
 }
 
 impl SqliteOptions {
+    /// Shards of a journal created with a shard count of 0. Fewer than on PostgreSQL: one
+    /// process owns every shard of a SQLite journal, so shards buy it little, while each
+    /// shard a transaction writes to costs its own pages (see the README's "Fewer shards
+    /// on SQLite").
+    pub const NEW_SHARD_COUNT: u32 = 8;
+
     /// Options for the file at `path` with every other field at its default.
     pub fn new(path: impl Into<PathBuf>) -> Self {
         SqliteOptions {
             path: path.into(),
-            shard_count: 64,
+            shard_count: 0,
             shard_groups: Vec::new(),
             max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
             durability: Durability::Full,
@@ -131,8 +138,8 @@ pub(super) async fn open(mut options: SqliteOptions) -> Result<SqliteJournal> {
         &mut options.shard_count,
         &mut options.shard_groups,
         existing.as_ref(),
-        || options.path.display().to_string(),
-    )?;
+        SqliteOptions::NEW_SHARD_COUNT,
+    );
     let layout = ShardLayout::new(options.shard_count, &options.shard_groups)?;
     if let Some(meta) = &existing {
         check_meta(meta, options.shard_count, &options.shard_groups)?;

@@ -497,3 +497,18 @@ async fn journal_clock_is_the_servers() {
     );
     b.cleanup().await;
 }
+
+/// A journal created with a shard count of 0 (the default) has
+/// `PgOptions::NEW_SHARD_COUNT` shards, and a member opening it with 0 adopts that count.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn default_shard_count_creates_the_pg_default() {
+    let b = Pg::new().await;
+    let j = b.fresh(0).await;
+    assert_eq!(j.shard_count(), PgOptions::NEW_SHARD_COUNT);
+    assert_eq!(PgOptions::NEW_SHARD_COUNT, 64);
+    assert_eq!(PgOptions::new(&b.url).shard_count, 0, "the default adopts");
+    let j = b.reopen(j, 0).await.unwrap();
+    assert_eq!(j.shard_count(), 64);
+    j.close().await;
+    b.cleanup().await;
+}

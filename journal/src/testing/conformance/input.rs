@@ -95,7 +95,7 @@ pub async fn bad_input<B: Backend>(b: &B) {
 }
 
 /// Opening with another shard count, or a journal of an unknown format version, is a typed
-/// error that changes nothing.
+/// error that changes nothing; a count of 0 opens with the stored one.
 pub async fn wrong_shard_count_and_format<B: Backend>(b: &B) {
     let j = b.fresh(4).await;
     let (_, offset) = appended(&j.append(vec![msg("a", 0, 0)]).await.expect("append")[0]);
@@ -113,6 +113,10 @@ pub async fn wrong_shard_count_and_format<B: Backend>(b: &B) {
     let j = b.fresh(4).await;
     let (shard, _) = appended(&j.append(vec![msg("a", 0, 0)]).await.expect("append")[0]);
     let j = b.reopen(j, 4).await.expect("same count reopens");
+    assert_eq!(j.head(shard).await.expect("head"), offset);
+    // A count of 0 (the options' default) adopts the stored one.
+    let j = b.reopen(j, 0).await.expect("a count of 0 reopens");
+    assert_eq!(j.shard_count(), 4, "the stored count is adopted");
     assert_eq!(j.head(shard).await.expect("head"), offset);
     j.set_format_version(99).await;
     let err = b.reopen(j, 4).await.expect_err("unknown format");
