@@ -18,13 +18,13 @@ impl SqliteJournal {
         now: Timestamp,
     ) -> Result<Vec<Placed>> {
         let mut tx = self.inner.writer.begin().await?;
-        let placed = match place::place(&mut tx, entries, now, None, Dedup::Optimistic).await? {
+        let placed = match place::place(&mut tx, entries, now, &[], Dedup::Optimistic).await? {
             Some(placed) => placed,
             None => {
                 // A duplicate among them: start over, looking each id up.
                 tx.rollback().await?;
                 tx = self.inner.writer.begin().await?;
-                place::place(&mut tx, entries, now, None, Dedup::Lookup)
+                place::place(&mut tx, entries, now, &[], Dedup::Lookup)
                     .await?
                     .ok_or_else(|| {
                         JournalError::Internal("placement with lookups cannot conflict".into())

@@ -26,7 +26,8 @@ impl SqliteJournal {
         let now = self.now();
         let cols = self.inner.common.batch_columns(&mut batch, now)?;
         let shard = batch.shard;
-        let placed = place::place(&mut *tx, &cols.entries, now, batch.lease, Dedup::Lookup)
+        let fence: Vec<Lease> = batch.lease.into_iter().collect();
+        let placed = place::place(&mut *tx, &cols.entries, now, &fence, Dedup::Lookup)
             .await
             .map_err(|e| match e {
                 JournalError::Persistence(err) => classify(err, shard),
@@ -59,29 +60,10 @@ impl SqliteJournal {
         let now = self.now();
         let many = self.inner.common.many_columns(batches, now)?;
         let mut tx = self.inner.writer.begin().await?;
-        // Every lease's fence in one statement.
-        let leased: Vec<Lease> = many.parts.iter().filter_map(|p| p.lease).collect();
-        if !leased.is_empty() {
-            let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-                "SELECT shard, epoch FROM shards WHERE shard IN (",
-            );
-            let mut list = q.separated(", ");
-            for l in &leased {
-                list.push_bind(l.shard as i64);
-            }
-            q.push(")");
-            let epochs: Vec<(i64, i64)> = q.build_query_as().fetch_all(&mut *tx).await?;
-            for l in &leased {
-                if !epochs.contains(&(l.shard as i64, l.epoch as i64)) {
-                    return Err(JournalError::Fenced {
-                        shard: l.shard,
-                        epoch: l.epoch,
-                    });
-                }
-            }
-        }
+        // Every lease's fence, checked with the heads (one statement).
+        let leases: Vec<Lease> = many.parts.iter().filter_map(|p| p.lease).collect();
         let first = many.parts.first().map_or(0, |p| p.shard);
-        let placed = place::place(&mut tx, &many.entries, now, None, Dedup::Lookup)
+        let placed = place::place(&mut tx, &many.entries, now, &leases, Dedup::Lookup)
             .await
             .map_err(|e| match e {
                 JournalError::Persistence(err) => classify(err, first),

@@ -33,21 +33,27 @@ pub(super) enum Dedup {
 
 /// Appends entries like PostgreSQL's `append_entries`: returns a placement per row, or
 /// `None` when an optimistic placement met a duplicate (the transaction must be rolled
-/// back and the call repeated with [`Dedup::Lookup`]).
+/// back and the call repeated with [`Dedup::Lookup`]). A lease in `fences` that is not
+/// its shard's current epoch fails the call with [`JournalError::Fenced`] before anything
+/// is written.
 pub(super) async fn place(
     conn: &mut SqliteConnection,
     cols: &EntryColumns,
     now: Timestamp,
-    fence: Option<Lease>,
+    fences: &[Lease],
     dedup: Dedup,
 ) -> Result<Option<Vec<Placed>>> {
     let mut shards: Vec<i32> = cols.shard.clone();
-    shards.extend(fence.map(|l| l.shard as i32));
+    shards.extend(fences.iter().map(|l| l.shard as i32));
     shards.sort_unstable();
     shards.dedup();
+    // The heads, the epochs to fence with and whether anything is scheduled, in one
+    // statement: each statement is a round trip to the writer's thread.
     let mut heads = HashMap::with_capacity(shards.len());
-    let mut q =
-        QueryBuilder::<Sqlite>::new("SELECT shard, head, epoch FROM shards WHERE shard IN (");
+    let mut any_scheduled = false;
+    let mut q = QueryBuilder::<Sqlite>::new(
+        "SELECT shard, head, epoch, EXISTS (SELECT 1 FROM scheduled) FROM shards WHERE shard IN (",
+    );
     let mut list = q.separated(", ");
     for &s in &shards {
         list.push_bind(s);
@@ -58,8 +64,9 @@ pub(super) async fn place(
             row.try_get::<i32, _>(0)?,
             (row.try_get::<i64, _>(1)?, row.try_get::<i64, _>(2)?),
         );
+        any_scheduled = row.try_get(3)?;
     }
-    if let Some(lease) = fence {
+    for lease in fences {
         let epoch = heads.get(&(lease.shard as i32)).map(|h| h.1);
         if epoch != Some(lease.epoch as i64) {
             return Err(JournalError::Fenced {
@@ -84,7 +91,11 @@ pub(super) async fn place(
         messages
     };
     let journaled = find_journaled(conn, cols, &lookups).await?;
-    let parked = find_scheduled(conn, cols, &all_messages).await?;
+    let parked = if any_scheduled {
+        find_scheduled(conn, cols, &all_messages).await?
+    } else {
+        HashSet::new()
+    };
 
     let mut placed = Vec::with_capacity(cols.len());
     let mut fresh = Vec::new();
@@ -195,12 +206,6 @@ async fn find_scheduled(
     rows: &[usize],
 ) -> Result<HashSet<Key>> {
     let mut found = HashSet::new();
-    let pending: i64 = sqlx::query_scalar("SELECT count(*) FROM (SELECT 1 FROM scheduled LIMIT 1)")
-        .fetch_one(&mut *conn)
-        .await?;
-    if pending == 0 {
-        return Ok(found);
-    }
     for chunk in rows.chunks(CHUNK) {
         let mut q = QueryBuilder::<Sqlite>::new(
             "SELECT s.entity_type, s.entity_id, s.message_id FROM (VALUES ",
