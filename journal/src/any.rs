@@ -219,6 +219,10 @@ impl Journal for AnyJournal {
         both!(self, j => j.next_due(shard).await)
     }
 
+    async fn next_due_many(&self, shards: &[Shard]) -> Result<Vec<Option<Timestamp>>> {
+        both!(self, j => j.next_due_many(shards).await)
+    }
+
     async fn cancel_scheduled(&self, entity: &EntityKey, message_id: Uuid) -> Result<bool> {
         both!(self, j => j.cancel_scheduled(entity, message_id).await)
     }

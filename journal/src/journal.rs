@@ -242,6 +242,13 @@ pub trait Journal: Send + Sync + 'static {
     /// When the shard's earliest scheduled message is due, if it has one.
     fn next_due(&self, shard: Shard) -> impl Future<Output = Result<Option<Timestamp>>> + Send;
 
+    /// [`next_due`](Journal::next_due) of each of `shards`, in their order, in one query: a
+    /// runner looks at the schedules of all its shards without a round trip per shard.
+    fn next_due_many(
+        &self,
+        shards: &[Shard],
+    ) -> impl Future<Output = Result<Vec<Option<Timestamp>>>> + Send;
+
     /// Removes a message that is still scheduled. `true` if it was in the schedule and is now
     /// gone for good; `false` if the entity has no scheduled message with this id (never
     /// sent, sent due at once, already promoted, or already cancelled). Atomic with respect

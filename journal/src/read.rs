@@ -162,6 +162,44 @@ pub(crate) async fn next_due(pool: Pool<'_>, shard: Shard) -> Result<Option<Time
     })
 }
 
+/// The earliest due time of each of `shards`, in their order (`None`: nothing scheduled).
+pub(crate) async fn next_due_many(
+    pool: Pool<'_>,
+    shards: &[Shard],
+) -> Result<Vec<Option<Timestamp>>> {
+    if shards.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rows: Vec<(i32, i64)> = match pool {
+        // One statement text whatever the number of shards.
+        Pool::Postgres(p) => {
+            let list: Vec<i32> = shards.iter().map(|&s| s as i32).collect();
+            sqlx::query_as(
+                "SELECT shard, min(deliver_at) FROM scheduled WHERE shard = ANY($1) GROUP BY shard",
+            )
+            .bind(list)
+            .fetch_all(p)
+            .await?
+        }
+        Pool::Sqlite(p) => {
+            let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+                "SELECT shard, min(deliver_at) FROM scheduled WHERE shard IN (",
+            );
+            let mut list = q.separated(", ");
+            for &s in shards {
+                list.push_bind(s as i32);
+            }
+            q.push(") GROUP BY shard");
+            q.build_query_as().fetch_all(p).await?
+        }
+    };
+    let due: std::collections::HashMap<i32, i64> = rows.into_iter().collect();
+    Ok(shards
+        .iter()
+        .map(|&s| due.get(&(s as i32)).map(|&at| Timestamp(at)))
+        .collect())
+}
+
 /// Deletes `entity`'s scheduled message `message_id`; whether it was there. Each
 /// backend's `cancel_scheduled` says why it cannot race promotion.
 pub(crate) async fn cancel_scheduled(

@@ -135,6 +135,16 @@ macro_rules! same_on_both_backends {
             crate::read::next_due(self.reads(), shard).await
         }
 
+        async fn next_due_many(
+            &self,
+            shards: &[crate::shard::Shard],
+        ) -> crate::error::Result<Vec<Option<crate::time::Timestamp>>> {
+            for &shard in shards {
+                self.inner.common.check_shard(shard)?;
+            }
+            crate::read::next_due_many(self.reads(), shards).await
+        }
+
         fn take_schedule_changed(&self, shard: crate::shard::Shard) -> bool {
             self.inner.common.wakeups.take_scheduled(shard)
         }

@@ -2,9 +2,9 @@
 //!
 //! One intake round covers every shard that wants something: a newly owned (or reset)
 //! shard loads its cursor and brings its inline projections up to date; a shard whose
-//! scheduled messages are due promotes them; a shard whose schedule changed reads its next
-//! due time; then ONE read fetches the due messages of all of them, after each shard's
-//! read position. Damaged entries are recorded durably before the read returns them.
+//! scheduled messages are due promotes them; the shards whose schedule changed read their
+//! next due times in one query; then ONE read fetches the due messages of all of them,
+//! after each shard's read position. Damaged entries are recorded durably before the read returns them.
 
 use std::sync::Arc;
 
@@ -40,6 +40,8 @@ pub(crate) struct Got {
     /// Where the read started; `None` if the shard was not read.
     pub from: Option<u64>,
     pub inline: Option<Inline>,
+    /// Whether to read the next due time (read for the whole round at once).
+    refresh_due: bool,
     /// The next due time, when it was read.
     pub next_due: Option<Option<Timestamp>>,
     /// Messages and damaged entries read, in offset order (empty if not read).
@@ -58,6 +60,7 @@ pub(crate) async fn intake(env: Arc<Env>, wants: Vec<Want>, limit: usize) -> Vec
     for w in wants {
         got.push(prepare(journal, w, env.config.batch_size).await);
     }
+    refresh_due(journal, &mut got).await;
     let from: Vec<(Shard, u64)> = got
         .iter()
         .filter(|g| g.error.is_none())
@@ -124,6 +127,7 @@ async fn prepare(journal: &AnyJournal, w: Want, batch: usize) -> Got {
         loaded: None,
         from: None,
         inline: w.inline,
+        refresh_due: false,
         next_due: None,
         deliveries: Vec::new(),
         read: false,
@@ -161,27 +165,47 @@ async fn prepare(journal: &AnyJournal, w: Want, batch: usize) -> Got {
             }
         }
     };
-    let mut refresh = w.refresh_due;
-    if w.promote {
-        match journal.promote_due(w.shard, journal.now()).await {
-            Ok(_) => refresh = true,
-            Err(e) => {
-                fail(&mut got, "cannot promote due messages", &e);
-                return got;
-            }
-        }
+    if w.promote
+        && let Err(e) = journal.promote_due(w.shard, journal.now()).await
+    {
+        fail(&mut got, "cannot promote due messages", &e);
+        return got;
     }
-    if refresh {
-        match journal.next_due(w.shard).await {
-            Ok(due) => got.next_due = Some(due),
-            Err(e) => {
-                fail(&mut got, "cannot read the schedule", &e);
-                return got;
-            }
-        }
-    }
+    got.refresh_due = w.refresh_due || w.promote;
     got.from = Some(after);
     got
+}
+
+/// Reads the next due time of every shard of the round that wants it, in one query.
+async fn refresh_due(journal: &AnyJournal, got: &mut [Got]) {
+    let shards: Vec<Shard> = got
+        .iter()
+        .filter(|g| g.refresh_due && g.error.is_none())
+        .map(|g| g.shard)
+        .collect();
+    if shards.is_empty() {
+        return;
+    }
+    let due = journal.next_due_many(&shards).await;
+    let mut due = match due {
+        Ok(due) => due.into_iter(),
+        Err(e) => {
+            let reason = format!("cannot read the schedule: {e}");
+            for g in got
+                .iter_mut()
+                .filter(|g| g.refresh_due && g.error.is_none())
+            {
+                g.error = Some(reason.clone());
+            }
+            return;
+        }
+    };
+    for g in got
+        .iter_mut()
+        .filter(|g| g.refresh_due && g.error.is_none())
+    {
+        g.next_due = due.next();
+    }
 }
 
 // ---- the intake stage of the pipeline ------------------------------------------------

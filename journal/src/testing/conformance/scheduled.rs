@@ -64,7 +64,8 @@ fn scheduled_msg(id: &str, n: u32, at: Timestamp) -> NewMessage {
 
 /// Cancelling a scheduled message removes it for good; cancelling one that is unknown, was
 /// due at once, was already promoted or already cancelled reports `false` and changes
-/// nothing. A cancelled id is forgotten: sending it again schedules it anew.
+/// nothing. A cancelled id is forgotten: sending it again schedules it anew. The schedules
+/// of several shards are read in one call.
 pub async fn cancel_scheduled<B: Backend>(b: &B) {
     let j = b.fresh(2).await;
     let base = Timestamp::now().after(Duration::from_secs(3600));
@@ -78,6 +79,19 @@ pub async fn cancel_scheduled<B: Backend>(b: &B) {
         .await
         .expect("append");
     assert_eq!(j.next_due(shard).await.expect("next due"), Some(at(10)));
+    // Many shards in one query, in the order asked; out of range is refused.
+    let other = 1 - shard;
+    assert_eq!(
+        j.next_due_many(&[other, shard, other])
+            .await
+            .expect("next due many"),
+        vec![None, Some(at(10)), None]
+    );
+    assert!(j.next_due_many(&[]).await.expect("none asked").is_empty());
+    assert!(matches!(
+        j.next_due_many(&[shard, 2]).await,
+        Err(JournalError::ShardOutOfRange { shard: 2, .. })
+    ));
     let cancel = |entity: EntityKey, id: Uuid| {
         let j = j.clone();
         async move { j.cancel_scheduled(&entity, id).await.expect("cancel") }
