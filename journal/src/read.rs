@@ -150,18 +150,6 @@ pub(crate) async fn head(pool: Pool<'_>, shard: Shard) -> Result<u64> {
     })
 }
 
-/// When the earliest message held in `shard`'s schedule is due.
-pub(crate) async fn next_due(pool: Pool<'_>, shard: Shard) -> Result<Option<Timestamp>> {
-    on_pool!(pool, p => {
-        let due: Option<i64> =
-            sqlx::query_scalar("SELECT min(deliver_at) FROM scheduled WHERE shard = $1")
-                .bind(shard as i32)
-                .fetch_one(p)
-                .await?;
-        Ok(due.map(Timestamp))
-    })
-}
-
 /// The earliest due time of each of `shards`, in their order (`None`: nothing scheduled).
 pub(crate) async fn next_due_many(
     pool: Pool<'_>,

@@ -131,8 +131,9 @@ macro_rules! same_on_both_backends {
             &self,
             shard: crate::shard::Shard,
         ) -> crate::error::Result<Option<crate::time::Timestamp>> {
-            self.inner.common.check_shard(shard)?;
-            crate::read::next_due(self.reads(), shard).await
+            self.next_due_many(&[shard])
+                .await
+                .map(|mut due| due.pop().flatten())
         }
 
         async fn next_due_many(

@@ -4,7 +4,8 @@
 //! shard loads its cursor and brings its inline projections up to date; a shard whose
 //! scheduled messages are due promotes them; the shards whose schedule changed read their
 //! next due times in one query; then ONE read fetches the due messages of all of them,
-//! after each shard's read position. Damaged entries are recorded durably before the read returns them.
+//! after each shard's read position. Damaged entries are recorded durably before the read
+//! returns them.
 
 use std::sync::Arc;
 
@@ -178,33 +179,25 @@ async fn prepare(journal: &AnyJournal, w: Want, batch: usize) -> Got {
 
 /// Reads the next due time of every shard of the round that wants it, in one query.
 async fn refresh_due(journal: &AnyJournal, got: &mut [Got]) {
-    let shards: Vec<Shard> = got
-        .iter()
-        .filter(|g| g.refresh_due && g.error.is_none())
-        .map(|g| g.shard)
+    let wanted: Vec<usize> = (0..got.len())
+        .filter(|&i| got[i].refresh_due && got[i].error.is_none())
         .collect();
-    if shards.is_empty() {
+    if wanted.is_empty() {
         return;
     }
-    let due = journal.next_due_many(&shards).await;
-    let mut due = match due {
-        Ok(due) => due.into_iter(),
+    let shards: Vec<Shard> = wanted.iter().map(|&i| got[i].shard).collect();
+    match journal.next_due_many(&shards).await {
+        Ok(due) => {
+            for (&i, due) in wanted.iter().zip(due) {
+                got[i].next_due = Some(due);
+            }
+        }
         Err(e) => {
             let reason = format!("cannot read the schedule: {e}");
-            for g in got
-                .iter_mut()
-                .filter(|g| g.refresh_due && g.error.is_none())
-            {
-                g.error = Some(reason.clone());
+            for &i in &wanted {
+                got[i].error = Some(reason.clone());
             }
-            return;
         }
-    };
-    for g in got
-        .iter_mut()
-        .filter(|g| g.refresh_due && g.error.is_none())
-    {
-        g.next_due = due.next();
     }
 }
 
